@@ -1,0 +1,19 @@
+// apps/commands.h: every `octet` subcommand is one function with main()'s
+// signature (argv[0] is the subcommand's own first argument, not "octet").
+// Each returns the process exit code; errors are thrown and printed by main().
+#pragma once
+
+namespace octet::app {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(int argc, char** argv);
+};
+
+int cmd_bench(int argc, char** argv);
+
+// Subcommands of `octet bench`.
+int bench_ops(int argc, char** argv);
+
+}  // namespace octet::app

@@ -1,0 +1,50 @@
+// apps/octet.cpp: the `octet` command line. Dispatches to one subcommand;
+// prints any error as "octet <cmd>: what" and exits non-zero.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "apps/args.h"
+#include "apps/commands.h"
+
+namespace {
+
+using octet::app::Command;
+
+const Command kCommands[] = {
+    {"bench", "benchmarks: ops (conv fwd+bwd), train, engine", octet::app::cmd_bench},
+};
+
+void print_help() {
+  std::printf(
+      "octet: train CNNs with quantization in mind, run them as integer-only programs.\n\n"
+      "usage: octet <command> [options]     (octet <command> --help for its options)\n\n"
+      "commands:\n");
+  for (const Command& c : kCommands) std::printf("  %-10s %s\n", c.name, c.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help") ||
+      !std::strcmp(argv[1], "help")) {
+    print_help();
+    return argc < 2 ? 2 : 0;
+  }
+  for (const Command& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    try {
+      return c.run(argc - 2, argv + 2);
+    } catch (const octet::app::UsageError& e) {
+      std::fprintf(stderr, "%s\n(see: octet %s --help)\n", e.what(), c.name);
+      return 2;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "octet %s: error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "octet: unknown command '%s'\n\n", argv[1]);
+  print_help();
+  return 2;
+}

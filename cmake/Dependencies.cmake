@@ -1,0 +1,87 @@
+# Dependencies come from Debian packages only. A missing one stops configure
+# with the name of the package that provides it.
+
+function(octet_missing what package)
+  message(FATAL_ERROR
+    "Octet needs ${what}, which was not found.\n"
+    "Install it with:  sudo apt-get install -y ${package}\n"
+    "(or run scripts/setup.sh, which installs every dependency)")
+endfunction()
+
+find_package(Threads REQUIRED)
+
+# oneTBB: threads for the core and for the engine.
+find_package(TBB CONFIG QUIET)
+if(NOT TBB_FOUND)
+  octet_missing("oneTBB (TBB::tbb)" libtbb-dev)
+endif()
+
+# doctest: every test suite.
+find_package(doctest CONFIG QUIET)
+if(NOT doctest_FOUND)
+  find_path(OCTET_DOCTEST_INCLUDE doctest/doctest.h)
+  if(NOT OCTET_DOCTEST_INCLUDE)
+    octet_missing("doctest" doctest-dev)
+  endif()
+  add_library(doctest::doctest INTERFACE IMPORTED)
+  set_target_properties(doctest::doctest PROPERTIES INTERFACE_INCLUDE_DIRECTORIES ${OCTET_DOCTEST_INCLUDE})
+endif()
+
+if(NOT OCTET_ENGINE_ONLY)
+  # OpenBLAS: sgemm for the float core (cblas interface).
+  find_package(OpenBLAS CONFIG QUIET)
+  if(OpenBLAS_FOUND AND EXISTS "${OpenBLAS_INCLUDE_DIRS}/cblas.h")
+    add_library(octet_openblas INTERFACE)
+    target_include_directories(octet_openblas SYSTEM INTERFACE ${OpenBLAS_INCLUDE_DIRS})
+    target_link_libraries(octet_openblas INTERFACE ${OpenBLAS_LIBRARIES})
+  else()
+    find_path(OCTET_CBLAS_INCLUDE cblas.h PATH_SUFFIXES openblas openblas-pthread)
+    find_library(OCTET_OPENBLAS_LIB openblas)
+    if(NOT OCTET_CBLAS_INCLUDE OR NOT OCTET_OPENBLAS_LIB)
+      octet_missing("OpenBLAS (cblas.h, libopenblas)" libopenblas-dev)
+    endif()
+    add_library(octet_openblas INTERFACE)
+    target_include_directories(octet_openblas SYSTEM INTERFACE ${OCTET_CBLAS_INCLUDE})
+    target_link_libraries(octet_openblas INTERFACE ${OCTET_OPENBLAS_LIB})
+  endif()
+
+  # stb_image / stb_image_write: Debian's libstb ships the implementations.
+  find_path(OCTET_STB_INCLUDE stb_image.h PATH_SUFFIXES stb)
+  find_library(OCTET_STB_LIB stb)
+  if(NOT OCTET_STB_INCLUDE OR NOT OCTET_STB_LIB)
+    octet_missing("stb_image (stb_image.h, libstb)" libstb-dev)
+  endif()
+  add_library(octet_stb INTERFACE)
+  target_include_directories(octet_stb SYSTEM INTERFACE ${OCTET_STB_INCLUDE})
+  target_link_libraries(octet_stb INTERFACE ${OCTET_STB_LIB})
+endif()
+
+# octet_library(NAME DIR DEPS...): a static library of every .cpp directly in
+# DIR (subfolders excluded), include root = the repo root so headers are named
+# "core/tensor.h". A folder without sources yet gives an interface library.
+function(octet_library name dir)
+  file(GLOB sources CONFIGURE_DEPENDS ${dir}/*.cpp)
+  if(sources)
+    add_library(${name} STATIC ${sources})
+    target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR})
+    target_link_libraries(${name} PUBLIC ${ARGN} PRIVATE octet_flags)
+  else()
+    add_library(${name} INTERFACE)
+    target_include_directories(${name} INTERFACE ${PROJECT_SOURCE_DIR})
+    target_link_libraries(${name} INTERFACE ${ARGN})
+  endif()
+endfunction()
+
+# octet_test(NAME SOURCES... LIBS ...): a doctest executable registered with ctest.
+function(octet_test name)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE ${T_LIBS} doctest::doctest octet_flags)
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR})
+  target_compile_definitions(${name} PRIVATE
+    OCTET_SOURCE_DIR="${PROJECT_SOURCE_DIR}" OCTET_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  add_test(NAME ${name} COMMAND ${name})
+  if(T_LABELS)
+    set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}")
+  endif()
+endfunction()

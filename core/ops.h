@@ -1,0 +1,67 @@
+// core/ops.h: differentiable ops. Each computes its forward now and, when
+// an input requires grad and grad mode is on, records its backward rule
+// (core/tensor.h). Shapes are checked; a mismatch throws std::invalid_argument
+// naming the op and both shapes.
+//
+// Layouts: images NCHW; conv weights [Cout, Cin/groups, KH, KW]; linear
+// weights [out, in] (as PyTorch), so y = x W^T + b.
+#pragma once
+
+#include <span>
+
+#include "core/tensor.h"
+
+namespace octet {
+
+struct Conv2dOptions {
+  int stride = 1;
+  int pad = 0;     // zero padding on each side, both spatial dims
+  int groups = 1;  // Cin and Cout must both be divisible by groups
+};
+
+// x [N, Cin, H, W], w [Cout, Cin/groups, KH, KW], bias [Cout] or undefined
+// -> [N, Cout, (H + 2*pad - KH)/stride + 1, (W + 2*pad - KW)/stride + 1].
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Conv2dOptions opt = {});
+
+// x [N, in], w [out, in], bias [out] or undefined -> [N, out].
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias);
+
+// a [M, K], b [K, N] -> [M, N].
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// Batch normalization over (N, H, W) per channel; x [N, C, H, W] (or [N, C]).
+// training: normalizes with the batch statistics (biased variance) and updates
+//   running = (1 - momentum) * running + momentum * batch (unbiased variance),
+//   as PyTorch does; running_mean/var are updated in place without the tape.
+// eval: normalizes with running_mean/var.
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                  Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
+
+Tensor relu(const Tensor& x);
+
+// Elementwise with NumPy broadcasting of b against a (b's shape, right-aligned,
+// has 1 or a's size in each dim), e.g. a bias [1, C, 1, 1] onto [N, C, H, W].
+// The gradient of b is summed over the broadcast dims.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, float s);
+
+// Pools over NCHW. avg_pool2d divides by the full window (padding counts as 0,
+// count_include_pad as PyTorch's default).
+Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad = 0);
+Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int pad = 0);
+Tensor global_avg_pool(const Tensor& x);  // [N, C, H, W] -> [N, C]
+
+Tensor reshape(const Tensor& x, const Shape& shape);  // shares storage; one dim may be -1
+Tensor flatten(const Tensor& x);                      // [N, ...] -> [N, rest]
+
+// Mean over the batch of the softmax cross-entropy of logits [N, C] against
+// integer labels in [0, C). With label_smoothing eps the target is
+// (1 - eps) * onehot + eps / C.
+Tensor cross_entropy(const Tensor& logits, std::span<const int> labels, float label_smoothing = 0.0f);
+
+Tensor sum(const Tensor& x);   // -> scalar
+Tensor mean(const Tensor& x);  // -> scalar
+
+}  // namespace octet
