@@ -1,0 +1,98 @@
+// core/augment.h: per-image data augmentation and input preprocessing.
+//
+// Augmentation (training only) works on uint8 CHW images:
+//   random crop: pad the image with `pad` zero pixels on every side, then cut
+//     an H x W window at a uniformly drawn offset (oy, ox) in [0, 2*pad]^2;
+//     equivalently out(y, x) = in(y + dy, x + dx), dy = oy - pad, dx = ox - pad,
+//     and 0 where (y + dy, x + dx) falls outside the image;
+//   horizontal flip with probability 1/2, applied after the crop:
+//     final(y, x) = out(y, W - 1 - x).
+// The parameters of sample `index` in `epoch` come from sample_rng(seed,
+// epoch, index) alone, so they do not depend on batch size, batch order or
+// the number of threads.
+//
+// Preprocessing turns uint8 pixels x in 0..255 into floats with one affine
+// map per channel:
+//
+//     y = x * scale[c] + offset[c]
+//
+//   standard   (x/255 - mean_c) / std_c: scale = 1/(255 std_c), offset = -mean_c/std_c
+//              (CIFAR-10 mean/std by default, or compute_channel_stats() of the train set)
+//   vgg        x - mean_c in 0..255 units, no scaling: scale = 1, offset = -mean_c,
+//              mean = (123.68, 116.78, 103.94) RGB (the VGG / ResNet-v1 means)
+//   inception  x/127.5 - 1, range [-1, 1]: scale = 1/127.5, offset = -1
+//
+// The affine form is the contract, not an approximation: the float pipeline
+// computes exactly x * scale + offset in float, and the exporter folds the
+// same (scale, offset) into the first convolution (w' = w * scale[c_in],
+// b' = b + sum w * offset[c_in]) so the integer engine eats raw uint8 pixels.
+// Note for the fold: the first conv's zero padding happens after
+// preprocessing, i.e. it pads with the pixel value -offset[c]/scale[c] (the
+// one that maps to 0), which is the channel mean, not pixel 0.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+
+namespace octet {
+
+// ---- augmentation ----
+
+struct AugmentParams {
+  int dy = 0;         // crop shift: out(y, x) = in(y + dy, x + dx), in [-pad, pad]
+  int dx = 0;
+  bool flip = false;  // mirror left-right after the crop
+};
+
+// A well-mixed 64-bit seed for (seed, epoch) (splitmix64 finalizer).
+uint64_t derive_seed(uint64_t seed, int64_t epoch);
+
+// The generator of one sample's augmentation: stream `index` of the epoch's seed.
+Rng sample_rng(uint64_t seed, int64_t epoch, int64_t index);
+
+// Draws crop offsets in [-pad, pad] (dy first, then dx) and, when flip is
+// allowed, a fair coin for the mirror.
+AugmentParams draw_augment(Rng& rng, int pad, bool flip);
+
+// src, dst: one C x H x W uint8 image each (must not alias). Applies the
+// shift with zero fill, then the mirror.
+void augment_image(const uint8_t* src, uint8_t* dst, int channels, int height, int width, const AugmentParams& p);
+
+// ---- preprocessing ----
+
+enum class PreprocessMode { standard, vgg, inception };
+
+const char* preprocess_name(PreprocessMode m);      // "standard", "vgg", "inception"
+PreprocessMode parse_preprocess(const std::string& name);  // throws std::invalid_argument listing the choices
+
+// CIFAR-10 training-set statistics in [0, 1] units (RGB).
+inline constexpr float kCifar10Mean[3] = {0.4914f, 0.4822f, 0.4465f};
+inline constexpr float kCifar10Std[3] = {0.2470f, 0.2435f, 0.2616f};
+// VGG / ResNet-v1 (Caffe, TF-slim) channel means in 0..255 units, RGB order.
+inline constexpr float kVggMean[3] = {123.68f, 116.78f, 103.94f};
+
+struct Preprocess {
+  PreprocessMode mode = PreprocessMode::standard;
+  std::vector<float> scale;   // per channel
+  std::vector<float> offset;  // per channel
+
+  // mean, std in [0, 1] units, one per channel (default: CIFAR-10's).
+  static Preprocess standard(const std::vector<float>& mean = {kCifar10Mean[0], kCifar10Mean[1], kCifar10Mean[2]},
+                             const std::vector<float>& std = {kCifar10Std[0], kCifar10Std[1], kCifar10Std[2]});
+  static Preprocess vgg();
+  static Preprocess inception();
+  // By mode with the default constants.
+  static Preprocess make(PreprocessMode mode);
+
+  int channels() const { return int(scale.size()); }
+  float apply(int c, uint8_t x) const { return float(x) * scale[size_t(c)] + offset[size_t(c)]; }
+};
+
+// src: one C x H x W uint8 image; dst: C x H x W floats = p.apply(c, x).
+// Throws std::invalid_argument when p has another channel count.
+void preprocess_image(const uint8_t* src, float* dst, int channels, int height, int width, const Preprocess& p);
+
+}  // namespace octet
