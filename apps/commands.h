@@ -12,8 +12,11 @@ struct Command {
 };
 
 int cmd_bench(int argc, char** argv);
+int cmd_train(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
 
 // Subcommands of `octet bench`.
 int bench_ops(int argc, char** argv);
+int bench_train(int argc, char** argv);
 
 }  // namespace octet::app

@@ -13,6 +13,8 @@ namespace {
 using octet::app::Command;
 
 const Command kCommands[] = {
+    {"train", "train a ResNet on CIFAR-10 (presets quick, full; resumable)", octet::app::cmd_train},
+    {"eval", "top-1/top-5, per-class precision/recall, confusion of a checkpoint", octet::app::cmd_eval},
     {"bench", "benchmarks: ops (conv fwd+bwd), train, engine", octet::app::cmd_bench},
 };
 

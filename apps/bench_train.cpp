@@ -1,0 +1,82 @@
+// apps/bench_train.cpp: `octet bench train`, ResNet-20 training and float
+// inference throughput with the methodology of the peer script
+// ../shared/bench/torch_resnet20.py (same keys, same counts):
+//   train_fp32_img_s       random [128, 3, 32, 32] inputs and labels, SGD
+//                          momentum 0.9 wd 5e-4 lr 0.1, 2 warm-up steps, 10 timed
+//   infer_fp32_b1_img_s    eval mode, no grad, batch 1, 2 warm-up, 300 timed
+//   infer_fp32_b100_img_s  eval mode, no grad, batch 100, 2 warm-up, 10 timed
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "apps/args.h"
+#include "apps/commands.h"
+#include "core/parallel.h"
+#include "core/rng.h"
+#include "nn/optim.h"
+#include "nn/resnet.h"
+
+namespace octet::app {
+
+namespace {
+
+double rate(const std::function<void()>& fn, int images, int iters, int warm = 2) {
+  for (int i = 0; i < warm; ++i) fn();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) fn();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return static_cast<double>(images) * iters / s;
+}
+
+}  // namespace
+
+int bench_train(int argc, char** argv) {
+  Args a(argc, argv, "octet bench train",
+         "usage: octet bench train [--threads N] [--model resnet20] [--iters 10]\n"
+         "Prints train_fp32_img_s, infer_fp32_b1_img_s, infer_fp32_b100_img_s as the peer script does.\n");
+  if (a.help()) {
+    std::fputs(a.usage().c_str(), stdout);
+    return 0;
+  }
+  const int threads = a.get_int("--threads", 2);
+  const std::string name = a.get("--model", "resnet20");
+  const int iters = a.get_int("--iters", 10);
+  a.finish();
+  if (iters < 1) throw UsageError("octet bench train: --iters must be >= 1");
+  set_num_threads(threads);
+
+  auto model = nn::make_model(name, 10, 0);
+  std::printf("octet threads %d %s params %lld\n", num_threads(), name.c_str(),
+              static_cast<long long>(model->num_parameters()));
+  nn::OptimizerConfig oc;
+  oc.kind = "sgd";
+  oc.lr = 0.1f;
+  oc.momentum = 0.9f;
+  oc.weight_decay = 5e-4f;
+  auto opt = nn::make_optimizer(oc, model->named_parameters());
+
+  Rng rng(0, 7);
+  Tensor xb = Tensor::randn({128, 3, 32, 32}, rng);
+  std::vector<int> yb(128);
+  for (int& y : yb) y = static_cast<int>(rng.below(10));
+  auto step = [&] {
+    model->zero_grad();
+    Tensor loss = cross_entropy(model->forward(xb), yb);
+    loss.backward();
+    opt->step();
+  };
+  model->train();
+  std::printf("train_fp32_img_s %.1f\n", rate(step, 128, iters));
+  std::fflush(stdout);
+
+  model->eval();
+  NoGradGuard no_grad;
+  Tensor x1 = Tensor::randn({1, 3, 32, 32}, rng);
+  Tensor x100 = Tensor::randn({100, 3, 32, 32}, rng);
+  std::printf("infer_fp32_b1_img_s %.1f\n", rate([&] { model->forward(x1); }, 1, 30 * iters));
+  std::printf("infer_fp32_b100_img_s %.1f\n", rate([&] { model->forward(x100); }, 100, iters));
+  return 0;
+}
+
+}  // namespace octet::app

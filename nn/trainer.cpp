@@ -1,0 +1,603 @@
+#include "nn/trainer.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include "core/loader.h"
+#include "core/plot.h"
+#include "core/progress.h"
+
+namespace octet::nn {
+
+// ---------------------------------------------------------------- config
+
+namespace {
+
+std::string fmt_float(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*g", digits, v);
+  return buf;
+}
+
+// Applies f(key, field) to every TrainConfig field; one list for both
+// directions of the serialization.
+template <class F>
+void visit_fields(TrainConfig& c, F&& f) {
+  f("preset", c.preset);
+  f("model", c.model);
+  f("data", c.data);
+  f("epochs", c.epochs);
+  f("batch", c.batch);
+  f("optimizer", c.optim.kind);
+  f("momentum", c.optim.momentum);
+  f("nesterov", c.optim.nesterov);
+  f("wd", c.optim.weight_decay);
+  f("no_wd_bn_bias", c.optim.no_decay_1d);
+  f("rms_decay", c.optim.rms_decay);
+  f("rms_epsilon", c.optim.epsilon);
+  f("adam_beta1", c.optim.beta1);
+  f("adam_beta2", c.optim.beta2);
+  f("adam_eps", c.optim.adam_eps);
+  f("schedule", c.schedule.kind);
+  f("lr", c.schedule.lr);
+  f("milestones", c.schedule.milestones);
+  f("gamma", c.schedule.gamma);
+  f("decay_rate", c.schedule.decay_rate);
+  f("decay_epochs", c.schedule.decay_epochs);
+  f("staircase", c.schedule.staircase);
+  f("min_lr", c.schedule.floor_lr);
+  f("pct_start", c.schedule.pct_start);
+  f("div_factor", c.schedule.div_factor);
+  f("final_div_factor", c.schedule.final_div_factor);
+  f("cycle_momentum", c.schedule.cycle_momentum);
+  f("base_momentum", c.schedule.base_momentum);
+  f("max_momentum", c.schedule.max_momentum);
+  f("warmup_epochs", c.schedule.warmup_epochs);
+  f("label_smoothing", c.label_smoothing);
+  f("preprocess", c.preprocess);
+  f("augment", c.augment);
+  f("seed", c.seed);
+  f("threads", c.threads);
+  f("out", c.out);
+  f("resume", c.resume);
+  f("subset", c.subset);
+  f("test_subset", c.test_subset);
+  f("eval_every", c.eval_every);
+  f("eval_batch", c.eval_batch);
+  f("progress", c.progress);
+}
+
+struct ToString {
+  std::map<std::string, std::string>& m;
+  void operator()(const char* k, const std::string& v) { m[k] = v; }
+  void operator()(const char* k, int v) { m[k] = std::to_string(v); }
+  void operator()(const char* k, int64_t v) { m[k] = std::to_string(v); }
+  void operator()(const char* k, uint64_t v) { m[k] = std::to_string(v); }
+  void operator()(const char* k, bool v) { m[k] = v ? "true" : "false"; }
+  void operator()(const char* k, float v) { m[k] = fmt_float(v, 9); }
+  void operator()(const char* k, double v) { m[k] = fmt_float(v, 17); }
+  void operator()(const char* k, const std::vector<int>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i) s += ',';
+      s += std::to_string(v[i]);
+    }
+    m[k] = s;
+  }
+};
+
+struct FromString {
+  const std::map<std::string, std::string>& m;
+  std::set<std::string>& used;
+  const std::string* find(const char* k) {
+    auto it = m.find(k);
+    if (it == m.end()) return nullptr;
+    used.insert(k);
+    return &it->second;
+  }
+  [[noreturn]] static void bad(const char* k, const std::string& v, const char* what) {
+    throw std::invalid_argument(std::string("config '") + k + "': expected " + what + ", got '" + v + "'");
+  }
+  template <class T>
+  T parse_int(const char* k, const std::string& v) {
+    errno = 0;
+    char* end = nullptr;
+    long long x = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end || errno || x < static_cast<long long>(std::numeric_limits<T>::min()) ||
+        static_cast<unsigned long long>(x) > static_cast<unsigned long long>(std::numeric_limits<T>::max()))
+      bad(k, v, "an integer");
+    return static_cast<T>(x);
+  }
+  double parse_double(const char* k, const std::string& v) {
+    char* end = nullptr;
+    double x = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end) bad(k, v, "a number");
+    return x;
+  }
+  void operator()(const char* k, std::string& f) {
+    if (auto* v = find(k)) f = *v;
+  }
+  void operator()(const char* k, int& f) {
+    if (auto* v = find(k)) f = parse_int<int>(k, *v);
+  }
+  void operator()(const char* k, int64_t& f) {
+    if (auto* v = find(k)) f = parse_int<int64_t>(k, *v);
+  }
+  void operator()(const char* k, uint64_t& f) {
+    if (auto* v = find(k)) {
+      char* end = nullptr;
+      errno = 0;
+      unsigned long long x = std::strtoull(v->c_str(), &end, 10);
+      if (v->empty() || *end || errno || (*v)[0] == '-') bad(k, *v, "a non-negative integer");
+      f = x;
+    }
+  }
+  void operator()(const char* k, bool& f) {
+    if (auto* v = find(k)) {
+      if (*v == "true" || *v == "1") {
+        f = true;
+      } else if (*v == "false" || *v == "0") {
+        f = false;
+      } else {
+        bad(k, *v, "true or false");
+      }
+    }
+  }
+  void operator()(const char* k, float& f) {
+    if (auto* v = find(k)) f = static_cast<float>(parse_double(k, *v));
+  }
+  void operator()(const char* k, double& f) {
+    if (auto* v = find(k)) f = parse_double(k, *v);
+  }
+  void operator()(const char* k, std::vector<int>& f) {
+    if (auto* v = find(k)) {
+      f.clear();
+      std::stringstream ss(*v);
+      std::string item;
+      while (std::getline(ss, item, ','))
+        if (!item.empty()) f.push_back(parse_int<int>(k, item));
+    }
+  }
+};
+
+}  // namespace
+
+std::map<std::string, std::string> TrainConfig::to_map() const {
+  std::map<std::string, std::string> m;
+  TrainConfig copy = *this;
+  visit_fields(copy, ToString{m});
+  return m;
+}
+
+void TrainConfig::from_map(const std::map<std::string, std::string>& m) {
+  std::set<std::string> used;
+  visit_fields(*this, FromString{m, used});
+  for (auto& [k, v] : m)
+    if (!used.count(k)) throw std::invalid_argument("config: unknown key '" + k + "'");
+  optim.lr = static_cast<float>(schedule.lr);
+}
+
+std::string TrainConfig::to_string() const {
+  std::string s;
+  for (auto& [k, v] : to_map()) s += k + " = " + v + "\n";
+  return s;
+}
+
+TrainConfig TrainConfig::preset_config(const std::string& name) {
+  TrainConfig c;  // the defaults are the full recipe
+  c.preset = name;
+  if (name == "full") return c;
+  if (name == "quick") {
+    c.epochs = 5;
+    return c;
+  }
+  throw std::invalid_argument("unknown preset '" + name + "'; valid: quick, full");
+}
+
+std::string EpochStats::csv_header() {
+  return "epoch,step,lr,train_loss,train_acc,test_loss,test_top1,test_top5,seconds,img_s";
+}
+
+std::string EpochStats::csv() const {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%d,%lld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f", epoch, static_cast<long long>(step),
+                lr, train_loss, train_acc, test_loss, test_top1, test_top5, seconds, img_s);
+  return buf;
+}
+
+namespace {
+
+EpochStats parse_csv_row(const std::string& row, const std::string& where) {
+  EpochStats s;
+  long long step = 0;
+  if (std::sscanf(row.c_str(), "%d,%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &s.epoch, &step, &s.lr, &s.train_loss,
+                  &s.train_acc, &s.test_loss, &s.test_top1, &s.test_top5, &s.seconds, &s.img_s) != 10)
+    throw std::runtime_error(where + ": malformed history row '" + row + "'");
+  s.step = step;
+  return s;
+}
+
+std::string join_floats(const std::vector<float>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += fmt_float(v[i], 9);
+  }
+  return s;
+}
+
+std::vector<float> split_floats(const std::string& s, const std::string& where) {
+  std::vector<float> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    const float x = std::strtof(item.c_str(), &end);
+    if (item.empty() || *end) throw std::runtime_error(where + ": bad number '" + item + "'");
+    out.push_back(x);
+  }
+  return out;
+}
+
+bool all_finite(const Module& m) {
+  for (auto& [name, t] : m.named_state()) {
+    const float* d = t.data();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(d[i])) return false;
+  }
+  return true;
+}
+
+// Keys that do not change what a run computes: they may differ on resume.
+const std::set<std::string> kFreeKeys = {"data", "out", "resume", "threads", "progress", "eval_every", "preset"};
+
+}  // namespace
+
+// ---------------------------------------------------------------- helpers
+
+Preprocess make_preprocess(const std::string& mode, const Dataset& train) {
+  PreprocessMode m = parse_preprocess(mode);
+  if (m != PreprocessMode::standard) return Preprocess::make(m);
+  ChannelStats st = compute_channel_stats(train);
+  std::vector<float> mean(st.mean.begin(), st.mean.end()), sd(st.std.begin(), st.std.end());
+  return Preprocess::standard(mean, sd);
+}
+
+Preprocess preprocess_from_checkpoint(const Checkpoint& ck) {
+  Preprocess p;
+  p.mode = parse_preprocess(ck.get("preprocess.mode"));
+  p.scale = split_floats(ck.get("preprocess.scale"), "checkpoint " + ck.source + ": preprocess.scale");
+  p.offset = split_floats(ck.get("preprocess.offset"), "checkpoint " + ck.source + ": preprocess.offset");
+  if (p.scale.empty() || p.scale.size() != p.offset.size())
+    throw std::runtime_error("checkpoint " + ck.source + ": preprocess.scale and preprocess.offset do not match");
+  return p;
+}
+
+Dataset take_subset(const Dataset& data, int64_t n, uint64_t seed) {
+  if (n <= 0 || n >= data.size()) return data;
+  std::vector<int64_t> idx(static_cast<size_t>(data.size()));
+  for (int64_t i = 0; i < data.size(); ++i) idx[i] = i;
+  Rng rng(seed, 0x5b5e7);
+  for (int64_t i = data.size() - 1; i > 0; --i)
+    std::swap(idx[i], idx[rng.below(static_cast<uint32_t>(i + 1))]);
+  idx.resize(static_cast<size_t>(n));
+  std::sort(idx.begin(), idx.end());
+  Dataset out;
+  out.channels = data.channels;
+  out.height = data.height;
+  out.width = data.width;
+  out.class_names = data.class_names;
+  out.source = data.source + " (subset of " + std::to_string(n) + ")";
+  out.images.resize(static_cast<size_t>(n * data.image_numel()));
+  for (int64_t i = 0; i < n; ++i) {
+    std::copy(data.image(idx[i]), data.image(idx[i]) + data.image_numel(), out.image(i));
+    out.labels.push_back(data.labels[idx[i]]);
+  }
+  return out;
+}
+
+std::shared_ptr<ResNet> model_from_checkpoint(const Checkpoint& ck) {
+  const std::string& classes = ck.get("classes");
+  int n = 0;
+  try {
+    n = std::stoi(classes);
+  } catch (const std::exception&) {
+    throw std::runtime_error("checkpoint " + ck.source + ": metadata 'classes' is not a number: '" + classes + "'");
+  }
+  auto model = make_model(ck.get("model"), n, 0);
+  try {
+    model->load_state(ck.with_prefix("model."));
+  } catch (const std::exception& e) {
+    throw std::runtime_error("checkpoint " + ck.source + ": " + e.what());
+  }
+  return model;
+}
+
+// ---------------------------------------------------------------- Trainer
+
+Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std::shared_ptr<Module> model)
+    : cfg_(std::move(cfg)), train_(&train), test_(test) {
+  if (cfg_.epochs < 1) throw std::invalid_argument("train: epochs must be >= 1, got " + std::to_string(cfg_.epochs));
+  if (cfg_.batch < 1) throw std::invalid_argument("train: batch must be >= 1, got " + std::to_string(cfg_.batch));
+  if (cfg_.eval_every < 1) throw std::invalid_argument("train: eval_every must be >= 1");
+  if (train.size() == 0) throw std::invalid_argument("train: the training set " + train.source + " is empty");
+  cfg_.optim.lr = static_cast<float>(cfg_.schedule.lr);
+  pre_ = make_preprocess(cfg_.preprocess, train);
+  if (cfg_.subset > 0 && cfg_.subset < train.size()) {
+    train_sub_ = take_subset(train, cfg_.subset, cfg_.seed);
+    train_ = &train_sub_;
+  }
+  if (test && cfg_.test_subset > 0 && cfg_.test_subset < test->size()) {
+    test_sub_ = take_subset(*test, cfg_.test_subset, cfg_.seed + 1);
+    test_ = &test_sub_;
+  }
+  steps_per_epoch_ = train_->size() / cfg_.batch;
+  if (steps_per_epoch_ == 0)
+    throw std::invalid_argument("train: " + std::to_string(train_->size()) + " training images make no full batch of " +
+                                std::to_string(cfg_.batch));
+  model_ = model ? std::move(model) : make_model(cfg_.model, train.num_classes(), cfg_.seed);
+  optim_ = make_optimizer(cfg_.optim, model_->named_parameters());
+  schedule_ = make_schedule(cfg_.schedule, steps_per_epoch_, cfg_.epochs);
+
+  if (cfg_.resume) {
+    if (cfg_.out.empty()) throw std::invalid_argument("train: --resume needs --out (the run folder)");
+    const std::string path = cfg_.out + "/last.ckpt";
+    if (!std::filesystem::exists(path))
+      throw std::runtime_error("train: --resume: no checkpoint " + path + " (nothing to resume)");
+    restore(load_checkpoint(path));
+  }
+}
+
+Checkpoint Trainer::make_checkpoint() const {
+  Checkpoint ck;
+  for (auto& [k, v] : cfg_.to_map()) ck.meta["config." + k] = v;
+  ck.meta["model"] = cfg_.model;
+  ck.meta["classes"] = std::to_string(train_->num_classes());
+  std::string names;
+  for (auto& n : train_->class_names) {
+    if (!names.empty()) names += ',';
+    names += n;
+  }
+  ck.meta["class_names"] = names;
+  ck.meta["epoch"] = std::to_string(epoch_);
+  ck.meta["step"] = std::to_string(step_);
+  ck.meta["optim.steps"] = std::to_string(optim_->step_count());
+  ck.meta["seed"] = std::to_string(cfg_.seed);
+  ck.meta["rng"] = "none: every random draw is a pure function of (seed, epoch, index)";
+  ck.meta["preprocess.mode"] = preprocess_name(pre_.mode);
+  ck.meta["preprocess.scale"] = join_floats(pre_.scale);
+  ck.meta["preprocess.offset"] = join_floats(pre_.offset);
+  ck.meta["best_top1"] = fmt_float(best_top1_, 17);
+  ck.meta["schedule"] = schedule_->describe();
+  std::string hist;
+  for (auto& h : history_) hist += h.csv() + "\n";
+  ck.meta["history"] = hist;
+  for (auto& [n, t] : model_->named_state()) ck.tensors.emplace_back("model." + n, t);
+  for (auto& [n, t] : optim_->state()) ck.tensors.emplace_back("optim." + n, t);
+  return ck;
+}
+
+void Trainer::restore(const Checkpoint& ck) {
+  const std::string where = "checkpoint " + ck.source;
+  // The run's identity must match: a resumed run continues the same run.
+  std::map<std::string, std::string> saved;
+  for (auto& [k, v] : ck.meta)
+    if (k.rfind("config.", 0) == 0) saved[k.substr(7)] = v;
+  std::string diffs;
+  for (auto& [k, v] : cfg_.to_map()) {
+    if (kFreeKeys.count(k)) continue;
+    auto it = saved.find(k);
+    const std::string was = it == saved.end() ? "(absent)" : it->second;
+    if (was != v) diffs += "\n  " + k + ": checkpoint " + was + ", now " + v;
+  }
+  if (!diffs.empty())
+    throw std::runtime_error(where + " was written by a run with another configuration; give the same flags to resume:" +
+                             diffs);
+  try {
+    model_->load_state(ck.with_prefix("model."));
+    optim_->load_state(ck.with_prefix("optim."), std::stoll(ck.get("optim.steps")));
+    epoch_ = std::stoi(ck.get("epoch"));
+    step_ = std::stoll(ck.get("step"));
+    best_top1_ = std::stod(ck.get("best_top1"));
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(where + ": malformed number in metadata (" + e.what() + ")");
+  } catch (const std::out_of_range& e) {
+    throw std::runtime_error(where + ": number out of range in metadata (" + e.what() + ")");
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(where + ": " + e.what());
+  }
+  if (epoch_ < 0 || epoch_ > cfg_.epochs || step_ != static_cast<int64_t>(epoch_) * steps_per_epoch_)
+    throw std::runtime_error(where + ": epoch " + std::to_string(epoch_) + " and step " + std::to_string(step_) +
+                             " do not fit this run (" + std::to_string(steps_per_epoch_) + " steps per epoch)");
+  history_.clear();
+  std::stringstream ss(ck.get("history"));
+  std::string row;
+  while (std::getline(ss, row))
+    if (!row.empty()) history_.push_back(parse_csv_row(row, where));
+}
+
+Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int batch) {
+  Metrics m(data.num_classes());
+  const bool was_training = model.training();
+  model.eval();
+  NoGradGuard no_grad;
+  LoaderOptions lo;
+  lo.batch_size = batch;
+  lo.shuffle = false;
+  lo.drop_last = false;
+  lo.augment = false;
+  lo.preprocess = pre;
+  Loader loader(data, lo);
+  loader.start_epoch(0);
+  Batch b;
+  while (loader.next(b)) {
+    Tensor x = Tensor::from({b.n, b.c, b.h, b.w}, b.images);
+    Tensor logits = model.forward(x);
+    m.add(logits, b.labels);
+    m.add_loss(static_cast<double>(cross_entropy(logits, b.labels).item()) * b.n, b.n);
+  }
+  model.train(was_training);
+  return m;
+}
+
+Metrics Trainer::evaluate(const Dataset& data) { return nn::evaluate(*model_, data, pre_, cfg_.eval_batch); }
+
+std::vector<EpochStats> Trainer::fit() {
+  if (!cfg_.out.empty()) std::filesystem::create_directories(cfg_.out);
+  std::vector<EpochStats> ran;
+  LoaderOptions lo;
+  lo.batch_size = cfg_.batch;
+  lo.shuffle = true;
+  lo.drop_last = true;
+  lo.augment = cfg_.augment;
+  lo.preprocess = pre_;
+  lo.seed = cfg_.seed;
+  Loader loader(*train_, lo);
+  using Clock = std::chrono::steady_clock;
+
+  for (int epoch = epoch_; epoch < cfg_.epochs; ++epoch) {
+    model_->train();
+    loader.start_epoch(epoch);
+    std::unique_ptr<Progress> bar;
+    if (cfg_.progress)
+      bar = std::make_unique<Progress>(steps_per_epoch_,
+                                       "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(cfg_.epochs));
+    double loss_sum = 0.0;
+    int64_t seen = 0, correct = 0;
+    double lr = 0.0;
+    const auto t0 = Clock::now();
+    Batch b;
+    while (loader.next(b)) {
+      if (on_step_begin) on_step_begin(step_);
+      lr = schedule_->lr(step_);
+      optim_->set_lr(static_cast<float>(lr));
+      if (auto m = schedule_->momentum(step_)) optim_->set_momentum(static_cast<float>(*m));
+
+      Tensor x = Tensor::from({b.n, b.c, b.h, b.w}, b.images);
+      Tensor logits = model_->forward(x);
+      Tensor loss = cross_entropy(logits, b.labels, cfg_.label_smoothing);
+      if (on_loss) on_loss(step_, loss);
+      const float lv = loss.item();
+      if (!std::isfinite(lv)) {
+        std::string kept = cfg_.out.empty() ? std::string("no checkpoint (no --out)")
+                           : epoch_ > 0     ? "the last good checkpoint is " + cfg_.out + "/last.ckpt (epoch " +
+                                              std::to_string(epoch_) + ")"
+                                            : "no checkpoint was written yet (failed in the first epoch)";
+        throw NonFiniteLoss(std::string("training loss is ") + (std::isnan(lv) ? "NaN" : "infinite") + " at epoch " +
+                            std::to_string(epoch + 1) + ", step " + std::to_string(step_) + " (batch " +
+                            std::to_string(b.index) + " of the epoch, lr " + fmt_float(lr, 6) +
+                            "); the run stopped; " + kept);
+      }
+      loss.backward();
+      optim_->step();
+      model_->zero_grad();
+      ++step_;
+
+      const int classes = static_cast<int>(logits.dim(1));
+      const float* z = logits.data();
+      for (int i = 0; i < b.n; ++i) {
+        const float* row = z + static_cast<int64_t>(i) * classes;
+        correct += (std::max_element(row, row + classes) - row) == b.labels[i];
+      }
+      loss_sum += static_cast<double>(lv) * b.n;
+      seen += b.n;
+      if (bar) {
+        const double el = std::chrono::duration<double>(Clock::now() - t0).count();
+        char extra[160];
+        std::snprintf(extra, sizeof extra, "loss %.4f acc %.2f%% %.0f img/s lr %.4g", loss_sum / seen,
+                      100.0 * correct / seen, el > 0 ? seen / el : 0.0, lr);
+        bar->update(b.index + 1, extra);
+      }
+    }
+    EpochStats s;
+    s.epoch = epoch + 1;
+    s.step = step_;
+    s.lr = lr;
+    s.train_loss = loss_sum / std::max<int64_t>(seen, 1);
+    s.train_acc = static_cast<double>(correct) / std::max<int64_t>(seen, 1);
+    s.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    s.img_s = s.seconds > 0 ? seen / s.seconds : 0.0;
+    if (bar) bar->finish();
+    bar.reset();
+
+    if (!all_finite(*model_))
+      throw NonFiniteLoss("parameters or BN statistics became non-finite during epoch " + std::to_string(epoch + 1) +
+                          " (step " + std::to_string(step_) + "); the run stopped; " +
+                          (epoch_ > 0 && !cfg_.out.empty() ? "the last good checkpoint is " + cfg_.out + "/last.ckpt"
+                                                           : std::string("no good checkpoint")));
+    bool best = false;
+    if (test_ && test_->size() > 0 && ((epoch + 1) % cfg_.eval_every == 0 || epoch + 1 == cfg_.epochs)) {
+      Metrics m = evaluate(*test_);
+      s.test_loss = m.mean_loss();
+      s.test_top1 = m.top1();
+      s.test_top5 = m.top5();
+      if (s.test_top1 > best_top1_) {
+        best_top1_ = s.test_top1;
+        best = true;
+      }
+    }
+    epoch_ = epoch + 1;
+    history_.push_back(s);
+    ran.push_back(s);
+    std::printf("epoch %d/%d  lr %.4g  train_loss %.4f  train_acc %.2f%%", s.epoch, cfg_.epochs, s.lr, s.train_loss,
+                100.0 * s.train_acc);
+    if (s.test_top1 >= 0)
+      std::printf("  test_loss %.4f  top1 %.2f%%  top5 %.2f%%", s.test_loss, 100.0 * s.test_top1, 100.0 * s.test_top5);
+    std::printf("  %.1f s  %.0f img/s\n", s.seconds, s.img_s);
+    std::fflush(stdout);
+    write_outputs(best);
+  }
+  return ran;
+}
+
+void Trainer::write_outputs(bool best) {
+  if (cfg_.out.empty()) return;
+  std::string csv = EpochStats::csv_header() + "\n";
+  for (auto& h : history_) csv += h.csv() + "\n";
+  write_file_atomic(cfg_.out + "/log.csv", csv.data(), csv.size());
+  const std::string config = cfg_.to_string();
+  write_file_atomic(cfg_.out + "/config.txt", config.data(), config.size());
+
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Series train_loss, test_loss, train_acc, test_acc;
+  train_loss.name = "train loss";
+  test_loss.name = "test loss";
+  train_acc.name = "train acc";
+  test_acc.name = "test top1";
+  for (auto& h : history_) {
+    const double e = h.epoch;
+    train_loss.x.push_back(e);
+    train_loss.y.push_back(h.train_loss);
+    test_loss.x.push_back(e);
+    test_loss.y.push_back(h.test_top1 >= 0 ? h.test_loss : nan);
+    train_acc.x.push_back(e);
+    train_acc.y.push_back(100.0 * h.train_acc);
+    test_acc.x.push_back(e);
+    test_acc.y.push_back(h.test_top1 >= 0 ? 100.0 * h.test_top1 : nan);
+  }
+  LineChart lc, ac;
+  lc.title = cfg_.model + " loss";
+  lc.xlabel = ac.xlabel = "epoch";
+  lc.ylabel = "loss";
+  lc.series = {train_loss, test_loss};
+  ac.title = cfg_.model + " accuracy";
+  ac.ylabel = "%";
+  ac.series = {train_acc, test_acc};
+  write_line_chart(cfg_.out + "/loss.png", lc);
+  write_line_chart(cfg_.out + "/accuracy.png", ac);
+
+  const Checkpoint ck = make_checkpoint();
+  save_checkpoint(cfg_.out + "/last.ckpt", ck);
+  if (best) save_checkpoint(cfg_.out + "/best.ckpt", ck);
+}
+
+}  // namespace octet::nn

@@ -1,0 +1,165 @@
+// nn/trainer.h: the training loop behind `octet train`.
+//
+//   TrainConfig cfg = TrainConfig::preset("quick");
+//   cfg.out = "runs/r20";
+//   Trainer t(cfg, train_set, &test_set);
+//   t.fit();                    // epochs of: batches -> forward -> loss -> backward -> step
+//
+// One step, in order: lr/momentum from the schedule at the global step;
+// forward on an augmented, preprocessed batch; softmax cross-entropy (label
+// smoothing optional); a non-finite loss stops the run; backward; optimizer
+// step; zero_grad. After each epoch: test evaluation (every eval_every
+// epochs and at the last), a row in <out>/log.csv, the curves
+// <out>/loss.png and <out>/accuracy.png, and the checkpoint <out>/last.ckpt
+// (plus <out>/best.ckpt when test top-1 improved), written atomically.
+//
+// Determinism and resume: everything random derives from cfg.seed: the
+// weights (make_model(seed)), the epoch order and each sample's augmentation
+// (core/loader.h: a pure function of (seed, epoch, index)). The checkpoint
+// holds the model's parameters and BN buffers, the optimizer slots and step
+// count, the epoch and global step, the configuration and the log history.
+// So `resume` from last.ckpt after epoch e runs epochs e+1.. exactly as an
+// uninterrupted run would (same thread count), bit for bit. The schedule is
+// a pure function of the global step (nn/schedule.h) and keeps no state.
+//
+// Checkpoint layout: tensors "model.<name>" (named_state) and
+// "optim.<param>.<slot>"; metadata "config.<key>" (every TrainConfig field),
+// "model", "epoch" (completed epochs), "step", "optim.steps",
+// "preprocess.mode/scale/offset" (the exact float affine map, for eval and
+// the exporter), "best_top1", "history" (the CSV rows), "classes".
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/augment.h"
+#include "core/checkpoint.h"
+#include "core/dataset.h"
+#include "nn/metrics.h"
+#include "nn/optim.h"
+#include "nn/resnet.h"
+#include "nn/schedule.h"
+
+namespace octet::nn {
+
+struct TrainConfig {
+  std::string preset;  // informational: the preset the values came from
+  std::string model = "resnet20";
+  std::string data;  // dataset path (not part of the run's identity)
+  int epochs = 40;
+  int batch = 128;
+  OptimizerConfig optim{.kind = "sgd", .lr = 0.1f, .momentum = 0.9f, .nesterov = true, .weight_decay = 5e-4f};
+  ScheduleConfig schedule{};  // kind onecycle, lr 0.1, pct_start 0.25 (the peer recipe)
+  float label_smoothing = 0.0f;
+  std::string preprocess = "standard";  // standard (train-set mean/std) | vgg | inception
+  bool augment = true;                  // random crop (pad 4) + horizontal flip
+  uint64_t seed = 0;
+  int threads = 0;  // 0 = all cores
+  std::string out;  // run folder; "" = no files (tests)
+  bool resume = false;
+  int64_t subset = 0;     // > 0: train on this many images (a seeded, class-mixed sample)
+  int64_t test_subset = 0;
+  int eval_every = 1;     // test evaluation every N epochs (and after the last)
+  int eval_batch = 500;
+  bool progress = true;   // progress bar on stderr
+
+  // The named presets: "quick" (resnet20, 5 epochs of the full recipe's shape)
+  // and "full" (the 40-epoch recipe of the peer script). Throws for others.
+  static TrainConfig preset_config(const std::string& name);
+
+  // Every field as "key" -> "value" (stable keys, used in checkpoints/logs).
+  std::map<std::string, std::string> to_map() const;
+  // Sets the fields present in `m`; unknown keys or bad values throw,
+  // naming the key.
+  void from_map(const std::map<std::string, std::string>& m);
+  std::string to_string() const;  // "key = value" lines
+};
+
+struct EpochStats {
+  int epoch = 0;  // 1-based
+  int64_t step = 0;  // global steps done
+  double lr = 0, train_loss = 0, train_acc = 0;
+  double test_loss = -1, test_top1 = -1, test_top5 = -1;  // -1: not evaluated
+  double seconds = 0, img_s = 0;
+  std::string csv() const;
+  static std::string csv_header();
+};
+
+// Thrown when the loss stops being finite; the run folder keeps its last
+// good checkpoint.
+struct NonFiniteLoss : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+class Trainer {
+ public:
+  // model: nullptr = make_model(cfg.model, classes, cfg.seed). quant/ passes
+  // its prepared (fake-quant) model here.
+  Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std::shared_ptr<Module> model = nullptr);
+
+  // Trains the remaining epochs (all, or those after the checkpoint when
+  // cfg.resume). Returns the stats of the epochs it ran.
+  std::vector<EpochStats> fit();
+
+  // Top-1/top-5/loss/confusion of the model (eval mode) on a dataset.
+  Metrics evaluate(const Dataset& data);
+
+  Module& model() { return *model_; }
+  std::shared_ptr<Module> model_ptr() const { return model_; }
+  Optimizer& optimizer() { return *optim_; }
+  const Preprocess& preprocess() const { return pre_; }
+  const TrainConfig& config() const { return cfg_; }
+  int64_t global_step() const { return step_; }
+  int epochs_done() const { return epoch_; }
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+
+  // The whole training state as a checkpoint, and back.
+  Checkpoint make_checkpoint() const;
+  void restore(const Checkpoint& ck);
+
+  // Hooks. on_step_begin(step) runs before each step's forward (QAT uses it,
+  // e.g. to start quantizing after a delay); on_loss(step, loss) may inspect
+  // or replace the loss before the finiteness check (tests inject NaN).
+  std::function<void(int64_t step)> on_step_begin;
+  std::function<void(int64_t step, Tensor& loss)> on_loss;
+
+ private:
+  void write_outputs(bool best);  // log.csv, config.txt, plots, checkpoints
+
+  TrainConfig cfg_;
+  Dataset train_sub_, test_sub_;  // used when cfg.subset / cfg.test_subset are set
+  const Dataset* train_;
+  const Dataset* test_;
+  std::shared_ptr<Module> model_;
+  std::unique_ptr<Optimizer> optim_;
+  std::unique_ptr<Schedule> schedule_;
+  Preprocess pre_;
+  int64_t steps_per_epoch_ = 0;
+  int64_t step_ = 0;
+  int epoch_ = 0;  // completed epochs
+  double best_top1_ = -1;
+  std::vector<EpochStats> history_;
+};
+
+// The Preprocess a run uses: "standard" with the mean/std of `train`
+// (as the peer script), "vgg", "inception".
+Preprocess make_preprocess(const std::string& mode, const Dataset& train);
+// The exact map stored in a checkpoint.
+Preprocess preprocess_from_checkpoint(const Checkpoint& ck);
+
+// A class-mixed sample of n images (seeded shuffle, first n); n >= size: a copy.
+Dataset take_subset(const Dataset& data, int64_t n, uint64_t seed);
+
+// Top-1/top-5/mean loss/confusion of `model` (switched to eval mode for the
+// pass, then back) on every image of `data`, in order, batches of `batch`.
+Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int batch = 500);
+
+// A model rebuilt from a training checkpoint (architecture from "model",
+// classes from "classes", state from "model.*").
+std::shared_ptr<ResNet> model_from_checkpoint(const Checkpoint& ck);
+
+}  // namespace octet::nn
