@@ -1,0 +1,212 @@
+// Augmentation (crop with zero padding, flip, seeded parameters) and
+// preprocessing (standard, vgg, inception as per-channel affine maps),
+// plus the channel statistics of a dataset.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <set>
+
+#include "core/augment.h"
+#include "core/dataset.h"
+#include "core/parallel.h"
+#include "tests/core/test_data_util.h"
+
+using namespace octet;
+using namespace octet::testing;
+
+namespace {
+constexpr int C = 3, H = 6, W = 5;
+
+// Distinct non-zero values: v(c, y, x) = 1 + c*64 + y*8 + x.
+std::vector<uint8_t> ramp_image() {
+  std::vector<uint8_t> img(C * H * W);
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) img[size_t((c * H + y) * W + x)] = uint8_t(1 + c * 64 + y * 8 + x);
+  return img;
+}
+uint8_t at(const std::vector<uint8_t>& img, int c, int y, int x) { return img[size_t((c * H + y) * W + x)]; }
+}  // namespace
+
+TEST_CASE("crop shift moves the image and fills the padding with zeros") {
+  const std::vector<uint8_t> src = ramp_image();
+  std::vector<uint8_t> dst(src.size(), 99);
+  // Window 2 rows down and 3 columns left of centre: out(y, x) = in(y + 2, x - 3).
+  augment_image(src.data(), dst.data(), C, H, W, {.dy = 2, .dx = -3, .flip = false});
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) {
+        const bool inside = y + 2 < H && x - 3 >= 0;
+        CHECK(at(dst, c, y, x) == (inside ? at(src, c, y + 2, x - 3) : 0));
+      }
+  // Spot checks of the same thing, written out.
+  CHECK(at(dst, 0, 0, 3) == at(src, 0, 2, 0));
+  CHECK(at(dst, 2, 3, 4) == at(src, 2, 5, 1));
+  CHECK(at(dst, 1, 4, 4) == 0);  // row 4 reads row 6: padding
+  CHECK(at(dst, 1, 0, 2) == 0);  // column 2 reads column -1: padding
+
+  augment_image(src.data(), dst.data(), C, H, W, {});
+  CHECK(dst == src);  // no shift, no flip: identity
+}
+
+TEST_CASE("flip mirrors left-right, after the crop") {
+  const std::vector<uint8_t> src = ramp_image();
+  std::vector<uint8_t> dst(src.size());
+  augment_image(src.data(), dst.data(), C, H, W, {.dy = 0, .dx = 0, .flip = true});
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) CHECK(at(dst, c, y, x) == at(src, c, y, W - 1 - x));
+
+  // Crop then flip: final(y, x) = in(y + dy, (W-1-x) + dx).
+  augment_image(src.data(), dst.data(), C, H, W, {.dy = -1, .dx = 2, .flip = true});
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) {
+        const int sy = y - 1, sx = W - 1 - x + 2;
+        const bool inside = sy >= 0 && sx < W;
+        CHECK(at(dst, c, y, x) == (inside ? at(src, c, sy, sx) : 0));
+      }
+  // Shifts of the whole width leave nothing but zeros.
+  augment_image(src.data(), dst.data(), C, H, W, {.dy = 0, .dx = W, .flip = true});
+  CHECK(std::all_of(dst.begin(), dst.end(), [](uint8_t v) { return v == 0; }));
+}
+
+TEST_CASE("augmentation parameters: uniform offsets in [-pad, pad], fair flips, seeded per sample") {
+  std::set<int> dys, dxs;
+  int flips = 0;
+  const int n = 4000;
+  for (int i = 0; i < n; ++i) {
+    Rng rng = sample_rng(7, 3, i);
+    AugmentParams p = draw_augment(rng, 4, true);
+    CHECK(p.dy >= -4);
+    CHECK(p.dy <= 4);
+    CHECK(p.dx >= -4);
+    CHECK(p.dx <= 4);
+    dys.insert(p.dy);
+    dxs.insert(p.dx);
+    flips += p.flip;
+  }
+  CHECK(dys.size() == 9);
+  CHECK(dxs.size() == 9);
+  CHECK(std::abs(flips - n / 2) < 200);  // 6.3 sigma
+
+  // Same (seed, epoch, index) -> same parameters; other epochs or seeds differ.
+  auto params = [](uint64_t seed, int64_t epoch, int64_t index) {
+    Rng rng = sample_rng(seed, epoch, index);
+    return draw_augment(rng, 4, true);
+  };
+  int same_epoch = 0, other_epoch = 0, other_seed = 0;
+  for (int i = 0; i < 200; ++i) {
+    AugmentParams a = params(1, 5, i), b = params(1, 5, i), c = params(1, 6, i), d = params(2, 5, i);
+    same_epoch += a.dy == b.dy && a.dx == b.dx && a.flip == b.flip;
+    other_epoch += a.dy == c.dy && a.dx == c.dx && a.flip == c.flip;
+    other_seed += a.dy == d.dy && a.dx == d.dx && a.flip == d.flip;
+  }
+  CHECK(same_epoch == 200);
+  CHECK(other_epoch < 20);  // chance of a full match is 1/162
+  CHECK(other_seed < 20);
+
+  Rng rng(1);
+  AugmentParams none = draw_augment(rng, 0, false);
+  CHECK(none.dy == 0);
+  CHECK(none.dx == 0);
+  CHECK_FALSE(none.flip);
+  CHECK_THROWS_AS(draw_augment(rng, -1, true), std::invalid_argument);
+}
+
+TEST_CASE("preprocessing: standard, vgg and inception on known pixels") {
+  const std::vector<uint8_t> pix = {0, 1, 128, 255};
+  // One 3 x 1 x 4 image: every channel holds the same four pixels.
+  std::vector<uint8_t> img;
+  for (int c = 0; c < 3; ++c) img.insert(img.end(), pix.begin(), pix.end());
+  std::vector<float> out(img.size());
+
+  SUBCASE("standard") {
+    Preprocess p = Preprocess::standard();
+    preprocess_image(img.data(), out.data(), 3, 1, 4, p);
+    for (int c = 0; c < 3; ++c)
+      for (int i = 0; i < 4; ++i) {
+        double want = (pix[size_t(i)] / 255.0 - kCifar10Mean[c]) / kCifar10Std[c];
+        CHECK(out[size_t(c * 4 + i)] == doctest::Approx(want).epsilon(1e-6));
+      }
+    CHECK(out[0] == doctest::Approx(-0.4914 / 0.2470).epsilon(1e-6));
+    // Custom statistics (e.g. from compute_channel_stats).
+    Preprocess q = Preprocess::standard({0.5f, 0.5f, 0.5f}, {0.25f, 0.5f, 1.0f});
+    CHECK(q.apply(0, 255) == doctest::Approx(2.0));
+    CHECK(q.apply(1, 0) == doctest::Approx(-1.0));
+    CHECK(q.apply(2, 255) == doctest::Approx(0.5));
+    CHECK_THROWS_AS(Preprocess::standard({0.5f}, {0.0f}), std::invalid_argument);
+  }
+  SUBCASE("vgg: mean subtraction in 0..255 units, no scaling") {
+    Preprocess p = Preprocess::vgg();
+    preprocess_image(img.data(), out.data(), 3, 1, 4, p);
+    const float means[3] = {123.68f, 116.78f, 103.94f};
+    for (int c = 0; c < 3; ++c)
+      for (int i = 0; i < 4; ++i) CHECK(out[size_t(c * 4 + i)] == float(pix[size_t(i)]) - means[c]);
+    CHECK(out[3] == doctest::Approx(131.32));
+  }
+  SUBCASE("inception: x / 127.5 - 1 in [-1, 1]") {
+    Preprocess p = Preprocess::inception();
+    preprocess_image(img.data(), out.data(), 3, 1, 4, p);
+    for (int c = 0; c < 3; ++c) {
+      CHECK(out[size_t(c * 4 + 0)] == -1.0f);
+      CHECK(out[size_t(c * 4 + 1)] == doctest::Approx(1.0 / 127.5 - 1.0).epsilon(1e-6));
+      CHECK(out[size_t(c * 4 + 2)] == doctest::Approx(128.0 / 127.5 - 1.0).epsilon(1e-5));
+      CHECK(out[size_t(c * 4 + 3)] == doctest::Approx(1.0).epsilon(1e-6));
+    }
+  }
+  SUBCASE("the affine form is exactly what the pipeline computes") {
+    for (PreprocessMode m : {PreprocessMode::standard, PreprocessMode::vgg, PreprocessMode::inception}) {
+      Preprocess p = Preprocess::make(m);
+      CHECK(p.mode == m);
+      CHECK(parse_preprocess(preprocess_name(m)) == m);
+      preprocess_image(img.data(), out.data(), 3, 1, 4, p);
+      for (int c = 0; c < 3; ++c)
+        for (int i = 0; i < 4; ++i)
+          CHECK(out[size_t(c * 4 + i)] == float(pix[size_t(i)]) * p.scale[size_t(c)] + p.offset[size_t(c)]);
+    }
+  }
+  SUBCASE("errors") {
+    std::string msg;
+    try {
+      parse_preprocess("caffe");
+    } catch (const std::invalid_argument& e) {
+      msg = e.what();
+    }
+    CHECK(msg.find("caffe") != std::string::npos);
+    CHECK(msg.find("standard, vgg, inception") != std::string::npos);
+    CHECK_THROWS_AS(preprocess_image(img.data(), out.data(), 1, 3, 4, Preprocess::vgg()), std::invalid_argument);
+  }
+}
+
+TEST_CASE("compute_channel_stats: exact per-channel mean and std in [0, 1] units, any thread count") {
+  Dataset d;
+  d.channels = 2;
+  d.height = 1;
+  d.width = 2;
+  d.class_names = {"x"};
+  // Channel 0 pixels: 0, 255, 255, 0 -> mean 0.5, std 0.5. Channel 1: 51 everywhere -> 0.2, 0.
+  d.images = {0, 255, 51, 51, 255, 0, 51, 51};
+  d.labels = {0, 0};
+  ChannelStats s = compute_channel_stats(d);
+  CHECK(s.mean[0] == doctest::Approx(0.5));
+  CHECK(s.std[0] == doctest::Approx(0.5));
+  CHECK(s.mean[1] == doctest::Approx(0.2));
+  CHECK(s.std[1] == doctest::Approx(0.0));
+
+  Dataset r = random_dataset(3000);
+  set_num_threads(1);
+  ChannelStats one = compute_channel_stats(r);
+  set_num_threads(2);
+  ChannelStats two = compute_channel_stats(r);
+  set_num_threads(0);
+  CHECK(one.mean == two.mean);
+  CHECK(one.std == two.std);
+  for (int c = 0; c < 3; ++c) {  // uniform bytes: mean 127.5/255, std ~ 73.9/255
+    CHECK(one.mean[size_t(c)] == doctest::Approx(0.5).epsilon(0.01));
+    CHECK(one.std[size_t(c)] == doctest::Approx(std::sqrt((256.0 * 256.0 - 1) / 12) / 255).epsilon(0.01));
+  }
+  Dataset empty;
+  CHECK_THROWS_AS(compute_channel_stats(empty), std::invalid_argument);
+}
