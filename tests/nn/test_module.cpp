@@ -1,0 +1,188 @@
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "nn/module.h"
+#include "nn/resnet.h"
+
+using namespace octet;
+using namespace octet::nn;
+
+namespace {
+
+bool has_name(const NamedTensors& v, const std::string& n) {
+  return std::any_of(v.begin(), v.end(), [&](auto& p) { return p.first == n; });
+}
+
+// A weight transform for the test: multiplies by a constant.
+class Scale : public Module {
+ public:
+  explicit Scale(float s) : Module("Scale"), s_(s) {}
+  Tensor forward(const Tensor& x) override { return mul(x, s_); }
+
+ private:
+  float s_;
+};
+
+}  // namespace
+
+TEST_CASE("ResNet parameter counts match the PyTorch models") {
+  // resnet20..110: ../shared/bench/torch_resnet20.py --depth D prints these;
+  // resnet18 (CIFAR stem) and resnet50 (ImageNet stem): torchvision with 10 classes.
+  CHECK(make_model("resnet20", 10, 0)->num_parameters() == 272474);
+  CHECK(make_model("resnet32", 10, 0)->num_parameters() == 466906);
+  CHECK(make_model("resnet56", 10, 0)->num_parameters() == 855770);
+  CHECK(make_model("resnet110", 10, 0)->num_parameters() == 1730714);
+  CHECK(make_model("resnet18", 10, 0)->num_parameters() == 11173962);
+  CHECK(make_model("resnet50_imagenet", 10, 0)->num_parameters() == 23528522);
+  CHECK(make_model("resnet50", 10, 0)->num_parameters() == 23520842);
+  CHECK(make_model("resnet50_v1.5", 10, 0)->num_parameters() == 23520842);
+}
+
+TEST_CASE("dotted names, buffers and state") {
+  auto m = make_model("resnet20", 10, 1);
+  NamedTensors p = m->named_parameters();
+  CHECK(p.front().first == "conv1.weight");
+  CHECK(has_name(p, "layer1.0.conv1.weight"));
+  CHECK(has_name(p, "layer2.0.shortcut.0.weight"));
+  CHECK(has_name(p, "layer2.0.shortcut.1.bias"));
+  CHECK_FALSE(has_name(p, "layer1.0.shortcut.0.weight"));  // identity shortcut
+  CHECK(has_name(p, "fc.bias"));
+  for (auto& [n, t] : p) CHECK(t.requires_grad());
+  NamedTensors b = m->named_buffers();
+  CHECK(has_name(b, "bn1.running_mean"));
+  CHECK(has_name(b, "layer3.2.bn2.running_var"));
+  CHECK(b.size() == 2 * 21);  // 21 BatchNorm2d layers: stem, 2 per block, 2 shortcuts
+  CHECK(m->named_state().size() == p.size() + b.size());
+  std::set<std::string> unique;
+  for (auto& [n, t] : m->named_state()) unique.insert(n);
+  CHECK(unique.size() == m->named_state().size());
+}
+
+TEST_CASE("initialization: seeded, Kaiming fan_out for convs, BN 1/0") {
+  auto a = make_model("resnet20", 10, 7), b = make_model("resnet20", 10, 7), c = make_model("resnet20", 10, 8);
+  auto pa = a->named_parameters(), pb = b->named_parameters(), pc = c->named_parameters();
+  bool same = true, differ = false;
+  for (size_t i = 0; i < pa.size(); ++i)
+    for (int64_t k = 0; k < pa[i].second.numel(); ++k) {
+      same = same && pa[i].second.data()[k] == pb[i].second.data()[k];
+      differ = differ || pa[i].second.data()[k] != pc[i].second.data()[k];
+    }
+  CHECK(same);
+  CHECK(differ);
+  // layer3.0.conv2: [64, 64, 3, 3], std sqrt(2 / (64*9)) = 0.0589
+  Conv2d& conv = dynamic_cast<Conv2d&>(a->find("layer3.0.conv2"));
+  double sq = 0;
+  for (int64_t k = 0; k < conv.weight().numel(); ++k) sq += double(conv.weight().data()[k]) * conv.weight().data()[k];
+  CHECK(std::sqrt(sq / conv.weight().numel()) == doctest::Approx(std::sqrt(2.0 / 576)).epsilon(0.03));
+  BatchNorm2d& bn = dynamic_cast<BatchNorm2d&>(a->find("layer3.0.bn2"));
+  CHECK(bn.weight().data()[5] == 1.0f);
+  CHECK(bn.bias().data()[5] == 0.0f);
+  CHECK(bn.running_var().data()[5] == 1.0f);
+  // fc: PyTorch default, uniform in +-1/sqrt(64)
+  Linear& fc = dynamic_cast<Linear&>(a->find("fc"));
+  for (int64_t k = 0; k < fc.weight().numel(); ++k) CHECK(std::fabs(fc.weight().data()[k]) <= 0.125f);
+}
+
+TEST_CASE("forward shapes, train/eval propagation, groups") {
+  auto m = make_model("resnet20", 10, 0);
+  Rng rng(3);
+  Tensor x = Tensor::randn({2, 3, 32, 32}, rng);
+  CHECK(m->forward(x).shape() == Shape{2, 10});
+  m->eval();
+  CHECK_FALSE(m->find("layer2.1.bn1").training());
+  m->train();
+  CHECK(m->find("layer2.1.bn1").training());
+  CHECK_THROWS_WITH_AS(m->forward(Tensor::zeros({2, 1, 32, 32})), doctest::Contains("expected input"),
+                       std::invalid_argument);
+
+  const auto& g = m->conv_bn_relu_groups();
+  CHECK(g.size() == 1 + 9 * 2 + 2);  // stem, two per block, two projection shortcuts
+  CHECK(g.front().conv == "conv1");
+  CHECK(g.front().relu == "relu");
+  CHECK(g[1].conv == "layer1.0.conv1");
+  CHECK(g[1].relu == "layer1.0.relu1");
+  CHECK(g[2].relu.empty());
+  for (auto& e : g) {
+    CHECK(m->find(e.conv).type() == "Conv2d");
+    CHECK(m->find(e.bn).type() == "BatchNorm2d");
+    if (!e.relu.empty()) CHECK(m->find(e.relu).type() == "ReLU");
+  }
+  auto r18 = make_model("resnet18_imagenet", 10, 0);
+  CHECK(r18->forward(Tensor::randn({1, 3, 64, 64}, rng)).shape() == Shape{1, 10});
+  CHECK_THROWS_WITH_AS(make_model("resnet21", 10, 0), doctest::Contains("valid names: resnet20"),
+                       std::invalid_argument);
+}
+
+TEST_CASE("QAT hooks: replace by name, Add input slots, weight transforms") {
+  auto m = make_model("resnet20", 10, 0);
+  m->eval();
+  Rng rng(4);
+  Tensor x = Tensor::randn({1, 3, 16, 16}, rng);
+  NoGradGuard ng;
+  Tensor y0 = m->forward(x);
+
+  // An Identity swapped in after a ReLU changes nothing; the tree shows it.
+  auto seq = std::make_shared<Sequential>(std::vector<ModulePtr>{std::make_shared<ReLU>(), std::make_shared<Identity>()});
+  auto old = m->replace("layer1.0.relu1", seq);
+  CHECK(old->type() == "ReLU");
+  CHECK(m->find("layer1.0.relu1.1").type() == "Identity");
+  Tensor y1 = m->forward(x);
+  for (int i = 0; i < 10; ++i) CHECK(y1.data()[i] == y0.data()[i]);
+
+  // Scaling one input of the last Add changes the output.
+  CHECK(m->find("layer3.2.add.input_a").type() == "Identity");
+  m->replace("layer3.2.add.input_a", std::make_shared<Scale>(0.0f));
+  Tensor y2 = m->forward(x);
+  bool changed = false;
+  for (int i = 0; i < 10; ++i) changed = changed || y2.data()[i] != y0.data()[i];
+  CHECK(changed);
+
+  // A zero weight transform on the fc leaves only the bias.
+  Linear& fc = dynamic_cast<Linear&>(m->find("fc"));
+  fc.set_weight_transform(std::make_shared<Scale>(0.0f));
+  Tensor y3 = m->forward(x);
+  for (int i = 0; i < 10; ++i) CHECK(y3.data()[i] == fc.bias().data()[i]);
+  fc.set_weight_transform(nullptr);
+  CHECK(fc.weight_transform() == nullptr);
+
+  CHECK_THROWS_WITH_AS(m->replace("layer9.0", std::make_shared<Identity>()), doctest::Contains("layer9"),
+                       std::out_of_range);
+  CHECK_THROWS_WITH_AS(m->find("layer1.7.conv1"), doctest::Contains("'7'"), std::out_of_range);
+}
+
+TEST_CASE("load_state checks names and shapes") {
+  auto a = make_model("resnet20", 10, 1), b = make_model("resnet20", 10, 2);
+  b->load_state(a->named_state());
+  auto sa = a->named_state(), sb = b->named_state();
+  for (size_t i = 0; i < sa.size(); ++i) CHECK(sa[i].second.data()[0] == sb[i].second.data()[0]);
+  NamedTensors missing(sa.begin() + 1, sa.end());
+  CHECK_THROWS_WITH_AS(b->load_state(missing), doctest::Contains("missing: conv1.weight"), std::runtime_error);
+  NamedTensors extra = sa;
+  extra.emplace_back("ghost", Tensor::zeros({1}));
+  CHECK_THROWS_WITH_AS(b->load_state(extra), doctest::Contains("unexpected: ghost"), std::runtime_error);
+  auto c = make_model("resnet20", 100, 1);
+  CHECK_THROWS_WITH_AS(c->load_state(sa), doctest::Contains("fc.weight"), std::runtime_error);
+}
+
+TEST_CASE("Sequential, Add arity, summary") {
+  Rng rng(1);
+  Sequential s;
+  s.append(std::make_shared<Conv2d>(3, 4, 3, 1, 1, true, rng));
+  s.append(std::make_shared<BatchNorm2d>(4));
+  s.append(std::make_shared<ReLU>());
+  s.append(std::make_shared<MaxPool2d>(2, 2));
+  s.append(std::make_shared<AvgPool2d>(2, 2));
+  s.append(std::make_shared<Flatten>());
+  s.append(std::make_shared<Linear>(4 * 2 * 2, 3, true, rng));
+  CHECK(s.num_parameters() == 4 * 27 + 4 + 8 + 16 * 3 + 3);
+  CHECK(s.forward(Tensor::randn({2, 3, 8, 8}, rng)).shape() == Shape{2, 3});
+  CHECK(has_name(s.named_parameters(), "0.bias"));
+  Add add;
+  CHECK_THROWS_AS(add.forward(Tensor::zeros({1})), std::logic_error);
+  CHECK_THROWS_AS(static_cast<Module&>(s).forward(Tensor::zeros({1}), Tensor::zeros({1})), std::logic_error);
+  CHECK(s.summary().find("Conv2d(3, 4, k=3, s=1, p=1, bias=true)") != std::string::npos);
+}
