@@ -133,7 +133,7 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) 
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw std::runtime_error(path + ": cannot create " + tmp + ": " + std::strerror(errno));
-  bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  bool ok = bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
   int err = errno;
   ok = (std::fclose(f) == 0) && ok;
   if (!ok) {
