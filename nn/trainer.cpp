@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -26,6 +27,14 @@ std::string fmt_float(double v, int digits) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*g", digits, v);
   return buf;
+}
+
+// The shortest text that reads back as the same value ("0.1", not "0.100000001").
+template <class T>
+std::string shortest(T v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
 }
 
 // Applies f(key, field) to every TrainConfig field; one list for both
@@ -83,8 +92,8 @@ struct ToString {
   void operator()(const char* k, int64_t v) { m[k] = std::to_string(v); }
   void operator()(const char* k, uint64_t v) { m[k] = std::to_string(v); }
   void operator()(const char* k, bool v) { m[k] = v ? "true" : "false"; }
-  void operator()(const char* k, float v) { m[k] = fmt_float(v, 9); }
-  void operator()(const char* k, double v) { m[k] = fmt_float(v, 17); }
+  void operator()(const char* k, float v) { m[k] = shortest(v); }
+  void operator()(const char* k, double v) { m[k] = shortest(v); }
   void operator()(const char* k, const std::vector<int>& v) {
     std::string s;
     for (size_t i = 0; i < v.size(); ++i) {
@@ -193,8 +202,11 @@ std::string TrainConfig::to_string() const {
 }
 
 TrainConfig TrainConfig::preset_config(const std::string& name) {
-  TrainConfig c;  // the defaults are the full recipe
+  TrainConfig c;  // the defaults are the peer recipe
   c.preset = name;
+  // One deliberate addition to the peer recipe: label smoothing 0.1 (the peer
+  // reaches 87.62% without it; the target is 88.0%).
+  c.label_smoothing = 0.1f;
   if (name == "full") return c;
   if (name == "quick") {
     c.epochs = 5;
@@ -230,7 +242,7 @@ std::string join_floats(const std::vector<float>& v) {
   std::string s;
   for (size_t i = 0; i < v.size(); ++i) {
     if (i) s += ',';
-    s += fmt_float(v[i], 9);
+    s += shortest(v[i]);
   }
   return s;
 }
@@ -376,7 +388,7 @@ Checkpoint Trainer::make_checkpoint() const {
   ck.meta["preprocess.mode"] = preprocess_name(pre_.mode);
   ck.meta["preprocess.scale"] = join_floats(pre_.scale);
   ck.meta["preprocess.offset"] = join_floats(pre_.offset);
-  ck.meta["best_top1"] = fmt_float(best_top1_, 17);
+  ck.meta["best_top1"] = shortest(best_top1_);
   ck.meta["schedule"] = schedule_->describe();
   std::string hist;
   for (auto& h : history_) hist += h.csv() + "\n";
@@ -389,9 +401,17 @@ Checkpoint Trainer::make_checkpoint() const {
 void Trainer::restore(const Checkpoint& ck) {
   const std::string where = "checkpoint " + ck.source;
   // The run's identity must match: a resumed run continues the same run.
-  std::map<std::string, std::string> saved;
+  std::map<std::string, std::string> raw;
   for (auto& [k, v] : ck.meta)
-    if (k.rfind("config.", 0) == 0) saved[k.substr(7)] = v;
+    if (k.rfind("config.", 0) == 0) raw[k.substr(7)] = v;
+  // Compare values, not spellings: read the saved configuration back first.
+  TrainConfig was_cfg;
+  try {
+    was_cfg.from_map(raw);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(where + ": " + e.what());
+  }
+  const std::map<std::string, std::string> saved = was_cfg.to_map();
   std::string diffs;
   for (auto& [k, v] : cfg_.to_map()) {
     if (kFreeKeys.count(k)) continue;
