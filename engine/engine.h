@@ -1,0 +1,109 @@
+// engine/engine.h: the public API of Octet's integer-only inference engine.
+//
+//   auto model = octet::engine::Model::load("resnet20.oct");   // validates everything
+//   octet::engine::Session s(model, /*max_batch=*/100);         // plans one arena, prepares kernels
+//   std::span<const int8_t> logits = s.run(pixels, batch);      // uint8 NHWC in, int8 [batch, classes] out
+//   for (auto [cls, q] : octet::engine::top_k(logits.first(model->num_classes()), 5)) ...
+//
+// A Model is immutable and can be shared by any number of Sessions (one per
+// thread). A Session owns the prepared kernels (weights packed for the CPU's
+// instruction set) and ONE arena holding every activation and every kernel's
+// scratch; activations whose lifetimes do not overlap share memory (greedy by
+// size). run() allocates nothing and uses no floating point: it is the integer
+// contract of engine/fixedpoint.h and engine/kernels.h, op after op.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/format.h"
+#include "engine/kernels.h"
+
+namespace octet::engine {
+
+class Model {
+ public:
+  // Reads and validates a model file; throws FormatError.
+  static std::shared_ptr<const Model> load(const std::string& path);
+  static std::shared_ptr<const Model> from_bytes(std::span<const uint8_t> bytes, const std::string& name = "<memory>");
+
+  const ModelDesc& desc() const { return desc_; }
+  const std::string& source() const { return source_; }  // the path or the name given to from_bytes
+  std::string name() const;                              // metadata model_name, else source()
+
+  int input_h() const { return in_h_; }
+  int input_w() const { return in_w_; }
+  int input_c() const { return in_c_; }
+  size_t input_bytes() const { return static_cast<size_t>(in_h_) * in_w_ * in_c_; }  // per image
+  int num_classes() const { return classes_; }
+
+  // The logits' real value scale * (q - zero_point), for display only: the
+  // engine itself never uses a scale.
+  double logit_real(int8_t q) const;
+  std::vector<std::string> class_names() const;  // empty if the file has none
+  std::string metadata(const std::string& key) const;  // "" if absent
+
+  uint64_t macs_per_image() const { return macs_; }                       // conv + fc multiply-adds
+  uint64_t activation_bytes_per_image() const { return act_bytes_; }      // sum over activations, no sharing
+  uint64_t weight_bytes_stored() const { return stored_weight_bytes_; }   // packed, as in the file
+
+ private:
+  Model(ModelDesc desc, std::string source);
+  ModelDesc desc_;
+  std::string source_;
+  int in_h_ = 0, in_w_ = 0, in_c_ = 0, classes_ = 0;
+  uint64_t macs_ = 0, act_bytes_ = 0, stored_weight_bytes_ = 0;
+};
+
+// One buffer to place in the arena: `bytes` long, live from step `first` to
+// step `last` inclusive.
+struct Lifetime {
+  size_t bytes = 0;
+  int first = 0, last = 0;
+};
+// Greedy-by-size placement (largest first, each at the lowest aligned offset
+// that does not collide with an already placed buffer of overlapping
+// lifetime). Returns the offsets; *total receives the arena size.
+std::vector<size_t> plan_arena(const std::vector<Lifetime>& buffers, size_t align, size_t* total);
+
+class Session {
+ public:
+  // Prepares every conv/fc kernel for batches up to max_batch and plans the
+  // arena. Throws std::invalid_argument for max_batch < 1 or an arena that
+  // does not fit size_t.
+  Session(std::shared_ptr<const Model> model, int max_batch, Isa isa = best_isa());
+  ~Session();
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
+
+  // pixels: batch images of input_h x input_w x input_c uint8, NHWC.
+  // Returns int8 logits [batch, num_classes], valid until the next run().
+  // Allocates nothing; throws std::invalid_argument for a bad batch.
+  std::span<const int8_t> run(const uint8_t* pixels_nhwc, int batch);
+
+  const Model& model() const;
+  int max_batch() const;
+  Isa isa() const;
+  size_t arena_bytes() const;     // the one arena: activations + scratch, shared where lifetimes allow
+  size_t unshared_bytes() const;  // what the same buffers would take without sharing
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct Scored {
+  int index = 0;     // class
+  int8_t value = 0;  // the int8 logit
+};
+// The k largest entries, largest first; equal values are ordered by index
+// (the lowest index first). k is clamped to the row's size.
+std::vector<Scored> top_k(std::span<const int8_t> row, int k);
+// Index of the largest entry, the lowest index among equals; -1 if empty.
+int argmax(std::span<const int8_t> row);
+
+}  // namespace octet::engine
