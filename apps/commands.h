@@ -18,5 +18,6 @@ int cmd_eval(int argc, char** argv);
 // Subcommands of `octet bench`.
 int bench_ops(int argc, char** argv);
 int bench_train(int argc, char** argv);
+int bench_data(int argc, char** argv);
 
 }  // namespace octet::app
