@@ -499,7 +499,7 @@ class Decoder {
     const uint32_t stored = ld32(&b_[size - kCrcSize]);
     const uint32_t actual = crc32(b_.first(size - kCrcSize));
     if (stored != actual) {
-      char buf[96];
+      char buf[160];
       std::snprintf(buf, sizeof buf, ": CRC32 mismatch (stored 0x%08x at byte %llu, computed 0x%08x): the file is corrupted",
                     stored, static_cast<unsigned long long>(size - kCrcSize), actual);
       fail(FormatErrc::bad_crc, name_ + buf);
