@@ -37,6 +37,7 @@ int64_t numel_of(const Shape& shape);
 std::string shape_str(const Shape& shape);  // "[128, 16, 32, 32]"
 
 struct Node;
+class Rng;
 
 // The storage and autograd state behind a Tensor handle.
 struct TensorImpl {
@@ -59,6 +60,10 @@ class Tensor {
   static Tensor full(const Shape& shape, float value);
   static Tensor from(const Shape& shape, std::span<const float> values);  // copies
   static Tensor scalar(float value);
+  // Random factories (added by core): N(0, std^2) and U[lo, hi), drawn in
+  // index order from rng, so a seed gives the same tensor on every machine.
+  static Tensor randn(const Shape& shape, Rng& rng, float std = 1.0f);
+  static Tensor uniform(const Shape& shape, Rng& rng, float lo, float hi);
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const;
@@ -96,7 +101,9 @@ using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>
 
 struct Node {
   std::string name;                  // op name, for error messages
-  std::vector<Tensor> inputs;        // edges to the tensors the op read
+  std::vector<Tensor> inputs;        // edges to the tensors the op read: the leaf
+                                     // itself, a storage-less handle to a non-leaf's
+                                     // grad_fn, or undefined where no grad flows
   BackwardFn backward;               // emptied after it has run once
   bool consumed = false;             // set when backward has run
 };

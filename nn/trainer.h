@@ -67,8 +67,9 @@ struct TrainConfig {
   int eval_batch = 500;
   bool progress = true;   // progress bar on stderr
 
-  // The named presets: "quick" (resnet20, 5 epochs of the full recipe's shape)
-  // and "full" (the 40-epoch recipe of the peer script). Throws for others.
+  // The named presets: "full" (the 40-epoch recipe of the peer script, plus
+  // label smoothing 0.1) and "quick" (the same squeezed into 2 epochs).
+  // Throws for other names.
   static TrainConfig preset_config(const std::string& name);
 
   // Every field as "key" -> "value" (stable keys, used in checkpoints/logs).

@@ -1,0 +1,306 @@
+// core/ops_conv.cpp: conv2d forward and backward by im2col + sgemm, tiled
+// over the batch.
+//
+// The batch is cut into tiles of T images (T from the layer's geometry only,
+// never from the thread count). One TBB task handles one (tile, group):
+//   forward:  col[K, T*OHW] = im2col(x tile)           K = Cin/G * KH * KW
+//             Y[Og, T*OHW]  = W_g[Og, K] * col          one wide sgemm
+//             scatter Y into y's NCHW layout (+ bias)
+//   backward: dY[Og, T*OHW] gathered from gy
+//             dW_tile[Og, K] = dY * col^T               (col recomputed from x)
+//             dcol[K, T*OHW] = W_g^T * dY, col2im-added into dx
+// With T == 1 the gathers/scatters vanish (sgemm reads/writes NCHW directly),
+// and for 1x1 stride-1 unpadded convs x itself is the col matrix.
+// dW: each tile writes its own slot and the slots are summed in tile order,
+// so dW is bit-identical for any thread count.
+// Buffers: the im2col scratch is thread-local and bounded by kMaxColFloats,
+// whatever the batch size.
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "core/blas.h"
+#include "core/ops.h"
+#include "core/ops_internal.h"
+
+namespace octet {
+
+using detail::fail;
+using detail::needs_grad;
+
+namespace {
+
+// Tile sizing: aim for sgemm N (= T*OHW columns) near kTargetCols, but keep
+// the col buffer (K x T*OHW floats) under kMaxColFloats (about L2 size).
+constexpr int64_t kTargetCols = 2048;
+constexpr int64_t kMaxColFloats = int64_t(1) << 18;  // 1 MiB
+
+struct Geom {
+  int64_t N, Cin, H, W, Cout, KH, KW, G, Cg, Og, OH, OW, stride, pad;
+  int64_t HW, OHW, K;    // K = Cg*KH*KW, rows of the col matrix of one group
+  int64_t T, ntiles;     // images per tile, number of tiles
+  bool pointwise;        // 1x1, stride 1, no padding: col == x
+};
+
+Geom make_geom(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt) {
+  const char* op = "conv2d";
+  detail::require_ndim(op, x, "x", 4);
+  detail::require_ndim(op, w, "w", 4);
+  if (opt.stride < 1) fail(op, "stride must be >= 1, got " + std::to_string(opt.stride));
+  if (opt.pad < 0) fail(op, "pad must be >= 0, got " + std::to_string(opt.pad));
+  if (opt.groups < 1) fail(op, "groups must be >= 1, got " + std::to_string(opt.groups));
+  Geom g{};
+  g.N = x.dim(0), g.Cin = x.dim(1), g.H = x.dim(2), g.W = x.dim(3);
+  g.Cout = w.dim(0), g.Cg = w.dim(1), g.KH = w.dim(2), g.KW = w.dim(3);
+  g.G = opt.groups, g.stride = opt.stride, g.pad = opt.pad;
+  if (g.Cin % g.G || g.Cout % g.G)
+    fail(op, "groups=" + std::to_string(g.G) + " must divide Cin and Cout; x " + shape_str(x.shape()) + ", w " +
+                 shape_str(w.shape()));
+  if (g.Cg * g.G != g.Cin)
+    fail(op, "x " + shape_str(x.shape()) + " has " + std::to_string(g.Cin) + " channels but w " + shape_str(w.shape()) +
+                 " with groups=" + std::to_string(g.G) + " expects " + std::to_string(g.Cg * g.G));
+  if (g.KH < 1 || g.KW < 1 || g.Cout < 1) fail(op, "empty kernel w " + shape_str(w.shape()));
+  if (g.H + 2 * g.pad < g.KH || g.W + 2 * g.pad < g.KW)
+    fail(op, "kernel of w " + shape_str(w.shape()) + " is larger than the padded input x " + shape_str(x.shape()) +
+                 " (pad " + std::to_string(g.pad) + ")");
+  if (bias.defined() && bias.shape() != Shape{g.Cout})
+    fail(op, "bias " + shape_str(bias.shape()) + " must be [" + std::to_string(g.Cout) + "] for w " + shape_str(w.shape()));
+  g.Og = g.Cout / g.G;
+  g.OH = (g.H + 2 * g.pad - g.KH) / g.stride + 1;
+  g.OW = (g.W + 2 * g.pad - g.KW) / g.stride + 1;
+  g.HW = g.H * g.W, g.OHW = g.OH * g.OW, g.K = g.Cg * g.KH * g.KW;
+  g.pointwise = g.KH == 1 && g.KW == 1 && g.stride == 1 && g.pad == 0;
+  int64_t t = std::max<int64_t>(1, kTargetCols / g.OHW);
+  t = std::min(t, std::max<int64_t>(1, kMaxColFloats / (g.K * g.OHW)));
+  g.T = std::max<int64_t>(1, std::min(t, g.N));
+  g.ntiles = g.N == 0 ? 0 : (g.N + g.T - 1) / g.T;
+  return g;
+}
+
+// Grow-only, 64-byte aligned, one set per thread (TBB workers live as long as
+// the process, so this is a fixed cost per thread).
+float* scratch(int slot, int64_t n) {
+  struct Buf {
+    std::unique_ptr<float, decltype(&std::free)> p{nullptr, &std::free};
+    int64_t cap = 0;
+  };
+  thread_local Buf bufs[3];
+  Buf& b = bufs[slot];
+  if (b.cap < n) {
+    size_t bytes = (static_cast<size_t>(n) * sizeof(float) + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw std::bad_alloc();
+    b.p.reset(static_cast<float*>(p));
+    b.cap = n;
+  }
+  return b.p.get();
+}
+
+// Valid output columns [lo, hi) of kernel column kw: 0 <= ow*s - pad + kw < W.
+inline void valid_cols(const Geom& c, int64_t k, int64_t in, int64_t out, int64_t& lo, int64_t& hi) {
+  int64_t off = c.pad - k;  // iw = ow*s - off
+  lo = off <= 0 ? 0 : (off + c.stride - 1) / c.stride;
+  hi = (in - 1 + off) < 0 ? 0 : (in - 1 + off) / c.stride + 1;
+  lo = std::min(lo, out);
+  hi = std::clamp(hi, lo, out);
+}
+
+// x [N, Cin, H, W]: images n0..n0+T, channels of group g -> col [K, T*OHW].
+void im2col(const Geom& c, const float* x, int64_t n0, int64_t T, int64_t g, float* col) {
+  const int64_t cols = T * c.OHW;
+  for (int64_t ci = 0; ci < c.Cg; ++ci)
+    for (int64_t kh = 0; kh < c.KH; ++kh)
+      for (int64_t kw = 0; kw < c.KW; ++kw) {
+        float* dst = col + ((ci * c.KH + kh) * c.KW + kw) * cols;
+        int64_t lo, hi;
+        valid_cols(c, kw, c.W, c.OW, lo, hi);
+        for (int64_t t = 0; t < T; ++t) {
+          const float* src = x + ((n0 + t) * c.Cin + g * c.Cg + ci) * c.HW;
+          for (int64_t oh = 0; oh < c.OH; ++oh) {
+            float* d = dst + t * c.OHW + oh * c.OW;
+            int64_t ih = oh * c.stride - c.pad + kh;
+            if (ih < 0 || ih >= c.H) {
+              std::memset(d, 0, static_cast<size_t>(c.OW) * sizeof(float));
+              continue;
+            }
+            const float* s = src + ih * c.W;  // x row ih; column of ow is ow*stride - off
+            const int64_t off = c.pad - kw;
+            for (int64_t ow = 0; ow < lo; ++ow) d[ow] = 0.0f;
+            if (c.stride == 1) {
+              if (hi > lo) std::memcpy(d + lo, s + (lo - off), static_cast<size_t>(hi - lo) * sizeof(float));
+            } else {
+              for (int64_t ow = lo; ow < hi; ++ow) d[ow] = s[ow * c.stride - off];
+            }
+            for (int64_t ow = hi; ow < c.OW; ++ow) d[ow] = 0.0f;
+          }
+        }
+      }
+}
+
+// col [K, T*OHW] added into dx [N, Cin, H, W] (images n0..n0+T, group g).
+void col2im_add(const Geom& c, const float* col, int64_t n0, int64_t T, int64_t g, float* dx) {
+  const int64_t cols = T * c.OHW;
+  for (int64_t ci = 0; ci < c.Cg; ++ci)
+    for (int64_t kh = 0; kh < c.KH; ++kh)
+      for (int64_t kw = 0; kw < c.KW; ++kw) {
+        const float* src = col + ((ci * c.KH + kh) * c.KW + kw) * cols;
+        int64_t lo, hi;
+        valid_cols(c, kw, c.W, c.OW, lo, hi);
+        for (int64_t t = 0; t < T; ++t) {
+          float* dst = dx + ((n0 + t) * c.Cin + g * c.Cg + ci) * c.HW;
+          for (int64_t oh = 0; oh < c.OH; ++oh) {
+            int64_t ih = oh * c.stride - c.pad + kh;
+            if (ih < 0 || ih >= c.H) continue;
+            const float* s = src + t * c.OHW + oh * c.OW;
+            float* d = dst + ih * c.W;  // dx row ih; column of ow is ow*stride - off
+            const int64_t off = c.pad - kw;
+            if (c.stride == 1) {
+              for (int64_t ow = lo; ow < hi; ++ow) d[ow - off] += s[ow];
+            } else {
+              for (int64_t ow = lo; ow < hi; ++ow) d[ow * c.stride - off] += s[ow];
+            }
+          }
+        }
+      }
+}
+
+// y [N, Cout, OH, OW] = conv(x, w) + bias.
+void conv_forward(const Geom& c, const float* x, const float* w, const float* bias, float* y) {
+  const int64_t tasks = c.ntiles * c.G;
+  parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
+    for (int64_t task = tb; task < te; ++task) {
+      const int64_t tile = task / c.G, g = task % c.G;
+      const int64_t n0 = tile * c.T, T = std::min(c.T, c.N - n0), cols = T * c.OHW;
+      const float* wg = w + g * c.Og * c.K;
+      const float* B;
+      int64_t ldb;
+      if (c.pointwise && T == 1) {
+        B = x + (n0 * c.Cin + g * c.Cg) * c.HW, ldb = c.HW;
+      } else {
+        float* col = scratch(0, c.K * cols);
+        im2col(c, x, n0, T, g, col);
+        B = col, ldb = cols;
+      }
+      if (T == 1) {
+        float* out = y + (n0 * c.Cout + g * c.Og) * c.OHW;
+        sgemm(false, false, c.Og, cols, c.K, 1.0f, wg, c.K, B, ldb, 0.0f, out, c.OHW);
+        if (bias)
+          for (int64_t o = 0; o < c.Og; ++o) {
+            const float b = bias[g * c.Og + o];
+            for (int64_t i = 0; i < c.OHW; ++i) out[o * c.OHW + i] += b;
+          }
+      } else {
+        float* buf = scratch(1, c.Og * cols);
+        sgemm(false, false, c.Og, cols, c.K, 1.0f, wg, c.K, B, ldb, 0.0f, buf, cols);
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t o = 0; o < c.Og; ++o) {
+            const float* s = buf + o * cols + t * c.OHW;
+            float* d = y + ((n0 + t) * c.Cout + g * c.Og + o) * c.OHW;
+            const float b = bias ? bias[g * c.Og + o] : 0.0f;
+            for (int64_t i = 0; i < c.OHW; ++i) d[i] = s[i] + b;
+          }
+      }
+    }
+  });
+}
+
+// dx [N, Cin, H, W] (if dx), dw [Cout, Cg, KH, KW] (if dw) from gy [N, Cout, OH, OW].
+void conv_backward(const Geom& c, const float* x, const float* w, const float* gy, float* dx, float* dw) {
+  const int64_t tasks = c.ntiles * c.G;
+  const int64_t wsize = c.Cout * c.K;
+  Tensor slots = dw ? Tensor::empty({c.ntiles, wsize}) : Tensor();  // per-tile partial dW
+  float* slot_base = dw ? slots.data() : nullptr;
+  parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
+    for (int64_t task = tb; task < te; ++task) {
+      const int64_t tile = task / c.G, g = task % c.G;
+      const int64_t n0 = tile * c.T, T = std::min(c.T, c.N - n0), cols = T * c.OHW;
+      const float* wg = w + g * c.Og * c.K;
+      // dY [Og, cols]
+      const float* dY;
+      int64_t ldy;
+      if (T == 1) {
+        dY = gy + (n0 * c.Cout + g * c.Og) * c.OHW, ldy = c.OHW;
+      } else {
+        float* buf = scratch(1, c.Og * cols);
+        for (int64_t o = 0; o < c.Og; ++o)
+          for (int64_t t = 0; t < T; ++t)
+            std::memcpy(buf + o * cols + t * c.OHW, gy + ((n0 + t) * c.Cout + g * c.Og + o) * c.OHW,
+                        static_cast<size_t>(c.OHW) * sizeof(float));
+        dY = buf, ldy = cols;
+      }
+      const bool direct = c.pointwise && T == 1;  // x / dx are the col matrices
+      float* col = direct ? nullptr : scratch(0, c.K * cols);
+      if (dw) {
+        const float* B = direct ? x + (n0 * c.Cin + g * c.Cg) * c.HW : col;
+        if (!direct) im2col(c, x, n0, T, g, col);
+        // dW_tile[Og, K] = dY[Og, cols] * col[K, cols]^T
+        sgemm(false, true, c.Og, c.K, cols, 1.0f, dY, ldy, B, direct ? c.HW : cols, 0.0f,
+              slot_base + tile * wsize + g * c.Og * c.K, c.K);
+      }
+      if (dx) {
+        if (direct) {
+          sgemm(true, false, c.K, cols, c.Og, 1.0f, wg, c.K, dY, ldy, 0.0f, dx + (n0 * c.Cin + g * c.Cg) * c.HW, c.HW);
+        } else {
+          // dcol[K, cols] = W_g^T * dY, then added into the zeroed dx images.
+          sgemm(true, false, c.K, cols, c.Og, 1.0f, wg, c.K, dY, ldy, 0.0f, col, cols);
+          for (int64_t t = 0; t < T; ++t)
+            std::memset(dx + ((n0 + t) * c.Cin + g * c.Cg) * c.HW, 0, static_cast<size_t>(c.Cg * c.HW) * sizeof(float));
+          col2im_add(c, col, n0, T, g, dx);
+        }
+      }
+    }
+  });
+  if (dw) {  // dw = sum of the tile slots, in tile order
+    parallel_for(0, wsize, 4096, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) dw[i] = 0.0f;
+      for (int64_t t = 0; t < c.ntiles; ++t) {
+        const float* s = slot_base + t * wsize;
+        for (int64_t i = b; i < e; ++i) dw[i] += s[i];
+      }
+    });
+  }
+}
+
+// db[Cout] = sum of gy over N, OH, OW (double per channel; deterministic).
+void bias_backward(const Geom& c, const float* gy, float* db) {
+  parallel_for(0, c.Cout, 1, [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) {
+      double s = 0;
+      for (int64_t n = 0; n < c.N; ++n) {
+        const float* p = gy + (n * c.Cout + o) * c.OHW;
+        float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t i = 0;
+        for (; i + 8 <= c.OHW; i += 8)
+          for (int j = 0; j < 8; ++j) lane[j] += p[i + j];
+        for (; i < c.OHW; ++i) s += p[i];
+        for (int j = 0; j < 8; ++j) s += lane[j];
+      }
+      db[o] = static_cast<float>(s);
+    }
+  });
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Conv2dOptions opt) {
+  const Geom c = make_geom(x, w, bias, opt);
+  Tensor y = Tensor::empty({c.N, c.Cout, c.OH, c.OW});
+  conv_forward(c, x.data(), w.data(), bias.defined() ? bias.data() : nullptr, y.data());
+  const bool gx = needs_grad(x), gw = needs_grad(w), gb = needs_grad(bias);
+  if (!gx && !gw && !gb) return y;
+  Tensor sx = gw ? x.detach() : Tensor();
+  Tensor sw = gx || gw ? w.detach() : Tensor();  // w is read by the dx sgemm
+  return record("conv2d", y, {x, w, bias}, [c, sx, sw, gx, gw, gb](const Tensor& gy) -> std::vector<Tensor> {
+    Tensor dx = gx ? Tensor::empty({c.N, c.Cin, c.H, c.W}) : Tensor();
+    Tensor dw = gw ? Tensor::empty({c.Cout, c.Cg, c.KH, c.KW}) : Tensor();
+    Tensor db = gb ? Tensor::empty({c.Cout}) : Tensor();
+    if (gx || gw)
+      conv_backward(c, gw ? sx.data() : nullptr, sw.data(), gy.data(), gx ? dx.data() : nullptr,
+                    gw ? dw.data() : nullptr);
+    if (gb) bias_backward(c, gy.data(), db.data());
+    return {dx, dw, db};
+  });
+}
+
+}  // namespace octet

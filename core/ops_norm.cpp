@@ -1,0 +1,180 @@
+// core/ops_norm.cpp: batch_norm forward and backward.
+//
+// Memory-bound, so each kernel makes as few passes as it can: one task per
+// channel computes the channel's statistics and then normalizes it while the
+// channel's N*H*W values are still in L2 (128x32x32 floats = 512 KB); the
+// backward likewise reduces and then writes dx channel by channel.
+// Statistics are summed in float lanes per image block and in double across
+// blocks, shifted by the channel's first value against cancellation.
+#include <cmath>
+#include <vector>
+
+#include "core/ops.h"
+#include "core/ops_internal.h"
+
+namespace octet {
+
+using detail::fail;
+using detail::needs_grad;
+
+namespace {
+
+constexpr int kLanes = 16;
+
+// s1 += sum(p[i] - shift), s2 += sum((p[i] - shift)^2), i < n.
+inline void shifted_sums(const float* p, int64_t n, float shift, double& s1, double& s2) {
+  float a[kLanes] = {}, b[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      float d = p[i + j] - shift;
+      a[j] += d;
+      b[j] += d * d;
+    }
+  for (; i < n; ++i) {
+    double d = double(p[i]) - shift;
+    s1 += d;
+    s2 += d * d;
+  }
+  for (int j = 0; j < kLanes; ++j) s1 += a[j], s2 += b[j];
+}
+
+// s1 += sum(g[i]), s2 += sum(g[i] * (x[i] - mean)), i < n.
+inline void grad_sums(const float* g, const float* x, int64_t n, float mean, double& s1, double& s2) {
+  float a[kLanes] = {}, b[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      a[j] += g[i + j];
+      b[j] += g[i + j] * (x[i + j] - mean);
+    }
+  for (; i < n; ++i) {
+    s1 += g[i];
+    s2 += double(g[i]) * (double(x[i]) - mean);
+  }
+  for (int j = 0; j < kLanes; ++j) s1 += a[j], s2 += b[j];
+}
+
+struct BnGeom {
+  int64_t N, C, HW, M;  // M = N*HW values per channel
+};
+
+BnGeom bn_geom(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& rm, const Tensor& rv,
+               bool training, float eps) {
+  const char* op = "batch_norm";
+  detail::require_defined(op, x, "x");
+  if (x.ndim() != 4 && x.ndim() != 2) fail(op, "x must be [N, C, H, W] or [N, C], got " + shape_str(x.shape()));
+  BnGeom g{x.dim(0), x.dim(1), x.ndim() == 4 ? x.dim(2) * x.dim(3) : 1, 0};
+  g.M = g.N * g.HW;
+  const Shape cs{g.C};
+  auto check = [&](const Tensor& t, const char* name) {
+    if (t.defined() && t.shape() != cs)
+      fail(op, std::string(name) + " " + shape_str(t.shape()) + " must be " + shape_str(cs) + " for x " +
+                   shape_str(x.shape()));
+  };
+  check(gamma, "gamma");
+  check(beta, "beta");
+  check(rm, "running_mean");
+  check(rv, "running_var");
+  if (rm.defined() != rv.defined()) fail(op, "running_mean and running_var must both be given or both be undefined");
+  if (!training && !rm.defined()) fail(op, "eval mode needs running_mean and running_var");
+  if (training && g.M < 1) fail(op, "training mode needs at least one value per channel, x is " + shape_str(x.shape()));
+  if (!(eps > 0.0f)) fail(op, "eps must be > 0");
+  return g;
+}
+
+}  // namespace
+
+// x [N, C, H, W] or [N, C] -> same shape; per-channel scale/shift.
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var,
+                  bool training, float momentum, float eps) {
+  const BnGeom s = bn_geom(x, gamma, beta, running_mean, running_var, training, eps);
+  const int64_t N = s.N, C = s.C, HW = s.HW;
+  Tensor y = Tensor::empty(x.shape());
+  std::vector<float> mean(static_cast<size_t>(C)), invstd(static_cast<size_t>(C));
+  const float* px = x.data();
+  float* py = y.data();
+  const float* pg = gamma.defined() ? gamma.data() : nullptr;
+  const float* pb = beta.defined() ? beta.data() : nullptr;
+  float* prm = running_mean.defined() ? running_mean.data() : nullptr;
+  float* prv = running_var.defined() ? running_var.data() : nullptr;
+  parallel_for(0, C, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      double mu, var;
+      if (training) {
+        const float shift = px[c * HW];
+        double s1 = 0, s2 = 0;
+        for (int64_t n = 0; n < N; ++n) shifted_sums(px + (n * C + c) * HW, HW, shift, s1, s2);
+        const double m = static_cast<double>(s.M);
+        mu = shift + s1 / m;
+        var = std::max(0.0, s2 / m - (s1 / m) * (s1 / m));
+        if (prm) {
+          const double unbiased = s.M > 1 ? var * m / (m - 1) : var;
+          prm[c] = static_cast<float>((1.0 - momentum) * prm[c] + momentum * mu);
+          prv[c] = static_cast<float>((1.0 - momentum) * prv[c] + momentum * unbiased);
+        }
+      } else {
+        mu = prm[c];
+        var = prv[c];
+      }
+      const double inv = 1.0 / std::sqrt(var + eps);
+      mean[static_cast<size_t>(c)] = static_cast<float>(mu);
+      invstd[static_cast<size_t>(c)] = static_cast<float>(inv);
+      const double gm = pg ? pg[c] : 1.0;
+      const float a = static_cast<float>(gm * inv);
+      const float b = static_cast<float>((pb ? pb[c] : 0.0) - mu * gm * inv);
+      for (int64_t n = 0; n < N; ++n) {
+        const float* in = px + (n * C + c) * HW;
+        float* out = py + (n * C + c) * HW;
+        for (int64_t i = 0; i < HW; ++i) out[i] = in[i] * a + b;
+      }
+    }
+  });
+  const bool gx = needs_grad(x), gg = needs_grad(gamma), gb = needs_grad(beta);
+  if (!gx && !gg && !gb) return y;
+  Tensor sx = x.detach();
+  Tensor sgamma = gamma.defined() ? gamma.detach() : Tensor();
+  return record(
+      "batch_norm", y, {x, gamma, beta},
+      [s, sx, sgamma, mean = std::move(mean), invstd = std::move(invstd), training, gx, gg,
+       gb](const Tensor& gy) -> std::vector<Tensor> {
+        Tensor dx = gx ? Tensor::empty(sx.shape()) : Tensor();
+        Tensor dgamma = gg ? Tensor::empty({s.C}) : Tensor();
+        Tensor dbeta = gb ? Tensor::empty({s.C}) : Tensor();
+        const float* pxs = sx.data();
+        const float* pgy = gy.data();
+        float* pdx = gx ? dx.data() : nullptr;
+        parallel_for(0, s.C, 1, [&](int64_t cb, int64_t ce) {
+          for (int64_t c = cb; c < ce; ++c) {
+            const float mu = mean[static_cast<size_t>(c)];
+            const double inv = invstd[static_cast<size_t>(c)];
+            double sg = 0, sgx = 0;  // sum(g), sum(g * (x - mean))
+            for (int64_t n = 0; n < s.N; ++n) grad_sums(pgy + (n * s.C + c) * s.HW, pxs + (n * s.C + c) * s.HW, s.HW, mu, sg, sgx);
+            if (gg) dgamma.data()[c] = static_cast<float>(sgx * inv);
+            if (gb) dbeta.data()[c] = static_cast<float>(sg);
+            if (!pdx) continue;
+            // dx = A*g + B*(x - mean) + D. Train: A = gamma*inv,
+            // B = -gamma*inv^3*sgx/M, D = -A*sg/M. Eval (the running stats are
+            // constants): dx = A*g.
+            const double gm = sgamma.defined() ? sgamma.data()[c] : 1.0;
+            const double A = gm * inv;
+            double B = 0, D = 0;
+            if (training) {
+              const double m = static_cast<double>(s.M);
+              B = -gm * inv * inv * inv * sgx / m;
+              D = -A * sg / m;
+            }
+            const float a = static_cast<float>(A), b = static_cast<float>(B), d = static_cast<float>(D);
+            for (int64_t n = 0; n < s.N; ++n) {
+              const float* g = pgy + (n * s.C + c) * s.HW;
+              const float* xi = pxs + (n * s.C + c) * s.HW;
+              float* o = pdx + (n * s.C + c) * s.HW;
+              for (int64_t i = 0; i < s.HW; ++i) o[i] = a * g[i] + b * (xi[i] - mu) + d;
+            }
+          }
+        });
+        return {dx, dgamma, dbeta};
+      });
+}
+
+}  // namespace octet
