@@ -79,8 +79,9 @@ void input_u8_ref(size_t n, const uint8_t* pixels, int8_t* y);
 // ---- fast kernels -----------------------------------------------------------
 
 enum class Isa { reference, avx2, avx512_vnni, neon, neon_dot };
-Isa best_isa();               // detected once at run time
+Isa best_isa();               // detected once at run time (env OCTET_ISA=<name> may pick a lower one)
 const char* isa_name(Isa isa);
+bool isa_supported(Isa isa);  // this CPU (and this build) can run isa's kernels
 
 // Splits [0, n) into chunks over the engine's threads (oneTBB inside engine/;
 // kernels call this, never TBB). grain: smallest chunk worth a task.

@@ -1,0 +1,70 @@
+// engine/cpu.cpp: which fast kernels this CPU can run, detected once at run
+// time (x86: cpuid through __builtin_cpu_supports; aarch64: the kernel's
+// HWCAP bits). The fast kernels of an ISA live in their own translation unit
+// compiled with that ISA's flags and are only entered after this check.
+#include <cstdlib>
+#include <cstring>
+
+#include "engine/kernels.h"
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
+namespace octet::engine {
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::reference: return true;
+#if defined(__x86_64__)
+    case Isa::avx2: return __builtin_cpu_supports("avx2");
+    case Isa::avx512_vnni:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#elif defined(__aarch64__)
+    case Isa::neon: return true;  // Advanced SIMD is part of every ARMv8-A core
+    case Isa::neon_dot:
+#if defined(__linux__) && defined(HWCAP_ASIMDDP)
+      return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+      return false;
+#endif
+#endif
+    default: return false;
+  }
+}
+
+namespace {
+
+Isa detect() {
+  // OCTET_ISA=<name> caps the choice (e.g. to compare kernels); an unknown or
+  // unsupported name is ignored.
+  if (const char* want = std::getenv("OCTET_ISA")) {
+    for (Isa isa : {Isa::reference, Isa::avx2, Isa::avx512_vnni, Isa::neon, Isa::neon_dot})
+      if (!std::strcmp(want, isa_name(isa)) && isa_supported(isa)) return isa;
+  }
+  for (Isa isa : {Isa::avx512_vnni, Isa::avx2, Isa::neon_dot, Isa::neon})
+    if (isa_supported(isa)) return isa;
+  return Isa::reference;
+}
+
+}  // namespace
+
+Isa best_isa() {
+  static const Isa isa = detect();
+  return isa;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::reference: return "reference";
+    case Isa::avx2: return "avx2";
+    case Isa::avx512_vnni: return "avx512_vnni";
+    case Isa::neon: return "neon";
+    case Isa::neon_dot: return "neon_dot";
+  }
+  return "unknown";
+}
+
+}  // namespace octet::engine
