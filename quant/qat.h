@@ -244,6 +244,7 @@ class ActQuant : public nn::Module {
 
   void set_fake_quant(bool on);
   void freeze_observer(bool on);
+  bool observer_frozen() const;      // range_given ranges are always frozen
   // Observe in eval mode too (PTQ calibration); normally only training() observes.
   void set_calibrating(bool on) { calibrating_ = on; }
   // Sets the range (range_given, tests, loaders); marks it valid.
@@ -315,6 +316,7 @@ class ConvBn : public nn::Module {
   WeightQuant& weight_quant() const;
   nn::BatchNorm2d& bn() const;
   ActQuant* input_quant() const;  // nullptr unless the stem quantizes its input
+  void set_input_quant(std::shared_ptr<ActQuant> aq);  // nullptr removes it
 
   bool bn_frozen() const;
   void freeze_bn(bool on);
