@@ -329,16 +329,18 @@ Tensor qdq_impl(const char* who, const Tensor& x, std::span<const float> min, st
     std::vector<int64_t> nan_at(grid.count(), -1);
     grid.run([&](int64_t b, const Block& blk) {
       float mn = std::numeric_limits<float>::infinity(), mx = -mn;
+      bool finite = true;
       for (int64_t i = blk.begin; i < blk.end; ++i) {
         const float v = xp[i];
-        mn = std::min(mn, v);
-        mx = std::max(mx, v);
+        mn = std::min(mn, v);  // std::min/max skip a NaN in v, hence the
+        mx = std::max(mx, v);  // separate check (v - v is NaN for NaN and +-inf)
+        finite = finite && (v - v == 0.0f);
       }
       bmin[b] = mn;
       bmax[b] = mx;
-      if (std::isnan(mn + mx)) {
+      if (!finite) {
         for (int64_t i = blk.begin; i < blk.end; ++i)
-          if (std::isnan(xp[i])) {
+          if (!std::isfinite(xp[i])) {
             nan_at[b] = i;
             break;
           }
@@ -348,7 +350,8 @@ Tensor qdq_impl(const char* who, const Tensor& x, std::span<const float> min, st
     std::fill(hi.begin(), hi.end(), -std::numeric_limits<float>::infinity());
     for (int64_t b = 0; b < grid.count(); ++b) {
       if (nan_at[b] >= 0) {
-        throw std::invalid_argument(std::string(who) + ": NaN in x at offset " + std::to_string(nan_at[b]));
+        throw std::invalid_argument(std::string(who) + ": cannot measure the range: x has " +
+                                    fmt(xp[nan_at[b]]) + " at offset " + std::to_string(nan_at[b]));
       }
       const int64_t c = grid.at(b).channel;
       lo[c] = std::min(lo[c], bmin[b]);

@@ -125,7 +125,10 @@ struct QdqOptions {
 //   y = round(x * scale) * inverse_scale                               otherwise (no clamp:
 //       with an unsigned output and range not given, negative x stay negative, as in TF)
 // min and max get no gradient (TF returns None). With range_given, min <= max
-// and both finite, else std::invalid_argument (TF: "Invalid range").
+// and both finite, else std::invalid_argument (TF: "Invalid range"). With the
+// range measured, a NaN or infinity in x throws std::invalid_argument naming
+// its offset (its range would make every output NaN); with a given range, x is
+// clamped and a NaN passes through as NaN.
 Tensor quantize_dequantize_v2(const Tensor& x, float min, float max, const QdqOptions& opt = {});
 
 // Per channel along `axis` (TF's `axis` attribute): min, max have C values.
