@@ -51,7 +51,7 @@ inline double weighted_sum(const Tensor& y, const Tensor& r) {
 inline GradcheckResult gradcheck(const Fn& f, std::vector<Tensor> inputs, GradcheckOptions opt = {}) {
   GradcheckResult res;
   for (Tensor& t : inputs)
-    if (t.requires_grad()) t.zero_grad();
+    if (t.defined() && t.requires_grad()) t.zero_grad();
   Tensor y = f(inputs);
   Rng rng(opt.seed);
   Tensor r = Tensor::uniform(y.shape(), rng, -1.0f, 1.0f);
