@@ -11,9 +11,11 @@ namespace octet::engine {
 
 namespace {
 
+// clamp(zp_out + MBQM(acc), act_min, act_max); the sum is formed in 64 bits
+// (MBQM may return nearly +-2^31 when a left shift saturates).
 inline int8_t requantize(int32_t acc, int32_t multiplier, int32_t shift, const Requant& rq) {
-  const int32_t v = rq.zp_out + MultiplyByQuantizedMultiplier(acc, multiplier, shift);
-  return static_cast<int8_t>(std::clamp(v, rq.act_min, rq.act_max));
+  const int64_t v = int64_t{rq.zp_out} + MultiplyByQuantizedMultiplier(acc, multiplier, shift);
+  return static_cast<int8_t>(std::clamp<int64_t>(v, rq.act_min, rq.act_max));
 }
 
 }  // namespace
@@ -59,8 +61,8 @@ void add_ref(size_t n, const int8_t* a, const int8_t* b, const AddParams& p, int
   for (size_t i = 0; i < n; ++i) {
     const int32_t av = MultiplyByQuantizedMultiplier((a[i] - p.a_zp) * lift, p.a_mult, p.a_shift);
     const int32_t bv = MultiplyByQuantizedMultiplier((b[i] - p.b_zp) * lift, p.b_mult, p.b_shift);
-    const int32_t v = p.zp_out + MultiplyByQuantizedMultiplier(av + bv, p.out_mult, p.out_shift);
-    y[i] = static_cast<int8_t>(std::clamp(v, p.act_min, p.act_max));
+    const int64_t v = int64_t{p.zp_out} + MultiplyByQuantizedMultiplier(av + bv, p.out_mult, p.out_shift);
+    y[i] = static_cast<int8_t>(std::clamp<int64_t>(v, p.act_min, p.act_max));
   }
 }
 

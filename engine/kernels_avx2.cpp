@@ -1,0 +1,144 @@
+// engine/kernels_avx2.cpp: the AVX2 tile loop of ConvKernel (family s16 of
+// engine/kernels_internal.h). Compiled with -mavx2 and entered only when
+// isa_supported(Isa::avx2).
+//
+// Register tile: MR output pixels x NR vectors of 8 output channels. The
+// pre-pass stored x - x_zp as int16 (in [-255, 255]; padding is 0), the
+// weights are packed as int16 [8 channels][2 k]. vpmaddwd multiplies int16
+// pairs and adds each pair into one int32: |2 * 255 * 128| < 2^31, so it is
+// exact (unlike vpmaddubsw, whose int16 pair sums saturate for u8 x s8).
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+
+#include "engine/kernels_internal.h"
+
+namespace octet::engine::detail {
+
+namespace {
+
+// The requantization of 8 lanes, bit-exact with engine/fixedpoint.h; the same
+// steps as requant16 of engine/kernels_avx512.cpp, which explains them.
+inline __m256i requant8(__m256i x, __m256i mult, __m256i ls, __m256i rs, __m256i lo, __m256i hi, __m256i zp) {
+  const __m256i shifted = _mm256_sllv_epi32(x, ls);
+  const __m256i exact = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, ls), x);
+  const __m256i saturated = _mm256_xor_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(0x7fffffff));
+  x = _mm256_blendv_epi8(saturated, shifted, exact);
+
+  const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
+  __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, mult), nudge);
+  __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(mult, 32)), nudge);
+  even = _mm256_srli_epi64(even, 31);
+  odd = _mm256_slli_epi64(odd, 1);
+  x = _mm256_blend_epi32(even, odd, 0xAA);
+
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, rs), one);
+  const __m256i remainder = _mm256_and_si256(x, mask);
+  const __m256i threshold = _mm256_add_epi32(_mm256_srli_epi32(mask, 1), _mm256_srli_epi32(x, 31));
+  const __m256i up = _mm256_cmpgt_epi32(remainder, threshold);  // -1 where rounding up
+  x = _mm256_sub_epi32(_mm256_srav_epi32(x, rs), up);
+
+  x = _mm256_min_epi32(_mm256_max_epi32(x, lo), hi);
+  return _mm256_add_epi32(x, zp);
+}
+
+// The low byte of each of 8 int32 lanes (all in [-128, 127]) -> 8 bytes.
+inline int64_t narrow8(__m256i x) {
+  const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                                        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i b = _mm256_shuffle_epi8(x, pick);
+  const __m128i packed = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+  return _mm_cvtsi128_si64(packed);
+}
+
+inline __m256i broadcast2(const int16_t* p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+template <int MR, int NR>
+void tile(const ConvView& v, const ConvBlock& b, const int16_t* const* base, int8_t* const* out) {
+  __m256i acc[MR][NR];
+  for (int n = 0; n < NR; ++n) {
+    const __m256i bias = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v.bias + b.param + 8 * n));
+    for (int m = 0; m < MR; ++m) acc[m][n] = bias;
+  }
+  const int16_t* w = static_cast<const int16_t*>(v.w) + b.w_offset;
+  const size_t row = static_cast<size_t>(v.wp) * v.cp;
+  for (int kh = 0; kh < v.kernel_h; ++kh)
+    for (int kw = 0; kw < v.kernel_w; ++kw) {
+      const size_t off = kh * row + static_cast<size_t>(kw) * v.cp;
+      for (int c = 0; c < v.cin_gp; c += 2) {
+        __m256i wv[NR];
+        for (int n = 0; n < NR; ++n) wv[n] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16 * n));
+        w += 16 * NR;
+        for (int m = 0; m < MR; ++m) {
+          const __m256i a = broadcast2(base[m] + off + c);
+          for (int n = 0; n < NR; ++n) acc[m][n] = _mm256_add_epi32(acc[m][n], _mm256_madd_epi16(a, wv[n]));
+        }
+      }
+    }
+  const __m256i lo = _mm256_set1_epi32(v.act_min - v.zp_out), hi = _mm256_set1_epi32(v.act_max - v.zp_out);
+  const __m256i zp = _mm256_set1_epi32(v.zp_out);
+  for (int n = 0; n < NR; ++n) {
+    const size_t q = b.param + 8 * n;
+    const __m256i mult = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v.mult + q));
+    const __m256i ls = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v.lshift + q));
+    const __m256i rs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v.rshift + q));
+    const int valid = b.count - 8 * n;
+    for (int m = 0; m < MR; ++m) {
+      const int64_t bytes = narrow8(requant8(acc[m][n], mult, ls, rs, lo, hi, zp));
+      __builtin_memcpy(out[m] + 8 * n, &bytes, valid >= 8 ? 8 : static_cast<size_t>(valid));
+    }
+  }
+}
+
+template <int NR, int M>
+void tile_m(int m, const ConvView& v, const ConvBlock& b, const int16_t* const* base, int8_t* const* out) {
+  if constexpr (M >= 1) {
+    if (m == M)
+      tile<M, NR>(v, b, base, out);
+    else
+      tile_m<NR, M - 1>(m, v, b, base, out);
+  }
+}
+
+template <int NR, int MR>
+void block_pixels(const ConvView& v, const ConvBlock& b, const int16_t* xp, int8_t* y, size_t p0, size_t p1) {
+  const size_t ohw = static_cast<size_t>(v.out_h) * v.out_w;
+  const size_t group_off = static_cast<size_t>(b.group) * v.cin_gp;
+  const int16_t* base[MR];
+  int8_t* out[MR];
+  for (size_t p = p0; p < p1; p += MR) {
+    const int m = p1 - p < MR ? static_cast<int>(p1 - p) : MR;
+    for (int i = 0; i < m; ++i) {
+      const size_t q = p + i, n = q / ohw, r = q % ohw;
+      const size_t oh = r / v.out_w, ow = r % v.out_w;
+      base[i] = xp + ((n * v.hp + oh * v.stride) * v.wp + ow * v.stride) * v.cp + group_off;
+      out[i] = y + q * v.out_c + b.oc0;
+    }
+    if (m == MR)
+      tile<MR, NR>(v, b, base, out);
+    else
+      tile_m<NR, MR - 1>(m, v, b, base, out);
+  }
+}
+
+}  // namespace
+
+void conv_pixels_avx2(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1) {
+  const int16_t* x16 = reinterpret_cast<const int16_t*>(xp);
+  for (int i = 0; i < v.n_blocks; ++i) {
+    const ConvBlock& b = v.blocks[i];
+    if (b.nr == 1)
+      block_pixels<1, 8>(v, b, x16, y, p0, p1);
+    else
+      block_pixels<2, 5>(v, b, x16, y, p0, p1);
+  }
+}
+
+}  // namespace octet::engine::detail
+
+#endif  // __x86_64__

@@ -1,0 +1,148 @@
+// engine/kernels_avx512.cpp: the AVX-512 VNNI tile loop of ConvKernel
+// (family dot_u8 of engine/kernels_internal.h). Compiled with
+// -mavx512f -mavx512bw -mavx512vl -mavx512vnni and entered only when
+// isa_supported(Isa::avx512_vnni).
+//
+// Register tile: MR output pixels x NR vectors of 16 output channels, int32
+// accumulators starting at bias'. For each group of 4 k values, vpdpbusd adds
+// the 4 products u8(xp) x s8(w) of every lane to its accumulator; the pixel's
+// 4 input bytes are broadcast to all 16 lanes, the packed weights hold
+// [16 channels][4 k]. vpdpbusd neither saturates nor rounds: the int32 sum
+// wraps, and since the true accumulator fits int32 the result is exact.
+#if defined(__x86_64__)
+
+// GCC 12's AVX-512 headers build _mm512_set1_* etc. on _mm512_undefined_*
+// (a self-initialized __Y), which -W(maybe-)uninitialized reports at every
+// use (GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include "engine/kernels_internal.h"
+
+namespace octet::engine::detail {
+
+namespace {
+
+// clamp(zp_out + MultiplyByQuantizedMultiplier(x, M0, shift), lo, hi) on 16
+// lanes, bit-exact with engine/fixedpoint.h:
+//   left shift, saturating to int32;
+//   SaturatingRoundingDoublingHighMul = (x * M0 + 2^30) >> 31 (floor); this
+//     equals gemmlowp's nudge-and-truncate form for either sign, and its one
+//     saturating case needs M0 = INT32_MIN, which a multiplier never is;
+//   RoundingDivideByPOT with remainder and threshold, as in fixedpoint.h;
+//   the clamp is applied before adding zp_out, so nothing can overflow.
+inline __m512i requant16(__m512i x, __m512i mult, __m512i ls, __m512i rs, __m512i lo, __m512i hi, __m512i zp) {
+  const __m512i shifted = _mm512_sllv_epi32(x, ls);
+  const __mmask16 overflow = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(shifted, ls), x);
+  const __m512i saturated = _mm512_xor_si512(_mm512_srai_epi32(x, 31), _mm512_set1_epi32(0x7fffffff));
+  x = _mm512_mask_blend_epi32(overflow, shifted, saturated);
+
+  const __m512i nudge = _mm512_set1_epi64(int64_t{1} << 30);
+  __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, mult), nudge);
+  __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32)), nudge);
+  even = _mm512_srli_epi64(even, 31);  // bits 31..62 into the low dword
+  odd = _mm512_slli_epi64(odd, 1);     // bits 31..62 into the high dword
+  x = _mm512_mask_blend_epi32(0xAAAA, even, odd);
+
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, rs), one);
+  const __m512i remainder = _mm512_and_si512(x, mask);
+  const __m512i threshold = _mm512_add_epi32(_mm512_srli_epi32(mask, 1), _mm512_srli_epi32(x, 31));
+  const __mmask16 up = _mm512_cmpgt_epi32_mask(remainder, threshold);
+  x = _mm512_mask_add_epi32(_mm512_srav_epi32(x, rs), up, _mm512_srav_epi32(x, rs), one);
+
+  x = _mm512_min_epi32(_mm512_max_epi32(x, lo), hi);
+  return _mm512_add_epi32(x, zp);
+}
+
+inline __m512i broadcast4(const uint8_t* p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+template <int MR, int NR>
+void tile(const ConvView& v, const ConvBlock& b, const uint8_t* const* base, int8_t* const* out) {
+  __m512i acc[MR][NR];
+  for (int n = 0; n < NR; ++n) {
+    const __m512i bias = _mm512_loadu_si512(v.bias + b.param + 16 * n);
+    for (int m = 0; m < MR; ++m) acc[m][n] = bias;
+  }
+  const int8_t* w = static_cast<const int8_t*>(v.w) + b.w_offset;
+  const size_t row = static_cast<size_t>(v.wp) * v.cp;
+  for (int kh = 0; kh < v.kernel_h; ++kh)
+    for (int kw = 0; kw < v.kernel_w; ++kw) {
+      const size_t off = kh * row + static_cast<size_t>(kw) * v.cp;
+      for (int c = 0; c < v.cin_gp; c += 4) {
+        __m512i wv[NR];
+        for (int n = 0; n < NR; ++n) wv[n] = _mm512_loadu_si512(w + 64 * n);
+        w += 64 * NR;
+        for (int m = 0; m < MR; ++m) {
+          const __m512i a = broadcast4(base[m] + off + c);
+          for (int n = 0; n < NR; ++n) acc[m][n] = _mm512_dpbusd_epi32(acc[m][n], a, wv[n]);
+        }
+      }
+    }
+  const __m512i lo = _mm512_set1_epi32(v.act_min - v.zp_out), hi = _mm512_set1_epi32(v.act_max - v.zp_out);
+  const __m512i zp = _mm512_set1_epi32(v.zp_out);
+  for (int n = 0; n < NR; ++n) {
+    const size_t q = b.param + 16 * n;
+    const __m512i mult = _mm512_loadu_si512(v.mult + q), ls = _mm512_loadu_si512(v.lshift + q);
+    const __m512i rs = _mm512_loadu_si512(v.rshift + q);
+    const int valid = b.count - 16 * n;
+    const __mmask16 store = valid >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
+    for (int m = 0; m < MR; ++m)
+      _mm512_mask_cvtepi32_storeu_epi8(out[m] + 16 * n, store, requant16(acc[m][n], mult, ls, rs, lo, hi, zp));
+  }
+}
+
+// tile<m, NR> for a run-time m in [1, M].
+template <int NR, int M>
+void tile_m(int m, const ConvView& v, const ConvBlock& b, const uint8_t* const* base, int8_t* const* out) {
+  if constexpr (M >= 1) {
+    if (m == M)
+      tile<M, NR>(v, b, base, out);
+    else
+      tile_m<NR, M - 1>(m, v, b, base, out);
+  }
+}
+
+template <int NR, int MR>
+void block_pixels(const ConvView& v, const ConvBlock& b, const uint8_t* xp, int8_t* y, size_t p0, size_t p1) {
+  const size_t ohw = static_cast<size_t>(v.out_h) * v.out_w;
+  const size_t group_off = static_cast<size_t>(b.group) * v.cin_gp;
+  const uint8_t* base[MR];
+  int8_t* out[MR];
+  for (size_t p = p0; p < p1; p += MR) {
+    const int m = p1 - p < MR ? static_cast<int>(p1 - p) : MR;
+    for (int i = 0; i < m; ++i) {
+      const size_t q = p + i, n = q / ohw, r = q % ohw;
+      const size_t oh = r / v.out_w, ow = r % v.out_w;
+      base[i] = xp + ((n * v.hp + oh * v.stride) * v.wp + ow * v.stride) * v.cp + group_off;
+      out[i] = y + q * v.out_c + b.oc0;
+    }
+    if (m == MR)
+      tile<MR, NR>(v, b, base, out);
+    else
+      tile_m<NR, MR - 1>(m, v, b, base, out);
+  }
+}
+
+}  // namespace
+
+void conv_pixels_avx512_vnni(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1) {
+  for (int i = 0; i < v.n_blocks; ++i) {
+    const ConvBlock& b = v.blocks[i];
+    switch (b.nr) {
+      case 1: block_pixels<1, 12>(v, b, xp, y, p0, p1); break;
+      case 2: block_pixels<2, 8>(v, b, xp, y, p0, p1); break;
+      case 3: block_pixels<3, 6>(v, b, xp, y, p0, p1); break;
+      default: block_pixels<4, 6>(v, b, xp, y, p0, p1); break;
+    }
+  }
+}
+
+}  // namespace octet::engine::detail
+
+#endif  // __x86_64__

@@ -1,0 +1,72 @@
+// engine/kernels_internal.h: what a prepared convolution hands to the
+// ISA-specific tile loops (engine/kernels_avx2.cpp, kernels_avx512.cpp,
+// kernels_neon.cpp). Plain data only: those files are compiled with their
+// ISA's flags, so they must not instantiate any inline or template code that
+// other files share (the linker could keep their AVX-512 copy for everyone).
+//
+// The scheme, for every ISA: the input of a batch is first copied into a
+// padded image xp [N][H+2p][W+2p][groups * cin_gp] ("pre-pass"), the padding
+// filled with the value that stands for x_zp, each group's channels padded to
+// cin_gp (a multiple of the ISA's k step; the padded channels have weight 0).
+// The convolution is then a GEMM without im2col: output pixel p, tap (kh, kw)
+// and channel c read xp at base(p) + (kh * Wp + kw) * Cp + c, so the K loop of
+// one pixel walks KH*KW contiguous runs of cin_gp values.
+//
+// Families (what the pre-pass stores, how the weights are packed):
+//   dot_u8  (AVX-512 VNNI vpdpbusd, u8 x s8): xp = x + 128 as uint8, padding
+//           x_zp + 128. sum (x - x_zp) w = sum xp w - (x_zp + 128) sum w, so
+//           bias' = bias - (x_zp + 128) * sum_k w[c][k] (int32, wrapping: the
+//           true accumulator fits, so the wrapped intermediate sums are exact).
+//   dot_s8  (NEON sdot, s8 x s8): xp = x, padding x_zp; bias' = bias - x_zp * sum w.
+//   s16     (AVX2 vpmaddwd, NEON smlal): xp = x - x_zp as int16, padding 0; bias' = bias.
+// Packed weights, one block of nr vectors of `lanes` output channels of one
+// group: for each k step kk: for each vector v: for each lane l: for j < kstep:
+//   w[oc0 + v * lanes + l][kk * kstep + j]   (0 beyond the group's channels)
+// with k = (kh * KW + kw) * cin_gp + c, as int8 (dot families) or int16 (s16).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace octet::engine::detail {
+
+// One block of output channels: [oc0, oc0 + count) of group `group`, packed
+// as nr vectors; its per-lane parameters start at index `param` of the
+// ConvView arrays (nr * lanes entries; lanes past count are padding).
+struct ConvBlock {
+  int group = 0;
+  int oc0 = 0;
+  int count = 0;
+  int nr = 1;
+  size_t w_offset = 0;  // in elements (int8 or int16) of ConvView::w
+  size_t param = 0;
+};
+
+struct ConvView {
+  // geometry
+  int in_h = 0, in_w = 0;         // unpadded input
+  int hp = 0, wp = 0, cp = 0;     // padded input rows: [hp][wp][cp], cp = groups * cin_gp
+  int out_h = 0, out_w = 0, out_c = 0;
+  int kernel_h = 0, kernel_w = 0, stride = 1;
+  int cin_gp = 0;                 // padded channels per group
+  // packed weights and blocks
+  const void* w = nullptr;        // int8_t (dot families) or int16_t (s16)
+  const ConvBlock* blocks = nullptr;
+  int n_blocks = 0;
+  // per-lane requantization (indexed by ConvBlock::param + v * lanes + l)
+  const int32_t* bias = nullptr;  // bias' (with the family's zero-point correction)
+  const int32_t* mult = nullptr;
+  const int32_t* lshift = nullptr;  // max(shift, 0)
+  const int32_t* rshift = nullptr;  // max(-shift, 0)
+  int32_t zp_out = 0, act_min = -128, act_max = 127;
+};
+
+// Computes output pixels [p0, p1) (numbered n * OH * OW + oh * OW + ow over
+// the batch) for every block: xp is the padded input, y the [N,OH,OW,Cout]
+// output. Each exists only in a build for its architecture.
+void conv_pixels_avx2(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
+void conv_pixels_avx512_vnni(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
+void conv_pixels_neon(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
+void conv_pixels_neon_dot(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
+
+}  // namespace octet::engine::detail
