@@ -395,6 +395,8 @@ Checkpoint Trainer::make_checkpoint() const {
   ck.meta["history"] = hist;
   for (auto& [n, t] : model_->named_state()) ck.tensors.emplace_back("model." + n, t);
   for (auto& [n, t] : optim_->state()) ck.tensors.emplace_back("optim." + n, t);
+  for (auto& [k, v] : extra_config) ck.meta[k] = v;
+  if (on_save) on_save(ck);
   return ck;
 }
 
@@ -417,6 +419,10 @@ void Trainer::restore(const Checkpoint& ck) {
     if (kFreeKeys.count(k)) continue;
     auto it = saved.find(k);
     const std::string was = it == saved.end() ? "(absent)" : it->second;
+    if (was != v) diffs += "\n  " + k + ": checkpoint " + was + ", now " + v;
+  }
+  for (auto& [k, v] : extra_config) {
+    const std::string was = ck.get(k, "(absent)");
     if (was != v) diffs += "\n  " + k + ": checkpoint " + was + ", now " + v;
   }
   if (!diffs.empty())
@@ -443,6 +449,7 @@ void Trainer::restore(const Checkpoint& ck) {
   std::string row;
   while (std::getline(ss, row))
     if (!row.empty()) history_.push_back(parse_csv_row(row, where));
+  if (on_restore) on_restore(ck);
 }
 
 Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int batch) {
@@ -584,7 +591,8 @@ void Trainer::write_outputs(bool best) {
   std::string csv = EpochStats::csv_header() + "\n";
   for (auto& h : history_) csv += h.csv() + "\n";
   write_file_atomic(cfg_.out + "/log.csv", csv.data(), csv.size());
-  const std::string config = cfg_.to_string();
+  std::string config = cfg_.to_string();
+  for (auto& [k, v] : extra_config) config += k + " = " + v + "\n";
   write_file_atomic(cfg_.out + "/config.txt", config.data(), config.size());
 
   const double nan = std::numeric_limits<double>::quiet_NaN();

@@ -128,6 +128,18 @@ class Trainer {
   std::function<void(int64_t step)> on_step_begin;
   std::function<void(int64_t step, Tensor& loss)> on_loss;
 
+  // QAT (quant/qat.h) hooks:
+  // extra_config: more of the run's identity as "key" -> "value" (the QAT
+  //   configuration as "qat.<key>"): written into every checkpoint's metadata
+  //   and into config.txt; restore() requires the checkpoint to hold the same
+  //   values. Set it before restore() (construct with cfg.resume = false, set
+  //   the hooks, then call restore(load_checkpoint(...)) yourself).
+  // on_save(ck): adds to every checkpoint make_checkpoint() writes (the exact
+  //   observer states); on_restore(ck): reads it back at the end of restore().
+  std::map<std::string, std::string> extra_config;
+  std::function<void(Checkpoint&)> on_save;
+  std::function<void(const Checkpoint&)> on_restore;
+
  private:
   void write_outputs(bool best);  // log.csv, config.txt, plots, checkpoints
 
