@@ -21,6 +21,7 @@ const Sub kBenches[] = {
     {"ops", "forward+backward time of ResNet-20's conv shapes at batch 128", bench_ops},
     {"train", "ResNet-20 train/infer img/s as ../shared/bench/torch_resnet20.py", bench_train},
     {"data", "decode time of the data set and loader img/s (batch 128, augmented)", bench_data},
+    {"engine", "int8 engine img/s at batch 1 and 100, arena and runner size", bench_engine},
 };
 }  // namespace
 

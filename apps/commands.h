@@ -19,5 +19,6 @@ int cmd_eval(int argc, char** argv);
 int bench_ops(int argc, char** argv);
 int bench_train(int argc, char** argv);
 int bench_data(int argc, char** argv);
+int bench_engine(int argc, char** argv);
 
 }  // namespace octet::app

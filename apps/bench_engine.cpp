@@ -1,0 +1,107 @@
+// apps/bench_engine.cpp: `octet bench engine`, the int8 engine's speed and size:
+//   infer_int8_b1_img_s    images/s, one image per Session::run
+//   infer_int8_b100_img_s  images/s, batches of 100
+//   engine_arena_bytes     the Session's one arena (activations + scratch) at
+//                          batch 100 and at batch 1: the engine's peak memory
+//                          besides the model's weights
+//   runner_bytes           size of the engine-only runner (engine/runner/octet-run
+//                          of the same build tree), if found
+//   isa, threads           what ran
+// The model is a ResNet-20-shaped int8 model with random weights
+// (engine/samples.h random_resnet) unless --model names a file. The keys are
+// spelled as ../shared/bench/torch_resnet20.py prints its own.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "apps/args.h"
+#include "apps/commands.h"
+#include "engine/engine.h"
+#include "engine/samples.h"
+
+namespace octet::app {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Images per second of batches of `batch`: after a warm-up, repeated runs
+// until at least `min_seconds` have passed; the best of 3 such rounds
+// (the machine is shared, the best round is the least disturbed one).
+double images_per_second(engine::Session& s, const std::vector<uint8_t>& pixels, int batch, double min_seconds) {
+  s.run(pixels.data(), batch);
+  double best = 0;
+  for (int round = 0; round < 3; ++round) {
+    int runs = 0;
+    const auto t0 = Clock::now();
+    double elapsed = 0;
+    do {
+      s.run(pixels.data(), batch);
+      ++runs;
+      elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+    } while (elapsed < min_seconds);
+    best = std::max(best, runs * static_cast<double>(batch) / elapsed);
+  }
+  return best;
+}
+
+// engine/runner/octet-run beside this build's apps/octet, or -1.
+long long runner_bytes() {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return -1;
+  const std::filesystem::path runner = self.parent_path().parent_path() / "engine" / "runner" / "octet-run";
+  const auto size = std::filesystem::file_size(runner, ec);
+  return ec ? -1 : static_cast<long long>(size);
+}
+
+}  // namespace
+
+int bench_engine(int argc, char** argv) {
+  Args a(argc, argv, "octet bench engine",
+         "usage: octet bench engine [--threads N] [--model FILE] [--seconds 1]\n"
+         "int8 inference throughput of the engine at batch 1 and batch 100, its arena\n"
+         "size and the runner's size. The model defaults to a ResNet-20-shaped int8\n"
+         "model with random weights. --threads 0: all cores. OCTET_ISA=avx2 (etc.)\n"
+         "picks a lower instruction set than the best one.\n");
+  if (a.help()) {
+    std::fputs(a.usage().c_str(), stdout);
+    return 0;
+  }
+  const int threads = a.get_int("--threads", 0);
+  const std::string path = a.get("--model", "");
+  const double seconds = a.get_double("--seconds", 1.0);
+  a.finish();
+  if (threads < 0) throw UsageError("octet bench engine: --threads must be >= 0");
+  if (!(seconds > 0)) throw UsageError("octet bench engine: --seconds must be > 0");
+
+  const auto model = path.empty() ? engine::Model::from_bytes(engine::random_resnet({}).serialize(), "random_resnet20")
+                                  : engine::Model::load(path);
+  engine::set_num_threads(threads);
+  std::printf("model %s\nmacs_per_image %llu\n", model->name().c_str(),
+              static_cast<unsigned long long>(model->macs_per_image()));
+  std::printf("isa %s\nthreads %d\n", engine::isa_name(engine::best_isa()), engine::num_threads());
+
+  std::vector<uint8_t> pixels(model->input_bytes() * 100);
+  uint32_t state = 12345;
+  for (auto& p : pixels) {
+    state = state * 1664525u + 1013904223u;
+    p = static_cast<uint8_t>(state >> 24);
+  }
+  engine::Session s1(model, 1);
+  engine::Session s100(model, 100);
+  std::printf("infer_int8_b1_img_s %.1f\n", images_per_second(s1, pixels, 1, seconds));
+  std::printf("infer_int8_b100_img_s %.1f\n", images_per_second(s100, pixels, 100, seconds));
+  std::printf("engine_arena_bytes_b1 %zu\nengine_arena_bytes %zu\n", s1.arena_bytes(), s100.arena_bytes());
+  std::printf("weight_bytes_stored %llu\n", static_cast<unsigned long long>(model->weight_bytes_stored()));
+  const long long runner = runner_bytes();
+  if (runner >= 0) std::printf("runner_bytes %lld\n", runner);
+  return 0;
+}
+
+}  // namespace octet::app
