@@ -14,6 +14,7 @@ struct Command {
 int cmd_bench(int argc, char** argv);
 int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
+int cmd_calibrate(int argc, char** argv);
 
 // Subcommands of `octet bench`.
 int bench_ops(int argc, char** argv);

@@ -15,6 +15,8 @@ using octet::app::Command;
 const Command kCommands[] = {
     {"train", "train a ResNet on CIFAR-10 (presets quick, full; resumable)", octet::app::cmd_train},
     {"eval", "top-1/top-5, per-class precision/recall, confusion of a checkpoint", octet::app::cmd_eval},
+    {"calibrate", "post-training quantization: float checkpoint + N images -> quantized checkpoint",
+     octet::app::cmd_calibrate},
     {"bench", "benchmarks: ops (conv fwd+bwd), train, engine", octet::app::cmd_bench},
 };
 

@@ -89,6 +89,10 @@ void parallel_for(size_t n, size_t grain, const void* ctx, void (*fn)(const void
 void set_num_threads(int threads);  // <= 0: all cores
 int num_threads();
 
+// add_ref with the vector instructions of `isa` (any ISA; the NEON one serves
+// neon and neon_dot), bit for bit the same result.
+void add_fast(size_t n, const int8_t* a, const int8_t* b, const AddParams& p, int8_t* y, Isa isa = best_isa());
+
 // A convolution prepared at load: packs the weights for `isa` and precomputes
 // what the inner loop needs (e.g. per-channel sum of weights for the zero
 // point and the u8 x s8 VNNI offset). run() allocates nothing: it writes its

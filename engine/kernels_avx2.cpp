@@ -17,9 +17,10 @@ namespace octet::engine::detail {
 
 namespace {
 
-// The requantization of 8 lanes, bit-exact with engine/fixedpoint.h; the same
-// steps as requant16 of engine/kernels_avx512.cpp, which explains them.
-inline __m256i requant8(__m256i x, __m256i mult, __m256i ls, __m256i rs, __m256i lo, __m256i hi, __m256i zp) {
+// MultiplyByQuantizedMultiplier on 8 lanes, bit-exact with
+// engine/fixedpoint.h; the same steps as mbqm16 of engine/kernels_avx512.cpp,
+// which explains them.
+inline __m256i mbqm8(__m256i x, __m256i mult, __m256i ls, __m256i rs) {
   const __m256i shifted = _mm256_sllv_epi32(x, ls);
   const __m256i exact = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, ls), x);
   const __m256i saturated = _mm256_xor_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(0x7fffffff));
@@ -37,8 +38,11 @@ inline __m256i requant8(__m256i x, __m256i mult, __m256i ls, __m256i rs, __m256i
   const __m256i remainder = _mm256_and_si256(x, mask);
   const __m256i threshold = _mm256_add_epi32(_mm256_srli_epi32(mask, 1), _mm256_srli_epi32(x, 31));
   const __m256i up = _mm256_cmpgt_epi32(remainder, threshold);  // -1 where rounding up
-  x = _mm256_sub_epi32(_mm256_srav_epi32(x, rs), up);
+  return _mm256_sub_epi32(_mm256_srav_epi32(x, rs), up);
+}
 
+inline __m256i requant8(__m256i x, __m256i mult, __m256i ls, __m256i rs, __m256i lo, __m256i hi, __m256i zp) {
+  x = mbqm8(x, mult, ls, rs);
   x = _mm256_min_epi32(_mm256_max_epi32(x, lo), hi);
   return _mm256_add_epi32(x, zp);
 }
@@ -136,6 +140,31 @@ void conv_pixels_avx2(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0
       block_pixels<1, 8>(v, b, x16, y, p0, p1);
     else
       block_pixels<2, 5>(v, b, x16, y, p0, p1);
+  }
+}
+
+void add_avx2(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y) {
+  const __m256i a_zp = _mm256_set1_epi32(p.a_zp), b_zp = _mm256_set1_epi32(p.b_zp);
+  const __m256i lift = _mm256_set1_epi32(p.left_shift);
+  const __m256i a_mult = _mm256_set1_epi32(p.a_mult), a_ls = _mm256_set1_epi32(p.a_shift > 0 ? p.a_shift : 0),
+                a_rs = _mm256_set1_epi32(p.a_shift > 0 ? 0 : -p.a_shift);
+  const __m256i b_mult = _mm256_set1_epi32(p.b_mult), b_ls = _mm256_set1_epi32(p.b_shift > 0 ? p.b_shift : 0),
+                b_rs = _mm256_set1_epi32(p.b_shift > 0 ? 0 : -p.b_shift);
+  const __m256i o_mult = _mm256_set1_epi32(p.out_mult), o_ls = _mm256_set1_epi32(p.out_shift > 0 ? p.out_shift : 0),
+                o_rs = _mm256_set1_epi32(p.out_shift > 0 ? 0 : -p.out_shift);
+  const __m256i lo = _mm256_set1_epi32(p.act_min - p.zp_out), hi = _mm256_set1_epi32(p.act_max - p.zp_out);
+  const __m256i zp = _mm256_set1_epi32(p.zp_out);
+  for (size_t i = 0; i < n; i += 8) {
+    const size_t m = n - i >= 8 ? 8 : n - i;
+    int64_t a8 = 0, b8 = 0;
+    __builtin_memcpy(&a8, a + i, m);
+    __builtin_memcpy(&b8, b + i, m);
+    const __m256i av = _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(a8));
+    const __m256i bv = _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(b8));
+    const __m256i as = mbqm8(_mm256_sllv_epi32(_mm256_sub_epi32(av, a_zp), lift), a_mult, a_ls, a_rs);
+    const __m256i bs = mbqm8(_mm256_sllv_epi32(_mm256_sub_epi32(bv, b_zp), lift), b_mult, b_ls, b_rs);
+    const int64_t out = narrow8(requant8(_mm256_add_epi32(as, bs), o_mult, o_ls, o_rs, lo, hi, zp));
+    __builtin_memcpy(y + i, &out, m);
   }
 }
 

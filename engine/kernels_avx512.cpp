@@ -24,15 +24,14 @@ namespace octet::engine::detail {
 
 namespace {
 
-// clamp(zp_out + MultiplyByQuantizedMultiplier(x, M0, shift), lo, hi) on 16
-// lanes, bit-exact with engine/fixedpoint.h:
+// MultiplyByQuantizedMultiplier(x, M0, shift) on 16 lanes (ls = max(shift,
+// 0), rs = max(-shift, 0)), bit-exact with engine/fixedpoint.h:
 //   left shift, saturating to int32;
 //   SaturatingRoundingDoublingHighMul = (x * M0 + 2^30) >> 31 (floor); this
 //     equals gemmlowp's nudge-and-truncate form for either sign, and its one
 //     saturating case needs M0 = INT32_MIN, which a multiplier never is;
-//   RoundingDivideByPOT with remainder and threshold, as in fixedpoint.h;
-//   the clamp is applied before adding zp_out, so nothing can overflow.
-inline __m512i requant16(__m512i x, __m512i mult, __m512i ls, __m512i rs, __m512i lo, __m512i hi, __m512i zp) {
+//   RoundingDivideByPOT with remainder and threshold, as in fixedpoint.h.
+inline __m512i mbqm16(__m512i x, __m512i mult, __m512i ls, __m512i rs) {
   const __m512i shifted = _mm512_sllv_epi32(x, ls);
   const __mmask16 overflow = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(shifted, ls), x);
   const __m512i saturated = _mm512_xor_si512(_mm512_srai_epi32(x, 31), _mm512_set1_epi32(0x7fffffff));
@@ -50,8 +49,14 @@ inline __m512i requant16(__m512i x, __m512i mult, __m512i ls, __m512i rs, __m512
   const __m512i remainder = _mm512_and_si512(x, mask);
   const __m512i threshold = _mm512_add_epi32(_mm512_srli_epi32(mask, 1), _mm512_srli_epi32(x, 31));
   const __mmask16 up = _mm512_cmpgt_epi32_mask(remainder, threshold);
-  x = _mm512_mask_add_epi32(_mm512_srav_epi32(x, rs), up, _mm512_srav_epi32(x, rs), one);
+  const __m512i down = _mm512_srav_epi32(x, rs);
+  return _mm512_mask_add_epi32(down, up, down, one);
+}
 
+// clamp(zp_out + MBQM(x), act_min, act_max), with lo = act_min - zp_out and
+// hi = act_max - zp_out: clamping before adding zp_out cannot overflow.
+inline __m512i requant16(__m512i x, __m512i mult, __m512i ls, __m512i rs, __m512i lo, __m512i hi, __m512i zp) {
+  x = mbqm16(x, mult, ls, rs);
   x = _mm512_min_epi32(_mm512_max_epi32(x, lo), hi);
   return _mm512_add_epi32(x, zp);
 }
@@ -140,6 +145,27 @@ void conv_pixels_avx512_vnni(const ConvView& v, const uint8_t* xp, int8_t* y, si
       case 3: block_pixels<3, 6>(v, b, xp, y, p0, p1); break;
       default: block_pixels<4, 6>(v, b, xp, y, p0, p1); break;
     }
+  }
+}
+
+void add_avx512(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y) {
+  const __m512i a_zp = _mm512_set1_epi32(p.a_zp), b_zp = _mm512_set1_epi32(p.b_zp);
+  const __m512i lift = _mm512_set1_epi32(p.left_shift);
+  const __m512i a_mult = _mm512_set1_epi32(p.a_mult), a_ls = _mm512_set1_epi32(p.a_shift > 0 ? p.a_shift : 0),
+                a_rs = _mm512_set1_epi32(p.a_shift > 0 ? 0 : -p.a_shift);
+  const __m512i b_mult = _mm512_set1_epi32(p.b_mult), b_ls = _mm512_set1_epi32(p.b_shift > 0 ? p.b_shift : 0),
+                b_rs = _mm512_set1_epi32(p.b_shift > 0 ? 0 : -p.b_shift);
+  const __m512i o_mult = _mm512_set1_epi32(p.out_mult), o_ls = _mm512_set1_epi32(p.out_shift > 0 ? p.out_shift : 0),
+                o_rs = _mm512_set1_epi32(p.out_shift > 0 ? 0 : -p.out_shift);
+  const __m512i lo = _mm512_set1_epi32(p.act_min - p.zp_out), hi = _mm512_set1_epi32(p.act_max - p.zp_out);
+  const __m512i zp = _mm512_set1_epi32(p.zp_out);
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512i av = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a + i));
+    const __m512i bv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b + i));
+    const __m512i as = mbqm16(_mm512_sllv_epi32(_mm512_sub_epi32(av, a_zp), lift), a_mult, a_ls, a_rs);
+    const __m512i bs = mbqm16(_mm512_sllv_epi32(_mm512_sub_epi32(bv, b_zp), lift), b_mult, b_ls, b_rs);
+    _mm512_mask_cvtepi32_storeu_epi8(y + i, m, requant16(_mm512_add_epi32(as, bs), o_mult, o_ls, o_rs, lo, hi, zp));
   }
 }
 

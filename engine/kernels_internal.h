@@ -69,4 +69,13 @@ void conv_pixels_avx512_vnni(const ConvView& v, const uint8_t* xp, int8_t* y, si
 void conv_pixels_neon(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
 void conv_pixels_neon_dot(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
 
+// AddParams of engine/kernels.h as plain data; y = the add of a and b, n elements.
+struct AddParamsView {
+  int32_t a_zp, b_zp, left_shift, a_mult, b_mult, out_mult, a_shift, b_shift, out_shift;
+  int32_t zp_out, act_min, act_max;
+};
+void add_avx2(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y);
+void add_avx512(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y);
+void add_neon(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y);
+
 }  // namespace octet::engine::detail

@@ -277,3 +277,41 @@ TEST_CASE("ConvKernel rejects bad input") {
   if (k.scratch_bytes(1) > 0)
     CHECK_THROWS_AS(k.run(1, x.data(), y.data(), std::span<std::byte>(scratch).first(1)), std::invalid_argument);
 }
+
+TEST_CASE("add_fast equals add_ref") {
+  std::mt19937 rng(5);
+  auto uni = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int t = 0; t < 300; ++t) {
+    AddParams p;
+    p.a_zp = uni(-128, 127);
+    p.b_zp = uni(-128, 127);
+    p.left_shift = t % 3 ? 20 : uni(0, 22);
+    p.a_mult = uni(0, 9) ? uni(1 << 30, INT32_MAX) : 0;
+    p.b_mult = uni(1 << 30, INT32_MAX);
+    p.a_shift = uni(-31, 0);
+    p.b_shift = t % 2 ? p.a_shift : uni(-31, 0);
+    p.out_mult = uni(1 << 30, INT32_MAX);
+    // Mostly a plausible output shift, sometimes any (saturating either way).
+    p.out_shift = t % 5 ? std::clamp(-(p.left_shift - 8) + uni(-3, 3), -31, 30) : uni(-31, 30);
+    p.zp_out = uni(-128, 127);
+    if (t % 4 == 0) {
+      p.act_min = p.zp_out;
+      p.act_max = uni(p.zp_out, 127);
+    }
+    const size_t n = static_cast<size_t>(uni(0, 100));
+    std::vector<int8_t> a(n), b(n), want(n), got(n + 16, int8_t{0x5a});
+    for (size_t i = 0; i < n; ++i) {
+      a[i] = static_cast<int8_t>(uni(-128, 127));
+      b[i] = static_cast<int8_t>(uni(-128, 127));
+    }
+    add_ref(n, a.data(), b.data(), p, want.data());
+    for (Isa isa : kFast) {
+      if (!isa_supported(isa)) continue;
+      std::fill(got.begin(), got.end(), int8_t{0x5a});
+      add_fast(n, a.data(), b.data(), p, got.data(), isa);
+      for (size_t i = n; i < n + 16; ++i) REQUIRE(got[i] == 0x5a);
+      CHECK_MESSAGE(std::equal(want.begin(), want.end(), got.begin()),
+                    std::string(isa_name(isa)) << " add differs from add_ref, case " << t);
+    }
+  }
+}
