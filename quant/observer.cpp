@@ -165,7 +165,15 @@ void Observer::load(const ObserverState& s) {
   if (s.values.size() < 2 || !(s.values[1] >= 0) || s.values[1] != std::floor(s.values[1])) {
     throw std::invalid_argument(who_of(kind()) + " state: missing or bad [frozen, observations] header");
   }
-  restore(std::span<const double>(s.values).subspan(2));
+  // restore() may have set some fields before finding the list malformed: put
+  // the old numbers back, so a refused load leaves the observer unchanged.
+  const std::vector<double> backup = save();
+  try {
+    restore(std::span<const double>(s.values).subspan(2));
+  } catch (...) {
+    restore(backup);
+    throw;
+  }
   frozen_ = s.values[0] != 0.0;
   observations_ = static_cast<int64_t>(s.values[1]);
 }

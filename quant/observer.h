@@ -308,7 +308,7 @@ struct ObserverConfig {
   std::string kind = "ema";   // minmax, ema, percentile, meanstd, entropy, mse, minmax_per_channel
   double decay = 0.999;       // ema
   bool include_zero = true;   // ema
-  std::optional<Range> initial;  // ema
+  std::optional<Range> initial = std::nullopt;  // ema (a default, so designated initializers may skip it)
   double percentile = 99.99;  // percentile
   double k = 3.0;             // meanstd
   int bits = 8;               // entropy, mse
