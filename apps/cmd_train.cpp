@@ -1,12 +1,15 @@
 // apps/cmd_train.cpp: `octet train`, the training command (nn/trainer.h).
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "apps/args.h"
 #include "apps/commands.h"
+#include "apps/qat_flags.h"
 #include "core/dataset.h"
 #include "core/parallel.h"
 #include "nn/trainer.h"
+#include "quant/qat.h"
 
 namespace octet::app {
 
@@ -42,6 +45,16 @@ options:
   --out DIR             run folder (default runs/<model>)
   --resume              continue the run in --out from its last.ckpt (same flags)
   --no-progress         no progress bar
+
+quantization-aware training (quant/qat.h; the study's defaults: QDQv2,
+half_to_even, 8 bits, signed, per-channel weights + activations, EMA ranges,
+fake quant from 80% of the steps; BN folded into the conv during training):
+  --qat                 prepare the model for QAT (every flag below needs it)
+  --init CKPT           start from a float checkpoint (QAT fine-tuning)
+  --quant-delay F       fake quant starts after this fraction of the steps (default 0.8)
+  --quant-delay-step N  ... or at this global step
+  --observer-freeze F   ranges freeze after this fraction of the steps (default never)
+  --bn-freeze F         BN uses running statistics after this fraction (default never)
 )";
 
 bool get_bool(Args& a, const std::string& name, bool fallback) {
@@ -53,9 +66,10 @@ bool get_bool(Args& a, const std::string& name, bool fallback) {
 }  // namespace
 
 int cmd_train(int argc, char** argv) {
-  Args a(argc, argv, "octet train", kUsage);
+  const std::string usage = std::string(kUsage) + kQatFlagsHelp;
+  Args a(argc, argv, "octet train", usage);
   if (a.help()) {
-    std::fputs(kUsage, stdout);
+    std::fputs(usage.c_str(), stdout);
     return 0;
   }
   nn::TrainConfig c = nn::TrainConfig::preset_config(a.get("--preset", "quick"));
@@ -94,7 +108,33 @@ int cmd_train(int argc, char** argv) {
   c.out = a.get("--out", "runs/" + c.model);
   c.resume = a.flag("--resume");
   c.progress = !a.flag("--no-progress");
+  // QAT knobs
+  const bool qat = a.flag("--qat");
+  quant::QatConfig q;
+  bool qat_flags = read_qat_flags(a, q, "octet train");
+  auto when = [&](const char* flag, double& fraction, int64_t* step) {
+    if (!a.has(flag)) return;
+    fraction = a.get_double(flag, fraction);
+    if (step) *step = -1;
+    qat_flags = true;
+  };
+  when("--quant-delay", q.quant_delay, &q.quant_delay_step);
+  if (a.has("--quant-delay-step")) {
+    q.quant_delay_step = a.get_int64("--quant-delay-step", -1);
+    qat_flags = true;
+  }
+  when("--observer-freeze", q.observer_freeze, &q.observer_freeze_step);
+  when("--bn-freeze", q.bn_freeze, &q.bn_freeze_step);
+  const std::string init = a.get("--init", "");
   a.finish();
+  if ((qat_flags || !init.empty()) && !qat) throw UsageError("octet train: the quantization flags need --qat");
+  if (qat) {
+    try {
+      q.validate();
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(std::string("octet train: ") + e.what());
+    }
+  }
   if (c.label_smoothing < 0 || c.label_smoothing >= 1)
     throw UsageError("octet train: --label-smoothing must be in [0, 1)");
   if (c.subset < 0 || c.test_subset < 0) throw UsageError("octet train: --subset must be >= 0");
@@ -108,9 +148,44 @@ int cmd_train(int argc, char** argv) {
   std::printf("train %lld images, test %lld images, %d classes\n", static_cast<long long>(train.size()),
               static_cast<long long>(test.size()), train.num_classes());
 
-  nn::Trainer t(c, train, &test);
+  std::shared_ptr<nn::ResNet> qmodel;
+  nn::TrainConfig tc = c;
+  if (qat) {
+    if (init.empty()) {
+      qmodel = nn::make_model(c.model, train.num_classes(), c.seed);
+    } else {
+      quant::LoadedModel lm = quant::load_model(init);
+      if (lm.qat) throw std::runtime_error("--init " + init + " is already a quantized checkpoint (use --resume)");
+      if (lm.model->config().name != c.model)
+        throw std::runtime_error("--init " + init + " holds a " + lm.model->config().name + ", not a " + c.model +
+                                 " (give --model " + lm.model->config().name + ")");
+      qmodel = lm.model;
+    }
+    quant::prepare(*qmodel, q);
+    tc.resume = false;  // restored below, once the QAT hooks are in place
+  }
+  nn::Trainer t(tc, train, &test, qmodel);
+  if (qat) {
+    for (auto& [k, v] : q.to_kv()) t.extra_config["qat." + k] = v;
+    if (!init.empty()) t.extra_config["qat_init"] = init;
+    nn::Module* m = qmodel.get();
+    t.on_save = [m, q](Checkpoint& ck) { quant::write_qat_meta(*m, q, ck); };
+    t.on_restore = [m](const Checkpoint& ck) { quant::read_qat_meta(*m, ck); };
+    const int64_t total = t.steps_per_epoch() * c.epochs;
+    t.on_step_begin = [m, q, total](int64_t step) { quant::apply_phase(*m, quant::phase_at(q, step, total)); };
+    if (c.resume) {
+      if (c.out.empty()) throw UsageError("octet train: --resume needs --out (the run folder)");
+      const std::string path = c.out + "/last.ckpt";
+      if (!std::filesystem::exists(path))
+        throw std::runtime_error("train: --resume: no checkpoint " + path + " (nothing to resume)");
+      t.restore(load_checkpoint(path));
+    }
+    std::printf("QAT: fake quant from step %lld of %lld%s\n", static_cast<long long>(q.quant_delay_at(total)),
+                static_cast<long long>(total), init.empty() ? "" : (", initialized from " + init).c_str());
+  }
   std::printf("model %s: %lld parameters\nconfiguration:\n%s", c.model.c_str(),
               static_cast<long long>(t.model().num_parameters()), c.to_string().c_str());
+  if (qat) std::printf("qat configuration:\n%s", q.to_string().c_str());
   if (c.resume) std::printf("resuming after epoch %d (step %lld)\n", t.epochs_done(), static_cast<long long>(t.global_step()));
   std::fflush(stdout);
   auto ran = t.fit();
