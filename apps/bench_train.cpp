@@ -5,6 +5,9 @@
 //                          momentum 0.9 wd 5e-4 lr 0.1, 2 warm-up steps, 10 timed
 //   infer_fp32_b1_img_s    eval mode, no grad, batch 1, 2 warm-up, 300 timed
 //   infer_fp32_b100_img_s  eval mode, no grad, batch 100, 2 warm-up, 10 timed
+//   train_qat_img_s        as train_fp32_img_s, the model prepared for QAT with the
+//                          study's default knobs (quant/qat.h), fake quant on (the
+//                          phase after the quantize delay: the slower one)
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -16,6 +19,7 @@
 #include "core/rng.h"
 #include "nn/optim.h"
 #include "nn/resnet.h"
+#include "quant/qat.h"
 
 namespace octet::app {
 
@@ -34,7 +38,8 @@ double rate(const std::function<void()>& fn, int images, int iters, int warm = 2
 int bench_train(int argc, char** argv) {
   Args a(argc, argv, "octet bench train",
          "usage: octet bench train [--threads N] [--model resnet20] [--iters 10]\n"
-         "Prints train_fp32_img_s, infer_fp32_b1_img_s, infer_fp32_b100_img_s as the peer script does.\n");
+         "Prints train_fp32_img_s, infer_fp32_b1_img_s, infer_fp32_b100_img_s as the peer script does,\n"
+         "and train_qat_img_s (the same training step with QAT, the study's default knobs).\n");
   if (a.help()) {
     std::fputs(a.usage().c_str(), stdout);
     return 0;
@@ -69,6 +74,26 @@ int bench_train(int argc, char** argv) {
   model->train();
   std::printf("train_fp32_img_s %.1f\n", rate(step, 128, iters));
   std::fflush(stdout);
+
+  {
+    auto qmodel = nn::make_model(name, 10, 0);
+    quant::prepare(*qmodel, quant::QatConfig{});
+    qmodel->train();
+    {
+      NoGradGuard ng;
+      qmodel->forward(xb);  // observe once, so every range exists
+    }
+    quant::apply_phase(*qmodel, quant::QatPhase{.fake_quant = true});
+    auto qopt = nn::make_optimizer(oc, qmodel->named_parameters());
+    auto qstep = [&] {
+      qmodel->zero_grad();
+      Tensor loss = cross_entropy(qmodel->forward(xb), yb);
+      loss.backward();
+      qopt->step();
+    };
+    std::printf("train_qat_img_s %.1f\n", rate(qstep, 128, iters));
+    std::fflush(stdout);
+  }
 
   model->eval();
   NoGradGuard no_grad;
