@@ -7,12 +7,36 @@
 
 #include "engine/kernels.h"
 
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #if defined(__aarch64__) && defined(__linux__)
 #include <asm/hwcap.h>
 #include <sys/auxv.h>
 #endif
 
 namespace octet::engine {
+
+namespace {
+
+#if defined(__x86_64__)
+// AMX needs the CPU's tiles and the kernel's permission to use their state
+// (Linux >= 5.16: arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA,
+// granted once for the whole process).
+bool amx_usable() {
+  if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-int8")) return false;
+#if defined(__linux__)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  static const bool granted = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  return granted;
+#else
+  return false;
+#endif
+}
+#endif
+
+}  // namespace
 
 bool isa_supported(Isa isa) {
   switch (isa) {
@@ -22,6 +46,7 @@ bool isa_supported(Isa isa) {
     case Isa::avx512_vnni:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    case Isa::amx: return isa_supported(Isa::avx512_vnni) && amx_usable();
 #elif defined(__aarch64__)
     case Isa::neon: return true;  // Advanced SIMD is part of every ARMv8-A core
     case Isa::neon_dot:
@@ -41,10 +66,10 @@ Isa detect() {
   // OCTET_ISA=<name> caps the choice (e.g. to compare kernels); an unknown or
   // unsupported name is ignored.
   if (const char* want = std::getenv("OCTET_ISA")) {
-    for (Isa isa : {Isa::reference, Isa::avx2, Isa::avx512_vnni, Isa::neon, Isa::neon_dot})
+    for (Isa isa : {Isa::reference, Isa::avx2, Isa::avx512_vnni, Isa::amx, Isa::neon, Isa::neon_dot})
       if (!std::strcmp(want, isa_name(isa)) && isa_supported(isa)) return isa;
   }
-  for (Isa isa : {Isa::avx512_vnni, Isa::avx2, Isa::neon_dot, Isa::neon})
+  for (Isa isa : {Isa::amx, Isa::avx512_vnni, Isa::avx2, Isa::neon_dot, Isa::neon})
     if (isa_supported(isa)) return isa;
   return Isa::reference;
 }
@@ -63,6 +88,7 @@ const char* isa_name(Isa isa) {
     case Isa::avx512_vnni: return "avx512_vnni";
     case Isa::neon: return "neon";
     case Isa::neon_dot: return "neon_dot";
+    case Isa::amx: return "amx";
   }
   return "unknown";
 }

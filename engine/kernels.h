@@ -78,7 +78,9 @@ void input_u8_ref(size_t n, const uint8_t* pixels, int8_t* y);
 
 // ---- fast kernels -----------------------------------------------------------
 
-enum class Isa { reference, avx2, avx512_vnni, neon, neon_dot };
+// amx: Intel AMX-INT8 tiles for the convolutions with a row of >= 4 output
+// pixels and one group (the rest of the model on AVX-512 VNNI).
+enum class Isa { reference, avx2, avx512_vnni, neon, neon_dot, amx };
 Isa best_isa();               // detected once at run time (env OCTET_ISA=<name> may pick a lower one)
 const char* isa_name(Isa isa);
 bool isa_supported(Isa isa);  // this CPU (and this build) can run isa's kernels

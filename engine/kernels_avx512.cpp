@@ -1,7 +1,7 @@
-// engine/kernels_avx512.cpp: the AVX-512 VNNI tile loop of ConvKernel
+// engine/kernels_avx512.cpp: the AVX-512 VNNI and AMX-INT8 tile loops of ConvKernel
 // (family dot_u8 of engine/kernels_internal.h). Compiled with
-// -mavx512f -mavx512bw -mavx512vl -mavx512vnni and entered only when
-// isa_supported(Isa::avx512_vnni).
+// -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mamx-tile -mamx-int8 and entered only when
+// isa_supported(Isa::avx512_vnni) (the AMX loop: isa_supported(Isa::amx)).
 //
 // Register tile: MR output pixels x NR vectors of 16 output channels, int32
 // accumulators starting at bias'. For each group of 4 k values, vpdpbusd adds
@@ -167,6 +167,137 @@ void add_avx512(size_t n, const int8_t* a, const int8_t* b, const AddParamsView&
     const __m512i bs = mbqm16(_mm512_sllv_epi32(_mm512_sub_epi32(bv, b_zp), lift), b_mult, b_ls, b_rs);
     _mm512_mask_cvtepi32_storeu_epi8(y + i, m, requant16(_mm512_add_epi32(as, bs), o_mult, o_ls, o_rs, lo, hi, zp));
   }
+}
+
+// ---- AMX-INT8 ------------------------------------------------------------------
+// Tiles: C (int32 accumulators, amx_rows pixels x 16 channels) in tmm0..3,
+// A (amx_rows pixels x 64 bytes of K) in tmm4/5, B (16 k4 rows x 16 channels
+// x 4) in tmm5 or tmm6/7. One weight vector: 4 units share each B tile;
+// two vectors: 2 units x 2 vectors. TDPBUSD is u8 x s8 -> int32 without
+// saturation, like vpdpbusd. The tile numbers are immediates, hence the
+// spelled-out cases below.
+
+namespace {
+
+struct TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void store_tile(int t, int32_t* buf) {
+  switch (t) {
+    case 0: _tile_stored(0, buf, 64); break;
+    case 1: _tile_stored(1, buf, 64); break;
+    case 2: _tile_stored(2, buf, 64); break;
+    default: _tile_stored(3, buf, 64); break;
+  }
+}
+
+template <int NR>
+void amx_block(const ConvView& v, const ConvBlock& b, const uint8_t* xp, int8_t* y, size_t u0, size_t u1) {
+  constexpr int kUnits = NR == 1 ? 4 : 2;
+  const int rows = v.amx_rows;
+  const size_t segs = static_cast<size_t>(v.amx_segs);
+  const size_t a_stride = static_cast<size_t>(v.stride) * v.cp;
+  const size_t in_row = static_cast<size_t>(v.wp) * v.cp;
+  const int8_t* w0 = static_cast<const int8_t*>(v.w) + b.w_offset;
+  const __m512i lo = _mm512_set1_epi32(v.act_min - v.zp_out), hi = _mm512_set1_epi32(v.act_max - v.zp_out);
+  const __m512i zp = _mm512_set1_epi32(v.zp_out);
+  alignas(64) int32_t buf[16 * 16];
+  for (size_t u = u0; u < u1; u += kUnits) {
+    const int mt = u1 - u < kUnits ? static_cast<int>(u1 - u) : kUnits;
+    const uint8_t* a[kUnits];
+    size_t pix0[kUnits];
+    int own[kUnits];
+    for (int i = 0; i < mt; ++i) {
+      const size_t unit = u + i, row = unit / segs, seg = unit % segs;
+      const size_t n = row / v.out_h, oh = row % v.out_h;
+      const size_t start = seg * rows;
+      const size_t ow0 = start + rows <= static_cast<size_t>(v.out_w) ? start : v.out_w - rows;
+      own[i] = static_cast<int>(start - ow0);
+      a[i] = xp + ((n * v.hp + oh * v.stride) * v.wp + ow0 * v.stride) * v.cp;
+      pix0[i] = row * v.out_w + ow0;
+    }
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const int8_t* w = w0;
+    for (int kh = 0; kh < v.kernel_h; ++kh)
+      for (int j = 0; j < v.amx_chunks; ++j, w += 16 * 64 * NR) {
+        const size_t off = kh * in_row + static_cast<size_t>(j) * 64;
+        if constexpr (NR == 1) {
+          _tile_loadd(5, w, 64);
+          _tile_loadd(4, a[0] + off, a_stride);
+          _tile_dpbusd(0, 4, 5);
+          if (mt > 1) {
+            _tile_loadd(4, a[1] + off, a_stride);
+            _tile_dpbusd(1, 4, 5);
+          }
+          if (mt > 2) {
+            _tile_loadd(4, a[2] + off, a_stride);
+            _tile_dpbusd(2, 4, 5);
+          }
+          if (mt > 3) {
+            _tile_loadd(4, a[3] + off, a_stride);
+            _tile_dpbusd(3, 4, 5);
+          }
+        } else {
+          _tile_loadd(6, w, 128);
+          _tile_loadd(7, w + 64, 128);
+          _tile_loadd(4, a[0] + off, a_stride);
+          _tile_dpbusd(0, 4, 6);
+          _tile_dpbusd(1, 4, 7);
+          if (mt > 1) {
+            _tile_loadd(5, a[1] + off, a_stride);
+            _tile_dpbusd(2, 5, 6);
+            _tile_dpbusd(3, 5, 7);
+          }
+        }
+      }
+    for (int i = 0; i < mt; ++i)
+      for (int n = 0; n < NR; ++n) {
+        store_tile(i * NR + n, buf);
+        const size_t q = b.param + 16 * n;
+        const __m512i bias = _mm512_loadu_si512(v.bias + q), mult = _mm512_loadu_si512(v.mult + q);
+        const __m512i ls = _mm512_loadu_si512(v.lshift + q), rs = _mm512_loadu_si512(v.rshift + q);
+        const int valid = b.count - 16 * n;
+        const __mmask16 store = valid >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
+        for (int r = own[i]; r < rows; ++r) {
+          const __m512i acc = _mm512_add_epi32(_mm512_load_si512(buf + 16 * r), bias);
+          _mm512_mask_cvtepi32_storeu_epi8(y + (pix0[i] + r) * v.out_c + b.oc0 + 16 * n, store,
+                                           requant16(acc, mult, ls, rs, lo, hi, zp));
+        }
+      }
+  }
+}
+
+}  // namespace
+
+void conv_units_amx(const ConvView& v, const uint8_t* xp, int8_t* y, size_t u0, size_t u1) {
+  TileConfig cfg;
+  for (int t = 0; t < 6; ++t) {  // C and A tiles: amx_rows rows of 64 bytes
+    cfg.rows[t] = static_cast<uint8_t>(v.amx_rows);
+    cfg.colsb[t] = 64;
+  }
+  for (int t = 5; t < 8; ++t) {  // B tiles (tmm5 is B for one vector, A for two)
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  for (int i = 0; i < v.n_blocks; ++i) {
+    const ConvBlock& b = v.blocks[i];
+    // tmm5 is a B tile (16 rows) for one vector, the second A tile for two.
+    cfg.rows[5] = static_cast<uint8_t>(b.nr == 1 ? 16 : v.amx_rows);
+    _tile_loadconfig(&cfg);
+    if (b.nr == 1)
+      amx_block<1>(v, b, xp, y, u0, u1);
+    else
+      amx_block<2>(v, b, xp, y, u0, u1);
+  }
+  _tile_release();
 }
 
 }  // namespace octet::engine::detail

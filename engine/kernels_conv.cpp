@@ -38,6 +38,7 @@ IsaTraits traits(Isa isa) {
   // Only the kernels of the target architecture exist (isa_supported says so).
   switch (isa) {
 #if defined(__x86_64__)
+    case Isa::amx:  // for the convolutions AMX does not take (see use_amx)
     case Isa::avx512_vnni: return {Family::dot_u8, 16, 4, 4, detail::conv_pixels_avx512_vnni};
     case Isa::avx2: return {Family::s16, 8, 2, 2, detail::conv_pixels_avx2};
 #elif defined(__aarch64__)
@@ -97,9 +98,13 @@ struct ConvKernel::Impl {
   ConvView view;
   size_t esize = 1;        // bytes per element of the padded input
   size_t image_bytes = 0;  // padded input bytes per image
-  size_t grain = 1;        // pixels per task
+  size_t grain = 1;        // pixels (AMX: units) per task
+  bool amx = false;        // the AMX unit loop (Isa::amx, groups 1, rows of >= 4 pixels)
 
   void pack(const int8_t* w, const int32_t* b);
+  void pack_amx(const int8_t* w, const int32_t* b);
+  void set_requant(const ConvBlock& bl, size_t width, size_t k_in, const int8_t* w, const int32_t* b);
+  void set_view(int cin_gp);
 };
 
 void ConvKernel::Impl::pack(const int8_t* w, const int32_t* b) {
@@ -108,8 +113,6 @@ void ConvKernel::Impl::pack(const int8_t* w, const int32_t* b) {
   const int taps = g.kernel_h * g.kernel_w;
   const size_t kp = static_cast<size_t>(taps) * cin_gp;  // padded K
   const size_t k_in = static_cast<size_t>(taps) * cin_g;  // K of the given weights
-  // Zero point folded into the bias: what the pre-pass adds to x, times sum w.
-  const int64_t x_offset = tr.family == Family::dot_u8 ? x_zp + 128 : tr.family == Family::dot_s8 ? x_zp : 0;
 
   for (int grp = 0; grp < g.groups; ++grp) {
     const int nvec = (cout_g + tr.lanes - 1) / tr.lanes;
@@ -138,24 +141,37 @@ void ConvKernel::Impl::pack(const int8_t* w, const int32_t* b) {
         w16.insert(w16.end(), packed.begin(), packed.end());
       else
         for (int16_t x : packed) w8.push_back(static_cast<int8_t>(x));
-      for (size_t lane = 0; lane < width; ++lane) {
-        const bool valid = static_cast<int>(lane) < bl.count;
-        const size_t oc = static_cast<size_t>(bl.oc0) + lane;
-        int64_t wsum = 0;
-        if (valid)
-          for (size_t k = 0; k < k_in; ++k) wsum += w[oc * k_in + k];
-        // Wraps modulo 2^32 on purpose: only the final accumulator must fit.
-        const uint32_t bq = static_cast<uint32_t>(valid && b ? b[oc] : 0) -
-                            static_cast<uint32_t>(static_cast<uint64_t>(x_offset * wsum));
-        bias.push_back(static_cast<int32_t>(bq));
-        const int32_t s = valid ? rq.shift[oc] : 0;
-        mult.push_back(valid ? rq.multiplier[oc] : 0);
-        lshift.push_back(std::max(s, 0));
-        rshift.push_back(std::max(-s, 0));
-      }
+      set_requant(bl, width, k_in, w, b);
     }
   }
+  set_view(cin_gp);
+  const size_t macs_per_pixel = kp * static_cast<size_t>(g.out_c_per_group()) * g.groups;
+  grain = std::max<size_t>(16, align_up((size_t{1} << 19) / std::max<size_t>(macs_per_pixel, 1), 16));
+}
 
+// Per-lane bias' (with the family's zero-point correction), multiplier and
+// shifts of one block, appended to the parameter arrays.
+void ConvKernel::Impl::set_requant(const ConvBlock& bl, size_t width, size_t k_in, const int8_t* w, const int32_t* b) {
+  // Zero point folded into the bias: what the pre-pass adds to x, times sum w.
+  const int64_t x_offset = tr.family == Family::dot_u8 ? x_zp + 128 : tr.family == Family::dot_s8 ? x_zp : 0;
+  for (size_t lane = 0; lane < width; ++lane) {
+    const bool valid = static_cast<int>(lane) < bl.count;
+    const size_t oc = static_cast<size_t>(bl.oc0) + lane;
+    int64_t wsum = 0;
+    if (valid)
+      for (size_t k = 0; k < k_in; ++k) wsum += w[oc * k_in + k];
+    // Wraps modulo 2^32 on purpose: only the final accumulator must fit.
+    const uint32_t bq = static_cast<uint32_t>(valid && b ? b[oc] : 0) -
+                        static_cast<uint32_t>(static_cast<uint64_t>(x_offset * wsum));
+    bias.push_back(static_cast<int32_t>(bq));
+    const int32_t s = valid ? rq.shift[oc] : 0;
+    mult.push_back(valid ? rq.multiplier[oc] : 0);
+    lshift.push_back(std::max(s, 0));
+    rshift.push_back(std::max(-s, 0));
+  }
+}
+
+void ConvKernel::Impl::set_view(int cin_gp) {
   ConvView& v = view;
   v.in_h = g.in_h;
   v.in_w = g.in_w;
@@ -181,8 +197,46 @@ void ConvKernel::Impl::pack(const int8_t* w, const int32_t* b) {
   v.act_max = rq.act_max;
   esize = tr.family == Family::s16 ? 2 : 1;
   image_bytes = static_cast<size_t>(v.hp) * v.wp * v.cp * esize;
-  const size_t macs_per_pixel = kp * static_cast<size_t>(g.out_c_per_group()) * g.groups;
-  grain = std::max<size_t>(16, align_up((size_t{1} << 19) / std::max<size_t>(macs_per_pixel, 1), 16));
+}
+
+// AMX packing (kernels_internal.h, conv_units_amx): per kernel row, the
+// KW * cin_gp bytes of the padded input cut into 64-byte chunks; blocks of
+// up to 2 vectors of 16 channels, [chunk][16 k4 rows][vector][16][4].
+void ConvKernel::Impl::pack_amx(const int8_t* w, const int32_t* b) {
+  const int cin = g.in_c, cin_gp = (cin + 3) / 4 * 4;
+  const size_t run = static_cast<size_t>(g.kernel_w) * cin_gp;  // bytes of one kernel row
+  const int chunks = static_cast<int>((run + 63) / 64);
+  const size_t k_in = static_cast<size_t>(g.kernel_h) * g.kernel_w * cin;
+  const int nvec = (g.out_c + 15) / 16;
+  for (int v0 = 0; v0 < nvec; v0 += 2) {
+    ConvBlock bl;
+    bl.nr = std::min(2, nvec - v0);
+    bl.oc0 = v0 * 16;
+    bl.count = std::min(bl.nr * 16, g.out_c - bl.oc0);
+    bl.w_offset = w8.size();
+    bl.param = bias.size();
+    blocks.push_back(bl);
+    const size_t width = static_cast<size_t>(bl.nr) * 16;
+    for (int kh = 0; kh < g.kernel_h; ++kh)
+      for (int j = 0; j < chunks; ++j)
+        for (int r = 0; r < 16; ++r)
+          for (size_t lane = 0; lane < width; ++lane)
+            for (int t = 0; t < 4; ++t) {
+              const size_t byte = static_cast<size_t>(j) * 64 + r * 4 + t;  // within the kernel row
+              const size_t kw = byte / cin_gp, c = byte % cin_gp;
+              int8_t value = 0;
+              if (byte < run && static_cast<int>(c) < cin && static_cast<int>(lane) < bl.count)
+                value = w[(static_cast<size_t>(bl.oc0) + lane) * k_in + (kh * g.kernel_w + kw) * cin + c];
+              w8.push_back(value);
+            }
+    set_requant(bl, width, k_in, w, b);
+  }
+  set_view(cin_gp);
+  view.amx_chunks = chunks;
+  view.amx_rows = std::min(16, view.out_w);
+  view.amx_segs = (view.out_w + view.amx_rows - 1) / view.amx_rows;
+  const size_t macs_per_unit = static_cast<size_t>(view.amx_rows) * g.kernel_h * chunks * 64 * nvec * 16;
+  grain = std::max<size_t>(4, align_up((size_t{1} << 21) / std::max<size_t>(macs_per_unit, 1), 4));
 }
 
 ConvKernel::ConvKernel(const ConvGeometry& g, const int8_t* w, const int32_t* bias, int32_t x_zp, Requant rq, Isa isa)
@@ -203,7 +257,13 @@ ConvKernel::ConvKernel(const ConvGeometry& g, const int8_t* w, const int32_t* bi
     return;
   }
   k.tr = traits(isa);
-  k.pack(w, bias);
+  // AMX takes the convolutions whose output rows fill most of a tile;
+  // the rest (grouped, fully connected, tiny images) run on AVX-512 VNNI.
+  k.amx = isa == Isa::amx && g.groups == 1 && g.out_w() >= 4;
+  if (k.amx)
+    k.pack_amx(w, bias);
+  else
+    k.pack(w, bias);
 }
 
 ConvKernel::~ConvKernel() = default;
@@ -215,7 +275,8 @@ Isa ConvKernel::isa() const { return impl_->isa; }
 size_t ConvKernel::scratch_bytes(int batch) const {
   const Impl& k = *impl_;
   if (k.isa == Isa::reference || batch < 1) return 0;
-  return static_cast<size_t>(batch) * k.image_bytes + kAlign;
+  // + 64: AMX reads up to 64 bytes past the last image (times weight 0).
+  return static_cast<size_t>(batch) * k.image_bytes + kAlign + (k.amx ? 64 : 0);
 }
 
 namespace {
@@ -342,6 +403,15 @@ void ConvKernel::run(int batch, const int8_t* x, int8_t* y, std::span<std::byte>
       parallel_for(rows, row_grain, &pre, PrePass<Family::s16>::run);
       break;
     }
+  }
+  if (k.amx) {
+    const PixelsCtx ctx{&k.view, detail::conv_units_amx, xp, y};
+    const size_t units = static_cast<size_t>(batch) * k.view.out_h * k.view.amx_segs;
+    parallel_for(units, k.grain, &ctx, [](const void* c, size_t b, size_t e) {
+      const PixelsCtx& p = *static_cast<const PixelsCtx*>(c);
+      p.fn(*p.v, p.xp, p.y, b, e);
+    });
+    return;
   }
   const PixelsCtx ctx{&k.view, k.tr.pixels, xp, y};
   const size_t pixels = static_cast<size_t>(batch) * k.view.out_h * k.view.out_w;

@@ -16,6 +16,7 @@ void add_fast(size_t n, const int8_t* a, const int8_t* b, const AddParams& p, in
                                                  p.act_min, p.act_max};
   switch (isa) {
 #if defined(__x86_64__)
+    case Isa::amx:
     case Isa::avx512_vnni: detail::add_avx512(n, a, b, v, y); return;
     case Isa::avx2: detail::add_avx2(n, a, b, v, y); return;
 #elif defined(__aarch64__)

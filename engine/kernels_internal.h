@@ -59,6 +59,10 @@ struct ConvView {
   const int32_t* lshift = nullptr;  // max(shift, 0)
   const int32_t* rshift = nullptr;  // max(-shift, 0)
   int32_t zp_out = 0, act_min = -128, act_max = 127;
+  // AMX (groups == 1 only): see conv_units_amx.
+  int amx_chunks = 0;  // 64-byte K chunks per kernel row
+  int amx_rows = 0;    // pixels per A tile: min(16, out_w)
+  int amx_segs = 0;    // A tiles per output row: ceil(out_w / amx_rows)
 };
 
 // Computes output pixels [p0, p1) (numbered n * OH * OW + oh * OW + ow over
@@ -66,6 +70,18 @@ struct ConvView {
 // output. Each exists only in a build for its architecture.
 void conv_pixels_avx2(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
 void conv_pixels_avx512_vnni(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
+// AMX-INT8 (family dot_u8 with its own K layout). The K of one kernel row kh
+// is the KW * cin_gp bytes xp[oh*s + kh][ow*s .. ow*s + KW)[all channels],
+// contiguous in the padded input when groups == 1, cut into amx_chunks chunks
+// of 64 bytes (an A tile row); weights past KW * cin_gp are 0, so the bytes
+// read beyond (the next pixel's, or 64 bytes of slack after the last image)
+// add nothing. k = (kh * amx_chunks + j) * 64 + byte; a block holds <= 2
+// vectors, packed [chunk][16 k4 rows][vector][16 lanes][4].
+// A "unit" is amx_rows consecutive output pixels of one output row (the last
+// unit of a row is moved left to end at the row's end and stores only the
+// pixels the previous unit did not): units [u0, u1) of the batch, numbered
+// (n * OH + oh) * amx_segs + segment.
+void conv_units_amx(const ConvView& v, const uint8_t* xp, int8_t* y, size_t u0, size_t u1);
 void conv_pixels_neon(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
 void conv_pixels_neon_dot(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
 

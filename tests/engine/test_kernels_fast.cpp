@@ -19,7 +19,7 @@ using namespace octet::engine;
 
 namespace {
 
-const Isa kFast[] = {Isa::avx2, Isa::avx512_vnni, Isa::neon, Isa::neon_dot};
+const Isa kFast[] = {Isa::avx2, Isa::avx512_vnni, Isa::amx, Isa::neon, Isa::neon_dot};
 
 struct Case {
   ConvGeometry g;
