@@ -165,6 +165,12 @@ void Observer::load(const ObserverState& s) {
   if (s.values.size() < 2 || !(s.values[1] >= 0) || s.values[1] != std::floor(s.values[1])) {
     throw std::invalid_argument(who_of(kind()) + " state: missing or bad [frozen, observations] header");
   }
+  for (size_t i = 0; i < s.values.size(); ++i) {
+    if (!std::isfinite(s.values[i])) {
+      throw std::invalid_argument(who_of(kind()) + " state: number " + std::to_string(i) + " is " +
+                                  fmt(s.values[i]) + " (every number of a state is finite)");
+    }
+  }
   // restore() may have set some fields before finding the list malformed: put
   // the old numbers back, so a refused load leaves the observer unchanged.
   const std::vector<double> backup = save();
@@ -357,7 +363,20 @@ void Histogram::restore(std::span<const double> v, size_t& pos, const char* who)
   if (!(v[pos + 3] >= 0) || !std::isfinite(v[pos + 2])) {
     throw std::invalid_argument(std::string(who) + " state: bad histogram grid");
   }
-  anchored_ = v[pos + 1] != 0.0;
+  // Anchoring is a property of the observer kind (|x| histograms start at 0), not of the data.
+  if ((v[pos + 1] != 0.0) != anchored_) {
+    throw std::invalid_argument(std::string(who) + " state: histogram " +
+                                (anchored_ ? "must be anchored at 0" : "must not be anchored at 0"));
+  }
+  double sum = 0;
+  for (size_t i = pos + 5; i < v.size(); ++i) {
+    if (!(v[i] >= 0)) throw std::invalid_argument(std::string(who) + " state: negative histogram count");
+    sum += v[i];
+  }
+  if (sum != v[pos + 4] || (sum > 0 && !(v[pos + 3] > 0))) {
+    throw std::invalid_argument(std::string(who) + " state: histogram counts sum to " + fmt(sum) + ", total says " +
+                                fmt(v[pos + 4]) + ", width " + fmt(v[pos + 3]));
+  }
   lo_ = v[pos + 2];
   width_ = v[pos + 3];
   total_ = v[pos + 4];
@@ -618,13 +637,13 @@ double MseObserver::threshold() const {
 PerChannelMinMaxObserver::PerChannelMinMaxObserver(int axis) : axis_(axis) {}
 
 Range PerChannelMinMaxObserver::range() const {
-  if (!has_data()) no_data();
+  if (!has_data() || min_.empty()) no_data();
   return Range{static_cast<float>(*std::min_element(min_.begin(), min_.end())),
                static_cast<float>(*std::max_element(max_.begin(), max_.end()))};
 }
 
 std::vector<Range> PerChannelMinMaxObserver::channel_ranges() const {
-  if (!has_data()) no_data();
+  if (!has_data() || min_.empty()) no_data();
   std::vector<Range> out(min_.size());
   for (size_t c = 0; c < min_.size(); ++c) out[c] = Range{static_cast<float>(min_[c]), static_cast<float>(max_[c])};
   return out;

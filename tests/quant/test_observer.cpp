@@ -546,4 +546,22 @@ TEST_CASE("bad input: non-finite values, bad configurations, malformed states") 
   CHECK_THROWS_AS(restore_observer(ObserverState::decode("minmax 0 -1 0 1")), std::invalid_argument);  // count
   CHECK_THROWS_AS(restore_observer(ObserverState::decode("entropy 0 1 7.5 0 1 8 1 0 0.125 1 1 0 0 0 0 0 0 0")),
                   std::invalid_argument);  // bits
+  // The same entropy state with 8 bits loads (one value in [0, 0.125), observed range [0, 1];
+  // 256 levels for 8 bins: nothing to choose, T = max|x| = 1). With a histogram not anchored
+  // at 0, counts that do not sum to the total, a negative count, or a non-finite number it is
+  // refused.
+  CHECK(restore_observer(ObserverState::decode("entropy 0 1 8 0 1 8 1 0 0.125 1 1 0 0 0 0 0 0 0"))->range().max ==
+        1.0f);
+  CHECK_THROWS_AS(restore_observer(ObserverState::decode("entropy 0 1 8 0 1 8 0 0 0.125 1 1 0 0 0 0 0 0 0")),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(restore_observer(ObserverState::decode("entropy 0 1 8 0 1 8 1 0 0.125 2 1 0 0 0 0 0 0 0")),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(restore_observer(ObserverState::decode("entropy 0 1 8 0 1 8 1 0 0.125 1 2 -1 0 0 0 0 0 0")),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(restore_observer(ObserverState::decode("minmax 0 1 nan 1")), std::invalid_argument);
+  CHECK_THROWS_AS(restore_observer(ObserverState::decode("ema 0 1 0.5 1 1 -inf 1")), std::invalid_argument);
+  // A per-channel state that claims data but has no channels: range() refuses instead of
+  // reading an empty list.
+  std::unique_ptr<Observer> empty = restore_observer(ObserverState::decode("minmax_per_channel 0 1 0 0"));
+  CHECK_THROWS_AS(empty->range(), std::logic_error);
 }
