@@ -125,6 +125,8 @@ void visit(QatConfig& c, F&& f) {
   f.l("observer_freeze_step", c.observer_freeze_step);
   f.d("bn_freeze", c.bn_freeze);
   f.l("bn_freeze_step", c.bn_freeze_step);
+  f.b("cle", c.cross_layer_equalization);
+  f.b("bias_correction", c.bias_correction);
 }
 
 struct Writer {
@@ -705,8 +707,35 @@ Tensor inv_running_std(nn::BatchNorm2d& bn) {
 }
 }  // namespace
 
+void ConvBn::collect_input_mean(bool on) {
+  collecting_ = on;
+  if (on) {
+    input_sum_.assign(static_cast<size_t>(in_channels), 0.0);
+    input_count_ = 0;
+  }
+}
+
+std::vector<double> ConvBn::input_mean() const {
+  std::vector<double> m(static_cast<size_t>(in_channels), 0.0);
+  if (input_count_ > 0 && input_sum_.size() == m.size())
+    for (size_t c = 0; c < m.size(); ++c) m[c] = input_sum_[c] / static_cast<double>(input_count_);
+  return m;
+}
+
 Tensor ConvBn::forward(const Tensor& x_in) {
   Tensor x = input_quant() ? input_quant()->forward(x_in) : x_in;
+  if (collecting_ && x.ndim() == 4 && x.dim(1) == in_channels) {
+    const int64_t n = x.dim(0), hw = x.dim(2) * x.dim(3);
+    const float* p = x.data();
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < in_channels; ++c) {
+        double s = 0;
+        const float* q = p + (i * in_channels + c) * hw;
+        for (int64_t k = 0; k < hw; ++k) s += q[k];
+        input_sum_[static_cast<size_t>(c)] += s;
+      }
+    input_count_ += n * hw;
+  }
   nn::BatchNorm2d& b = bn();
   const int64_t c = out_channels;
   Tensor& w = param("weight");
@@ -980,6 +1009,70 @@ std::vector<QuantEdge> quant_edges(nn::ResNet& model) {
 // PTQ
 // =====================================================================================
 
+int equalize_cross_layer(nn::ResNet& model, int iterations) {
+  if (!is_prepared(model)) throw std::logic_error("equalize_cross_layer: the model is not prepared");
+  const auto& rc = model.config();
+  std::vector<std::pair<ConvBn*, ConvBn*>> pairs;
+  for (size_t s = 0; s < rc.blocks.size(); ++s)
+    for (int b = 0; b < rc.blocks[s]; ++b) {
+      const std::string p = "layer" + std::to_string(s + 1) + "." + std::to_string(b) + ".";
+      auto cb = [&](const char* n) { return &dynamic_cast<ConvBn&>(model.find(p + n)); };
+      pairs.emplace_back(cb("conv1"), cb("conv2"));
+      if (rc.bottleneck) pairs.emplace_back(cb("conv2"), cb("conv3"));
+    }
+  NoGradGuard ng;
+  for (int it = 0; it < iterations; ++it) {
+    for (auto [a, b] : pairs) {
+      const Tensor wa = a->folded_weight(), wb = b->folded_weight();
+      const int64_t c = a->out_channels, ia = wa.numel() / c;
+      const int64_t ob = b->out_channels, kb = static_cast<int64_t>(b->kernel) * b->kernel;
+      Tensor& w2 = b->weight();
+      nn::BatchNorm2d& bn = a->bn();
+      Tensor bias = a->bias();
+      for (int64_t i = 0; i < c; ++i) {
+        float r1 = 0, r2 = 0;
+        for (int64_t k = 0; k < ia; ++k) r1 = std::max(r1, std::fabs(wa.data()[i * ia + k]));
+        for (int64_t o = 0; o < ob; ++o)
+          for (int64_t k = 0; k < kb; ++k) r2 = std::max(r2, std::fabs(wb.data()[(o * c + i) * kb + k]));
+        if (!(r1 > 0) || !(r2 > 0)) continue;
+        const float s = std::sqrt(r1 / r2);
+        bn.weight().data()[i] /= s;
+        bn.bias().data()[i] /= s;
+        if (bias.defined()) bias.data()[i] /= s;
+        for (int64_t o = 0; o < ob; ++o)
+          for (int64_t k = 0; k < kb; ++k) w2.data()[(o * c + i) * kb + k] *= s;
+      }
+    }
+  }
+  return static_cast<int>(pairs.size());
+}
+
+void correct_bias(nn::Module& model) {
+  NoGradGuard ng;
+  for (auto& [name, cb] : conv_bns(model)) {
+    const std::vector<double> mean = cb->input_mean();
+    const Tensor w = cb->folded_weight();
+    WeightQuant& wq = cb->weight_quant();
+    const bool was = wq.fake_quant_enabled();
+    wq.set_fake_quant(true);
+    const Tensor q = wq.forward(w);
+    wq.set_fake_quant(was);
+    const int64_t co = cb->out_channels, ci = cb->in_channels, kk = static_cast<int64_t>(cb->kernel) * cb->kernel;
+    for (int64_t o = 0; o < co; ++o) {
+      double d = 0;
+      for (int64_t c = 0; c < ci; ++c) {
+        double e = 0;
+        for (int64_t k = 0; k < kk; ++k) {
+          const int64_t at = (o * ci + c) * kk + k;
+          e += static_cast<double>(q.data()[at]) - static_cast<double>(w.data()[at]);
+        }
+        d += e * mean[static_cast<size_t>(c)];
+      }
+      cb->bn().bias().data()[o] -= static_cast<float>(d);
+    }
+  }
+}
+
 void calibrate(nn::ResNet& model, const QatConfig& config, const std::vector<Tensor>& batches) {
   if (batches.empty()) throw std::invalid_argument("calibrate: no calibration batches");
   if (!is_prepared(model)) prepare(model, config);
@@ -987,10 +1080,18 @@ void calibrate(nn::ResNet& model, const QatConfig& config, const std::vector<Ten
   model.eval();
   auto aqs = act_quants(model);
   apply_phase(model, QatPhase{.fake_quant = false, .observers_frozen = false, .bn_frozen = true});
+  if (config.cross_layer_equalization) equalize_cross_layer(model);
+  auto cbs = conv_bns(model);
+  if (config.bias_correction)
+    for (auto& [n, c] : cbs) c->collect_input_mean(true);
   for (auto& [n, a] : aqs) a->set_calibrating(true);
   {
     NoGradGuard ng;
     for (const Tensor& x : batches) model.forward(x);
+  }
+  if (config.bias_correction) {
+    for (auto& [n, c] : cbs) c->collect_input_mean(false);
+    correct_bias(model);
   }
   for (auto& [n, a] : aqs) {
     a->set_calibrating(false);

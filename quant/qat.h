@@ -162,6 +162,10 @@ struct QatConfig {
   double bn_freeze = -1;             // fraction; -1 never
   int64_t bn_freeze_step = -1;
 
+  // -- PTQ only (calibrate applies them; QAT ignores them)
+  bool cross_layer_equalization = false;  // equalize_cross_layer() before observing
+  bool bias_correction = false;           // correct_bias() after observing
+
   // -- mixed precision: dotted name -> bits. A ConvBn/Linear name ("layer1.0.conv1",
   // "fc.0") sets that layer's weight bits; an ActQuant name ("layer1.0.relu1.1") that
   // tensor's bits.
@@ -307,6 +311,8 @@ class ConvBn : public nn::Module {
   Tensor forward(const Tensor& x) override;
   std::string describe() const override;
 
+  Tensor& weight() { return param("weight"); }  // the raw conv weight (trained)
+  Tensor bias() const { return maybe_param("bias"); }  // the conv's own bias; undefined if none
   // Folded with the running statistics (what the engine uses), no autograd.
   Tensor folded_weight() const;  // [Cout, Cin, K, K]
   Tensor folded_bias() const;    // [Cout]
@@ -317,11 +323,20 @@ class ConvBn : public nn::Module {
   nn::BatchNorm2d& bn() const;
   ActQuant* input_quant() const;  // nullptr unless the stem quantizes its input
   void set_input_quant(std::shared_ptr<ActQuant> aq);  // nullptr removes it
+  // Per-channel mean of the conv's input over the forwards while collecting
+  // (bias correction); collect_input_mean(true) restarts the sums.
+  void collect_input_mean(bool on);
+  std::vector<double> input_mean() const;
 
   bool bn_frozen() const;
   void freeze_bn(bool on);
 
   int in_channels, out_channels, kernel, stride, pad;
+
+ private:
+  bool collecting_ = false;
+  std::vector<double> input_sum_;
+  int64_t input_count_ = 0;
 };
 
 // The grid per output channel of a prepared Linear's effective weight.
@@ -366,11 +381,30 @@ std::vector<QuantEdge> quant_edges(nn::ResNet& model);
 // calibration observer: minmax, percentile, entropy, mse, ema, meanstd), run
 // `batches` (preprocessed images [N, C, H, W]) in eval mode with fake quant
 // off, freeze every range and turn fake quant on (phase "quantized, BN frozen").
+// With config.cross_layer_equalization the weights are equalized first; with
+// config.bias_correction the biases are corrected after observing.
 void calibrate(nn::ResNet& model, const QatConfig& config, const std::vector<Tensor>& batches);
 // The same over the first `images` images of a seeded, class-mixed sample of
 // `data`, preprocessed with `pre`, in batches of `batch`.
 void calibrate(nn::ResNet& model, const QatConfig& config, const Dataset& data, const Preprocess& pre,
                int64_t images, int batch = 100, uint64_t seed = 0);
+
+// Cross-layer equalization (Nagel et al. 2019, "Data-Free Quantization
+// Through Weight Equalization and Bias Correction"): inside each block, for
+// every ConvBn -> ReLU -> ConvBn pair, output channel i of the first and input
+// channel i of the second are rescaled by s_i = sqrt(r1_i / r2_i) (r = max |w|
+// of the folded weights), so both get the range sqrt(r1_i * r2_i). ReLU is
+// positively homogeneous, so the float model computes the same function (eval
+// mode, up to float rounding): the first layer's BN gamma and beta are divided
+// by s_i, the second conv's input channel multiplied by it. Pairs across an Add
+// are left alone. Repeats `iterations` sweeps; returns the number of pairs.
+int equalize_cross_layer(nn::ResNet& model, int iterations = 20);
+
+// Empirical bias correction (same paper): for each ConvBn, the mean output
+// shift the weight quantization causes, sum_{c,k} (W_q - W)[o, c, k] * E[x_c]
+// with E[x_c] the channel means of its input seen while collecting, is
+// subtracted from the BN beta (so from the folded bias). The fc is left alone.
+void correct_bias(nn::Module& model);
 
 // ---- checkpoints ---------------------------------------------------------------------
 
