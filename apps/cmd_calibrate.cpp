@@ -19,7 +19,8 @@ namespace octet::app {
 
 namespace {
 const char* kUsage = R"(usage: octet calibrate CKPT --data PATH -o OUT.ckpt (or --out OUT.ckpt) [--observer minmax|percentile|entropy|mse|ema|meanstd]
-                       [--images N] [--batch N] [--seed S] [--no-eval] [--threads N] [quantization flags]
+                       [--images N] [--batch N] [--seed S] [--cle] [--bias-correction]
+                       [--no-eval] [--threads N] [quantization flags]
 
 Post-training quantization of a float checkpoint (`octet train` last/best.ckpt):
 folds BN into the convs, runs N training images (a seeded, class-mixed
@@ -35,6 +36,8 @@ the float and the fake-quantized test accuracy.
   --images N            calibration images (default 1000)
   --batch N             calibration batch (default 100)
   --seed S              which sample of the training set (default 0)
+  --cle                 cross-layer equalization of the conv pairs inside each block first
+  --bias-correction     correct each conv's bias for the mean shift of weight quantization
 )";
 }  // namespace
 
@@ -56,6 +59,8 @@ int cmd_calibrate(int argc, char** argv) {
   q.act_observer.kind = "minmax";
   if (!a.has("--observer") && !a.has("--qat-config")) a.get("--observer", "");
   read_qat_flags(a, q, "octet calibrate");
+  if (a.flag("--cle")) q.cross_layer_equalization = true;
+  if (a.flag("--bias-correction")) q.bias_correction = true;
   a.finish();
   // "-o OUT" (a short flag the parser keeps among the positionals)
   std::vector<std::string> pos;
