@@ -15,6 +15,10 @@ int cmd_bench(int argc, char** argv);
 int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_calibrate(int argc, char** argv);
+int cmd_export(int argc, char** argv);
+int cmd_run(int argc, char** argv);
+int cmd_inspect(int argc, char** argv);
+int cmd_compare(int argc, char** argv);
 
 // Subcommands of `octet bench`.
 int bench_ops(int argc, char** argv);

@@ -14,9 +14,14 @@ using octet::app::Command;
 
 const Command kCommands[] = {
     {"train", "train a ResNet on CIFAR-10 (presets quick, full; resumable)", octet::app::cmd_train},
-    {"eval", "top-1/top-5, per-class precision/recall, confusion of a checkpoint", octet::app::cmd_eval},
+    {"eval", "top-1/top-5, per-class precision/recall, confusion of a checkpoint (float, fake-quant, intsim) or model file",
+     octet::app::cmd_eval},
     {"calibrate", "post-training quantization: float checkpoint + N images -> quantized checkpoint",
      octet::app::cmd_calibrate},
+    {"export", "checkpoint (QAT, PTQ, or float + calibration) -> integer model file (.oct)", octet::app::cmd_export},
+    {"run", "classify image files with a model file in the integer engine (top-5)", octet::app::cmd_run},
+    {"inspect", "per layer: shapes, bits, scales, zero points, M0/shift, headroom; weight histograms", octet::app::cmd_inspect},
+    {"compare", "per-layer error float vs fake-quant vs integer; engine == simulation count", octet::app::cmd_compare},
     {"bench", "benchmarks: ops (conv fwd+bwd), train, engine", octet::app::cmd_bench},
 };
 

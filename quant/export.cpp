@@ -450,17 +450,28 @@ ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Prep
   }
   {
     std::ostringstream p;
-    p << preprocess_name(pre.mode) << ": x[c] = pixel * a[c] + o[c], a = (";
-    for (int c = 0; c < C; ++c) p << (c ? ", " : "") << pre.scale[size_t(c)];
-    p << "), o = (";
-    for (int c = 0; c < C; ++c) p << (c ? ", " : "") << pre.offset[size_t(c)];
-    p << "); folded into the first conv; engine input real = " << s_px << " * (pixel - " << best_z
-      << "); border padding is pixel " << best_z << " (x = ";
-    for (int c = 0; c < C; ++c) p << (c ? ", " : "") << R.padding_value[size_t(c)];
-    p << ", not 0)";
+    p.precision(6);
+    p << preprocess_name(pre.mode) << ": x = pixel * (";
+    for (int c = 0; c < C; ++c) p << (c ? "," : "") << pre.scale[size_t(c)];
+    p << ") + (";
+    for (int c = 0; c < C; ++c) p << (c ? "," : "") << pre.offset[size_t(c)];
+    p << "), folded into the first conv; pads with pixel " << best_z << " (x = ";
+    for (int c = 0; c < C; ++c) p << (c ? "," : "") << R.padding_value[size_t(c)];
+    p << ")";
     b.set_preprocessing(p.str());
   }
-  b.set_metadata("qat_config", config.to_string());
+  {
+    // The QAT configuration, compactly: the grid keys, then whatever differs from the defaults.
+    const auto kv = config.to_kv(), defaults = QatConfig{}.to_kv();
+    std::string q;
+    for (const auto& [k, v] : kv) {
+      auto d = defaults.find(k);
+      const bool key = k == "op" || k == "weight_bits" || k == "act_bits" || k == "round";
+      if (!key && d != defaults.end() && d->second == v) continue;
+      q += (q.empty() ? "" : "; ") + k + "=" + v;
+    }
+    b.set_metadata("qat_config", q + " (other keys: defaults)");
+  }
   for (const auto& [k, v] : opt.metadata) b.set_metadata(k, v);
 
   // The headroom proof, with a message naming the layer (the reader checks it again).

@@ -1,0 +1,78 @@
+// apps/cmd_export.cpp: `octet export CKPT -o MODEL`, a QAT (or PTQ-calibrated)
+// checkpoint -> an integer model file for the engine (quant/export.h).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "apps/args.h"
+#include "apps/commands.h"
+#include "apps/model_io.h"
+#include "core/parallel.h"
+#include "quant/export.h"
+
+namespace octet::app {
+
+namespace {
+const char* kUsage = R"(usage: octet export CKPT -o MODEL [options]
+
+Turns a checkpoint into an Octet model file (.oct) that the integer engine
+runs: BN folded into the convs, the input preprocessing folded into the first
+conv (the engine reads raw uint8 pixels), per-channel symmetric weights with
+the QAT codes, int32 biases, (M0, shift) for every requantization, and the
+accumulator headroom proven for every layer. A QAT checkpoint (octet train
+--qat) or a PTQ one (octet calibrate) exports as it is; a float checkpoint is
+PTQ-calibrated first (flags below, needs --data).
+
+options:
+  -o, --out MODEL       the model file to write
+  --name NAME           model name stored in the file (default: the architecture)
+  --data PATH           data set for PTQ of a float checkpoint (default: $OCTET_DATA)
+  --layers              print the per-layer headroom table
+  --threads N
+)";
+}  // namespace
+
+int cmd_export(int argc, char** argv) {
+  // "-o" is the one short flag: rewrite it for the parser.
+  std::vector<std::string> store(argv, argv + argc);
+  std::vector<char*> args;
+  for (std::string& s : store) {
+    if (s == "-o") s = "--out";
+    args.push_back(s.data());
+  }
+  Args a(static_cast<int>(args.size()), args.data(), "octet export", std::string(kUsage) + "\n" + PtqFlags::usage());
+  if (a.help()) {
+    std::fputs(a.usage().c_str(), stdout);
+    return 0;
+  }
+  const std::string out = a.get("--out", "");
+  const std::string name = a.get("--name", "");
+  const std::string data = a.get("--data", "");
+  const bool layers = a.flag("--layers");
+  set_num_threads(a.get_int("--threads", 0));
+  const PtqFlags ptq = PtqFlags::read(a, data);
+  a.finish();
+  const std::string ckpt = a.positional_at(0, "the checkpoint (CKPT)");
+  if (out.empty()) throw UsageError("octet export: give the model file to write with -o MODEL");
+
+  quant::LoadedModel m = load_checkpoint_model(ckpt, /*need_quantized=*/true, ptq);
+  quant::ExportOptions opt;
+  opt.model_name = name;
+  opt.class_names = checkpoint_class_names(m.checkpoint);
+  if (static_cast<int>(opt.class_names.size()) != m.model->config().num_classes) opt.class_names.clear();
+  const quant::ExportResult r = quant::export_model(m, opt);
+  r.builder.write(out);
+  std::printf("wrote %s (%s)\n", out.c_str(), human_bytes(r.file_bytes).c_str());
+  std::fputs(r.summary().c_str(), stdout);
+  if (layers) {
+    std::printf("\n%-24s %-16s %6s %5s %6s %6s %12s %12s %6s\n", "layer", "op", "K", "bits", "max|w|", "max|x|", "max|bias|",
+                "bound", "spare");
+    for (const quant::LayerHeadroom& h : r.headroom)
+      std::printf("%-24s %-16s %6lld %5d %6d %6d %12lld %12lld %6.1f\n", h.name.c_str(), h.kind.c_str(),
+                  static_cast<long long>(h.k), h.weight_bits, h.max_w, h.max_x, static_cast<long long>(h.max_bias),
+                  static_cast<long long>(h.bound), h.spare_bits());
+  }
+  return 0;
+}
+
+}  // namespace octet::app
