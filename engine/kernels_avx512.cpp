@@ -31,11 +31,15 @@ namespace {
 //     equals gemmlowp's nudge-and-truncate form for either sign, and its one
 //     saturating case needs M0 = INT32_MIN, which a multiplier never is;
 //   RoundingDivideByPOT with remainder and threshold, as in fixedpoint.h.
+// kLeft = false: every lane's shift is <= 0 (no left shift to do).
+template <bool kLeft = true>
 inline __m512i mbqm16(__m512i x, __m512i mult, __m512i ls, __m512i rs) {
-  const __m512i shifted = _mm512_sllv_epi32(x, ls);
-  const __mmask16 overflow = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(shifted, ls), x);
-  const __m512i saturated = _mm512_xor_si512(_mm512_srai_epi32(x, 31), _mm512_set1_epi32(0x7fffffff));
-  x = _mm512_mask_blend_epi32(overflow, shifted, saturated);
+  if constexpr (kLeft) {
+    const __m512i shifted = _mm512_sllv_epi32(x, ls);
+    const __mmask16 overflow = _mm512_cmpneq_epi32_mask(_mm512_srav_epi32(shifted, ls), x);
+    const __m512i saturated = _mm512_xor_si512(_mm512_srai_epi32(x, 31), _mm512_set1_epi32(0x7fffffff));
+    x = _mm512_mask_blend_epi32(overflow, shifted, saturated);
+  }
 
   const __m512i nudge = _mm512_set1_epi64(int64_t{1} << 30);
   __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, mult), nudge);
@@ -55,10 +59,27 @@ inline __m512i mbqm16(__m512i x, __m512i mult, __m512i ls, __m512i rs) {
 
 // clamp(zp_out + MBQM(x), act_min, act_max), with lo = act_min - zp_out and
 // hi = act_max - zp_out: clamping before adding zp_out cannot overflow.
+template <bool kLeft = true>
 inline __m512i requant16(__m512i x, __m512i mult, __m512i ls, __m512i rs, __m512i lo, __m512i hi, __m512i zp) {
-  x = mbqm16(x, mult, ls, rs);
+  x = mbqm16<kLeft>(x, mult, ls, rs);
   x = _mm512_min_epi32(_mm512_max_epi32(x, lo), hi);
   return _mm512_add_epi32(x, zp);
+}
+
+// Stores the low bytes of 16 int32 lanes (already in [-128, 127]): `count`
+// of them (a plain 16-byte store when all 16).
+inline void store16(int8_t* p, __m512i x, int count) {
+  const __m128i b = _mm512_cvtepi32_epi8(x);
+  if (count >= 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), b);
+  else
+    _mm_mask_storeu_epi8(p, static_cast<__mmask16>((1u << count) - 1), b);
+}
+
+// The requantization of a block's vector n, with or without left shifts.
+inline __m512i requant_block(bool left, __m512i x, __m512i mult, __m512i ls, __m512i rs, __m512i lo, __m512i hi,
+                             __m512i zp) {
+  return left ? requant16<true>(x, mult, ls, rs, lo, hi, zp) : requant16<false>(x, mult, ls, rs, lo, hi, zp);
 }
 
 inline __m512i broadcast4(const uint8_t* p) {
@@ -96,9 +117,8 @@ void tile(const ConvView& v, const ConvBlock& b, const uint8_t* const* base, int
     const __m512i mult = _mm512_loadu_si512(v.mult + q), ls = _mm512_loadu_si512(v.lshift + q);
     const __m512i rs = _mm512_loadu_si512(v.rshift + q);
     const int valid = b.count - 16 * n;
-    const __mmask16 store = valid >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
     for (int m = 0; m < MR; ++m)
-      _mm512_mask_cvtepi32_storeu_epi8(out[m] + 16 * n, store, requant16(acc[m][n], mult, ls, rs, lo, hi, zp));
+      store16(out[m] + 16 * n, requant_block(b.left, acc[m][n], mult, ls, rs, lo, hi, zp), valid);
   }
 }
 
@@ -148,7 +168,11 @@ void conv_pixels_avx512_vnni(const ConvView& v, const uint8_t* xp, int8_t* y, si
   }
 }
 
-void add_avx512(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y) {
+namespace {
+
+// kLeft: the inputs' multipliers have a left shift (never, for a valid model).
+template <bool kLeft>
+void add16(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y) {
   const __m512i a_zp = _mm512_set1_epi32(p.a_zp), b_zp = _mm512_set1_epi32(p.b_zp);
   const __m512i lift = _mm512_set1_epi32(p.left_shift);
   const __m512i a_mult = _mm512_set1_epi32(p.a_mult), a_ls = _mm512_set1_epi32(p.a_shift > 0 ? p.a_shift : 0),
@@ -160,13 +184,25 @@ void add_avx512(size_t n, const int8_t* a, const int8_t* b, const AddParamsView&
   const __m512i lo = _mm512_set1_epi32(p.act_min - p.zp_out), hi = _mm512_set1_epi32(p.act_max - p.zp_out);
   const __m512i zp = _mm512_set1_epi32(p.zp_out);
   for (size_t i = 0; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const int count = n - i >= 16 ? 16 : static_cast<int>(n - i);
+    const __mmask16 m = static_cast<__mmask16>(count == 16 ? 0xffff : (1u << count) - 1);
     const __m512i av = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a + i));
     const __m512i bv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b + i));
-    const __m512i as = mbqm16(_mm512_sllv_epi32(_mm512_sub_epi32(av, a_zp), lift), a_mult, a_ls, a_rs);
-    const __m512i bs = mbqm16(_mm512_sllv_epi32(_mm512_sub_epi32(bv, b_zp), lift), b_mult, b_ls, b_rs);
-    _mm512_mask_cvtepi32_storeu_epi8(y + i, m, requant16(_mm512_add_epi32(as, bs), o_mult, o_ls, o_rs, lo, hi, zp));
+    const __m512i as = mbqm16<kLeft>(_mm512_sllv_epi32(_mm512_sub_epi32(av, a_zp), lift), a_mult, a_ls, a_rs);
+    const __m512i bs = mbqm16<kLeft>(_mm512_sllv_epi32(_mm512_sub_epi32(bv, b_zp), lift), b_mult, b_ls, b_rs);
+    const __m512i sum = _mm512_add_epi32(as, bs);
+    store16(y + i, p.out_shift > 0 ? requant16<true>(sum, o_mult, o_ls, o_rs, lo, hi, zp)
+                                   : requant16<false>(sum, o_mult, o_ls, o_rs, lo, hi, zp), count);
   }
+}
+
+}  // namespace
+
+void add_avx512(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y) {
+  if (p.a_shift > 0 || p.b_shift > 0)
+    add16<true>(n, a, b, p, y);
+  else
+    add16<false>(n, a, b, p, y);
 }
 
 // ---- AMX-INT8 ------------------------------------------------------------------
@@ -265,11 +301,17 @@ void amx_block(const ConvView& v, const ConvBlock& b, const uint8_t* xp, int8_t*
         const __m512i bias = _mm512_loadu_si512(v.bias + q), mult = _mm512_loadu_si512(v.mult + q);
         const __m512i ls = _mm512_loadu_si512(v.lshift + q), rs = _mm512_loadu_si512(v.rshift + q);
         const int valid = b.count - 16 * n;
-        const __mmask16 store = valid >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
-        for (int r = own[i]; r < rows; ++r) {
-          const __m512i acc = _mm512_add_epi32(_mm512_load_si512(buf + 16 * r), bias);
-          _mm512_mask_cvtepi32_storeu_epi8(y + (pix0[i] + r) * v.out_c + b.oc0 + 16 * n, store,
-                                           requant16(acc, mult, ls, rs, lo, hi, zp));
+        int8_t* out = y + pix0[i] * v.out_c + b.oc0 + 16 * n;
+        if (b.left) {
+          for (int r = own[i]; r < rows; ++r) {
+            const __m512i acc = _mm512_add_epi32(_mm512_load_si512(buf + 16 * r), bias);
+            store16(out + static_cast<size_t>(r) * v.out_c, requant16<true>(acc, mult, ls, rs, lo, hi, zp), valid);
+          }
+        } else {
+          for (int r = own[i]; r < rows; ++r) {
+            const __m512i acc = _mm512_add_epi32(_mm512_load_si512(buf + 16 * r), bias);
+            store16(out + static_cast<size_t>(r) * v.out_c, requant16<false>(acc, mult, ls, rs, lo, hi, zp), valid);
+          }
         }
       }
   }

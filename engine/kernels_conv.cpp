@@ -165,6 +165,7 @@ void ConvKernel::Impl::set_requant(const ConvBlock& bl, size_t width, size_t k_i
                         static_cast<uint32_t>(static_cast<uint64_t>(x_offset * wsum));
     bias.push_back(static_cast<int32_t>(bq));
     const int32_t s = valid ? rq.shift[oc] : 0;
+    if (s > 0) blocks.back().left = true;
     mult.push_back(valid ? rq.multiplier[oc] : 0);
     lshift.push_back(std::max(s, 0));
     rshift.push_back(std::max(-s, 0));
@@ -324,7 +325,19 @@ struct PrePass {
       T* dst = row + static_cast<size_t>(g.pad) * v.cp;
       if (v.cp == g.in_c) {
         const size_t m = static_cast<size_t>(g.in_w) * g.in_c;
-        for (size_t j = 0; j < m; ++j) dst[j] = convert(src[j], p.x_zp);
+        size_t j = 0;
+        if constexpr (F == Family::dot_s8) {
+          std::memcpy(dst, src, m);
+          j = m;
+        } else if constexpr (F == Family::dot_u8) {
+          for (; j + 8 <= m; j += 8) {  // flip the sign bit of 8 bytes at once
+            uint64_t word;
+            std::memcpy(&word, src + j, 8);
+            word ^= 0x8080808080808080ull;
+            std::memcpy(dst + j, &word, 8);
+          }
+        }
+        for (; j < m; ++j) dst[j] = convert(src[j], p.x_zp);
       } else {
         for (int col = 0; col < g.in_w; ++col)
           for (int grp = 0; grp < g.groups; ++grp) {

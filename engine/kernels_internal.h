@@ -40,6 +40,7 @@ struct ConvBlock {
   int nr = 1;
   size_t w_offset = 0;  // in elements (int8 or int16) of ConvView::w
   size_t param = 0;
+  bool left = false;  // some lane has a shift > 0 (a left shift to saturate)
 };
 
 struct ConvView {
