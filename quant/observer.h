@@ -84,7 +84,9 @@ class Observer {
   // values = [frozen, observations, <observer's numbers>].
   ObserverState state() const;
   // Loads a state of the same kind; throws std::invalid_argument (naming the
-  // kind and what is wrong) for another kind or a malformed list.
+  // kind and what is wrong) for another kind or a malformed list (wrong length,
+  // a non-finite number, a histogram whose counts do not add up), and then
+  // leaves the observer as it was.
   void load(const ObserverState& s);
 
  protected:
