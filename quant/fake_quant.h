@@ -30,7 +30,12 @@
 // sources' own: FakeQuant rounds half up (floor(v + 0.5)), QDQv2 half to even,
 // LSQ half to even (torch.round). kStochastic needs an Rng; each call draws one
 // 64-bit seed from it and gives every fixed block of the tensor its own stream,
-// so results do not depend on the thread count.
+// so results do not depend on the thread count. Precisely: seed = (hi << 32) | lo
+// with hi, lo the caller's next two next_u32(); x is walked as [outer, C, inner]
+// and each (outer, channel) row of `inner` values is cut into blocks of 4096
+// (the last one shorter), numbered in memory order from 0; element j of block b
+// rounds with u = the j-th uniform() of Rng(seed, b). (The tests reproduce
+// this with the *_ref functions.)
 //
 // Exporting: the parameters each op used are available as QuantParams
 // (fake_quant_params, qdq_v2_params, lsq_params), and for every output value

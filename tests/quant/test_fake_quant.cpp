@@ -910,6 +910,67 @@ TEST_CASE("stochastic rounding: reproducible, independent of threads, unbiased")
   }
 }
 
+TEST_CASE("stochastic rounding: fast kernels equal the references fed with the documented streams") {
+  // fake_quant.h: seed = (hi << 32) | lo from the caller's Rng; rows of `inner` values
+  // cut into blocks of 4096 numbered in memory order; element j of block b uses the
+  // j-th uniform of Rng(seed, b).
+  auto uniforms = [](uint64_t caller_seed, const ChannelLayout& l) {
+    Rng caller(caller_seed);
+    const uint64_t hi = caller.next_u32();
+    const uint64_t seed = (hi << 32) | caller.next_u32();
+    std::vector<float> u(static_cast<size_t>(l.numel()));
+    uint64_t block = 0;
+    for (int64_t row = 0; row < l.outer * l.channels; ++row) {
+      for (int64_t j0 = 0; j0 < l.inner; j0 += 4096, ++block) {
+        Rng r(seed, block);
+        for (int64_t j = j0; j < std::min(l.inner, j0 + 4096); ++j) u[static_cast<size_t>(row * l.inner + j)] = r.uniform();
+      }
+    }
+    return u;
+  };
+  Rng data(21);
+  const Tensor x = random_tensor({2, 3, 5000}, data, 2.0f);  // rows of 5000: blocks of 4096 and 904
+  const int64_t n = x.numel();
+  for (const int bits : {2, 4, 8, 16}) {
+    CAPTURE(bits);
+    const uint64_t s = 1000 + static_cast<uint64_t>(bits);
+    // Per tensor: one row of 30000 values.
+    {
+      const std::vector<float> u = uniforms(s, ChannelLayout{1, 1, n});
+      Rng r1(s), r2(s), r3(s);
+      const FakeQuantOptions fq{.bits = bits, .round = RoundMode::kStochastic, .rng = &r1};
+      const QdqOptions qo{.bits = bits, .range_given = true, .round = RoundMode::kStochastic, .rng = &r2};
+      const LsqOptions lo{.bits = bits, .round = RoundMode::kStochastic, .rng = &r3};
+      const std::vector<float> yf = values(fake_quant(x, Tensor::scalar(-1.0f), Tensor::scalar(1.5f), fq));
+      const std::vector<float> yq = values(quantize_dequantize_v2(x, -1.0f, 1.5f, qo));
+      const std::vector<float> yl = values(lsq(x, Tensor::scalar(0.3f), lo));
+      int64_t bad = -1;
+      for (int64_t i = 0; i < n && bad < 0; ++i) {
+        const float xi = x.data()[i], ui = u[static_cast<size_t>(i)];
+        if (yf[i] != fake_quant_ref(xi, -1.0f, 1.5f, fq, false, ui) || yq[i] != qdq_v2_ref(xi, -1.0f, 1.5f, qo, ui) ||
+            yl[i] != lsq_ref(xi, 0.3f, lo, ui))
+          bad = i;
+      }
+      CHECK(bad == -1);
+    }
+    // Per channel along axis 1: rows of 5000, channel c = (row % 3).
+    {
+      const ChannelLayout l = channel_layout(x.shape(), 1);
+      const std::vector<float> u = uniforms(s, l);
+      Rng r1(s);
+      const FakeQuantOptions fq{.bits = bits, .round = RoundMode::kStochastic, .rng = &r1};
+      const std::vector<float> los = {-1.0f, -0.5f, 0.0f}, his = {1.0f, 2.0f, 0.75f};
+      const std::vector<float> y = values(fake_quant_per_channel(x, vec1(los), vec1(his), 1, fq));
+      int64_t bad = -1;
+      for (int64_t i = 0; i < n && bad < 0; ++i) {
+        const int64_t c = l.channel_of(i);
+        if (y[i] != fake_quant_ref(x.data()[i], los[c], his[c], fq, true, u[static_cast<size_t>(i)])) bad = i;
+      }
+      CHECK(bad == -1);
+    }
+  }
+}
+
 TEST_CASE("stochastic rounding: each output is one of the two neighbours; LSQ's backward uses the forward's codes") {
   Rng data(3);
   const Tensor x = random_tensor({20000}, data, 2.0f);
