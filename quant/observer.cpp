@@ -248,17 +248,34 @@ void MovingAverageObserver::clear() {
 }
 
 std::vector<double> MovingAverageObserver::save() const {
-  return {decay_, include_zero_ ? 1.0 : 0.0, initialized_ ? 1.0 : 0.0, min_, max_};
+  std::vector<double> v{decay_, include_zero_ ? 1.0 : 0.0, initialized_ ? 1.0 : 0.0, min_, max_};
+  if (initial_) {  // appended only when set, so states without one keep their 5 numbers
+    v.push_back(initial_->min);
+    v.push_back(initial_->max);
+  }
+  return v;
 }
 
 void MovingAverageObserver::restore(std::span<const double> v) {
-  need(v, 5, kind());
+  if (v.size() != 5 && v.size() != 7) {
+    throw std::invalid_argument("ema observer state: expected 5 numbers (7 with an initial range), got " +
+                                std::to_string(v.size()));
+  }
   if (!(v[0] >= 0.0 && v[0] < 1.0)) throw std::invalid_argument("ema observer state: bad decay " + fmt(v[0]));
+  if (v.size() == 7 && !(v[5] <= v[6])) {
+    throw std::invalid_argument("ema observer state: initial range [" + fmt(v[5]) + ", " + fmt(v[6]) +
+                                "] has min > max");
+  }
   decay_ = v[0];
   include_zero_ = v[1] != 0.0;
   initialized_ = v[2] != 0.0;
   min_ = v[3];
   max_ = v[4];
+  if (v.size() == 7) {
+    initial_ = Range{static_cast<float>(v[5]), static_cast<float>(v[6])};
+  } else {
+    initial_.reset();
+  }
 }
 
 // ---- Histogram --------------------------------------------------------------------

@@ -51,7 +51,8 @@ struct Range {
 
 // Everything an observer knows, as numbers: its configuration first, then its
 // data, in a layout each observer documents. encode()/decode() give a one-line
-// text form ("ema 1 10 0.999 1 -0.5 2.25") that round-trips exactly (%.17g).
+// text form ("ema 0 10 0.5 1 1 -0.5 2.25": not frozen, 10 observations, decay 0.5,
+// include_zero, initialized, min, max) that round-trips exactly (%.17g).
 struct ObserverState {
   std::string kind;
   std::vector<double> values;
@@ -127,6 +128,7 @@ class MinMaxObserver final : public Observer {
 // then m -= (1 - decay) * (m - b) (assign_moving_average, no zero debiasing).
 // The first batch initializes m, unless an initial range is given (TF starts
 // from [-6, 6]).                    numbers: [decay, include_zero, initialized, min, max]
+//                                   (+ [initial_min, initial_max] when an initial range is set)
 class MovingAverageObserver final : public Observer {
  public:
   explicit MovingAverageObserver(double decay = 0.999, bool include_zero = true,

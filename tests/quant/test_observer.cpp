@@ -471,6 +471,15 @@ TEST_CASE("state: every observer round-trips through encode/decode and restore_o
   REQUIRE(typed != nullptr);
   CHECK(typed->channel_ranges()[1].min == -3.0f);
   CHECK(typed->channel_ranges()[1].max == 4.0f);
+  // An ema observer's initial range survives a restore (reset() returns to it).
+  MovingAverageObserver with_init(0.5, true, Range{-6.0f, 6.0f});
+  with_init.observe(std::vector<float>{-1.0f, 2.0f});
+  std::unique_ptr<Observer> init_copy = restore_observer(ObserverState::decode(with_init.state().encode()));
+  check_same_range(*init_copy, with_init);
+  init_copy->reset();
+  CHECK(init_copy->range().min == -6.0f);
+  CHECK(init_copy->range().max == 6.0f);
+  CHECK_THROWS_AS(restore_observer(ObserverState::decode("ema 0 1 0.5 1 1 -1 1 6 -6")), std::invalid_argument);
   // The documented text form of an ema state.
   MovingAverageObserver ema(0.5);
   ema.observe(std::vector<float>{-0.5f, 2.25f});
