@@ -6,7 +6,9 @@
 // (except the stem's x, the network input, as in training), no bias (the
 // convs feed batchnorm). One iteration = conv2d forward (recording the tape)
 // + backward from a random dL/dy. After one warm-up iteration the median of
-// --iters timed iterations is printed, forward and backward separately.
+// --iters timed iterations is printed, forward and backward separately, in
+// wall time and in process CPU time (all threads; at --threads 1 it equals
+// wall time on an idle machine and is much less disturbed by other load).
 // "count" is how many convs of that shape ResNet-20 has; total_resnet20_ms
 // weighs each shape by it (the conv share of one training step).
 //
@@ -14,13 +16,15 @@
 //   threads 2
 //   openblas_core SkylakeX
 //   OPENBLAS_CORETYPE Haswell        (only when the variable is set)
-//   conv <name> fwd_ms F bwd_ms B total_ms T count C
+//   conv <name> fwd_ms F bwd_ms B total_ms T cpu_ms U count C
 //   total_distinct_ms S
 //   total_resnet20_ms R
+//   total_resnet20_cpu_ms U
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -61,6 +65,12 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
+double cpu_ms() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return 1e3 * static_cast<double>(ts.tv_sec) + 1e-6 * static_cast<double>(ts.tv_nsec);
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -94,7 +104,7 @@ int bench_ops(int argc, char** argv) {
   std::fflush(stdout);
 
   Rng rng(0, 11);
-  double total_distinct = 0, total_net = 0;
+  double total_distinct = 0, total_net = 0, total_cpu = 0;
   for (const ConvShape& s : kShapes) {
     Tensor x = Tensor::randn({batch, s.cin, s.hw, s.hw}, rng);
     Tensor w = Tensor::randn({s.cout, s.cin, s.k, s.k}, rng, 0.1f);
@@ -103,26 +113,31 @@ int bench_ops(int argc, char** argv) {
     const Conv2dOptions opt{.stride = s.stride, .pad = s.pad, .groups = 1};
     const int64_t oh = (s.hw + 2 * s.pad - s.k) / s.stride + 1;
     Tensor gy = Tensor::randn({batch, s.cout, oh, oh}, rng);
-    std::vector<double> fwd, bwd;
+    std::vector<double> fwd, bwd, cpu;
     for (int it = 0; it < iters + 1; ++it) {
       x.zero_grad();
       w.zero_grad();
+      const double c0 = cpu_ms();
       auto t0 = Clock::now();
       Tensor y = conv2d(x, w, Tensor(), opt);
       const double f = ms_since(t0);
       t0 = Clock::now();
       y.backward(gy);
       const double b = ms_since(t0);
-      if (it > 0) fwd.push_back(f), bwd.push_back(b);  // iteration 0 warms up
+      const double u = cpu_ms() - c0;
+      if (it > 0) fwd.push_back(f), bwd.push_back(b), cpu.push_back(u);  // iteration 0 warms up
     }
-    const double f = median(fwd), b = median(bwd);
+    const double f = median(fwd), b = median(bwd), u = median(cpu);
     total_distinct += f + b;
     total_net += (f + b) * s.count;
-    std::printf("conv %s fwd_ms %.3f bwd_ms %.3f total_ms %.3f count %d\n", s.name, f, b, f + b, s.count);
+    total_cpu += u * s.count;
+    std::printf("conv %s fwd_ms %.3f bwd_ms %.3f total_ms %.3f cpu_ms %.3f count %d\n", s.name, f, b, f + b, u,
+                s.count);
     std::fflush(stdout);
   }
   std::printf("total_distinct_ms %.3f\n", total_distinct);
   std::printf("total_resnet20_ms %.3f\n", total_net);
+  std::printf("total_resnet20_cpu_ms %.3f\n", total_cpu);
   return 0;
 }
 

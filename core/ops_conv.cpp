@@ -22,6 +22,7 @@
 
 #include "core/blas.h"
 #include "core/ops.h"
+#include "core/ops_conv_direct.h"
 #include "core/ops_internal.h"
 
 namespace octet {
@@ -42,6 +43,20 @@ struct Geom {
   int64_t T, ntiles;     // images per tile, number of tiles
   bool pointwise;        // 1x1, stride 1, no padding: col == x
 };
+
+// Derived sizes and the tile size, from the validated N, Cin, H, W, Cout,
+// Cg, KH, KW, G, stride, pad.
+void finish_geom(Geom& g) {
+  g.Og = g.Cout / g.G;
+  g.OH = (g.H + 2 * g.pad - g.KH) / g.stride + 1;
+  g.OW = (g.W + 2 * g.pad - g.KW) / g.stride + 1;
+  g.HW = g.H * g.W, g.OHW = g.OH * g.OW, g.K = g.Cg * g.KH * g.KW;
+  g.pointwise = g.KH == 1 && g.KW == 1 && g.stride == 1 && g.pad == 0;
+  int64_t t = std::max<int64_t>(1, kTargetCols / g.OHW);
+  t = std::min(t, std::max<int64_t>(1, kMaxColFloats / (g.K * g.OHW)));
+  g.T = std::max<int64_t>(1, std::min(t, g.N));
+  g.ntiles = g.N == 0 ? 0 : (g.N + g.T - 1) / g.T;
+}
 
 Geom make_geom(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt) {
   const char* op = "conv2d";
@@ -66,15 +81,7 @@ Geom make_geom(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2
                  " (pad " + std::to_string(g.pad) + ")");
   if (bias.defined() && bias.shape() != Shape{g.Cout})
     fail(op, "bias " + shape_str(bias.shape()) + " must be [" + std::to_string(g.Cout) + "] for w " + shape_str(w.shape()));
-  g.Og = g.Cout / g.G;
-  g.OH = (g.H + 2 * g.pad - g.KH) / g.stride + 1;
-  g.OW = (g.W + 2 * g.pad - g.KW) / g.stride + 1;
-  g.HW = g.H * g.W, g.OHW = g.OH * g.OW, g.K = g.Cg * g.KH * g.KW;
-  g.pointwise = g.KH == 1 && g.KW == 1 && g.stride == 1 && g.pad == 0;
-  int64_t t = std::max<int64_t>(1, kTargetCols / g.OHW);
-  t = std::min(t, std::max<int64_t>(1, kMaxColFloats / (g.K * g.OHW)));
-  g.T = std::max<int64_t>(1, std::min(t, g.N));
-  g.ntiles = g.N == 0 ? 0 : (g.N + g.T - 1) / g.T;
+  finish_geom(g);
   return g;
 }
 
@@ -97,76 +104,123 @@ float* scratch(int slot, int64_t n) {
   return b.p.get();
 }
 
-// Valid output columns [lo, hi) of kernel column kw: 0 <= ow*s - pad + kw < W.
-inline void valid_cols(const Geom& c, int64_t k, int64_t in, int64_t out, int64_t& lo, int64_t& hi) {
-  int64_t off = c.pad - k;  // iw = ow*s - off
-  lo = off <= 0 ? 0 : (off + c.stride - 1) / c.stride;
-  hi = (in - 1 + off) < 0 ? 0 : (in - 1 + off) / c.stride + 1;
+// Valid outputs [lo, hi) along one axis for kernel offset k:
+// 0 <= o*stride - pad + k < in.
+inline void valid_cols(int64_t stride, int64_t pad, int64_t k, int64_t in, int64_t out, int64_t& lo, int64_t& hi) {
+  int64_t off = pad - k;  // i = o*stride - off
+  lo = off <= 0 ? 0 : (off + stride - 1) / stride;
+  hi = (in - 1 + off) < 0 ? 0 : (in - 1 + off) / stride + 1;
   lo = std::min(lo, out);
   hi = std::clamp(hi, lo, out);
 }
 
+// One row of im2col: d[ow] = s[ow * stride - off] for ow in [lo, hi), 0 elsewhere.
+inline void im2col_row(const float* __restrict s, float* __restrict d, int64_t OW, int64_t lo, int64_t hi,
+                       int64_t stride, int64_t off) {
+  for (int64_t ow = 0; ow < lo; ++ow) d[ow] = 0.0f;
+  if (stride == 1) {
+    const float* __restrict sp = s - off;
+    for (int64_t ow = lo; ow < hi; ++ow) d[ow] = sp[ow];
+  } else {
+    for (int64_t ow = lo; ow < hi; ++ow) d[ow] = s[ow * stride - off];
+  }
+  for (int64_t ow = hi; ow < OW; ++ow) d[ow] = 0.0f;
+}
+
 // x [N, Cin, H, W]: images n0..n0+T, channels of group g -> col [K, T*OHW].
-void im2col(const Geom& c, const float* x, int64_t n0, int64_t T, int64_t g, float* col) {
+OCTET_SIMD_CLONES void im2col(const Geom& c, const float* x, int64_t n0, int64_t T, int64_t g, float* col) {
   const int64_t cols = T * c.OHW;
+  // Stride 1 with OW == W: an output row is the input row shifted by
+  // (kw - pad), so the valid rows of one (ci, kh, kw) plane are a single
+  // shifted block copy, after which the columns that fell outside the image
+  // are zeroed.
+  const bool block = c.stride == 1 && c.OW == c.W;
   for (int64_t ci = 0; ci < c.Cg; ++ci)
-    for (int64_t kh = 0; kh < c.KH; ++kh)
+    for (int64_t kh = 0; kh < c.KH; ++kh) {
+      // Valid output rows [oh_lo, oh_hi): 0 <= oh*stride - pad + kh < H.
+      int64_t oh_lo, oh_hi;
+      valid_cols(c.stride, c.pad, kh, c.H, c.OH, oh_lo, oh_hi);
       for (int64_t kw = 0; kw < c.KW; ++kw) {
         float* dst = col + ((ci * c.KH + kh) * c.KW + kw) * cols;
         int64_t lo, hi;
-        valid_cols(c, kw, c.W, c.OW, lo, hi);
+        valid_cols(c.stride, c.pad, kw, c.W, c.OW, lo, hi);
+        const int64_t off = c.pad - kw;
         for (int64_t t = 0; t < T; ++t) {
           const float* src = x + ((n0 + t) * c.Cin + g * c.Cg + ci) * c.HW;
-          for (int64_t oh = 0; oh < c.OH; ++oh) {
-            float* d = dst + t * c.OHW + oh * c.OW;
-            int64_t ih = oh * c.stride - c.pad + kh;
-            if (ih < 0 || ih >= c.H) {
-              std::memset(d, 0, static_cast<size_t>(c.OW) * sizeof(float));
-              continue;
+          float* d = dst + t * c.OHW;
+          if (oh_lo > 0) std::memset(d, 0, static_cast<size_t>(oh_lo * c.OW) * sizeof(float));
+          if (oh_hi < c.OH) std::memset(d + oh_hi * c.OW, 0, static_cast<size_t>((c.OH - oh_hi) * c.OW) * sizeof(float));
+          if (oh_hi <= oh_lo) continue;
+          if (block) {
+            // d[oh*W + ow] = src[(oh - pad + kh)*W + ow - off] over the valid rows.
+            const int64_t n = (oh_hi - oh_lo) * c.W;
+            const float* __restrict sp = src + (oh_lo - c.pad + kh) * c.W - off;
+            float* __restrict dp = d + oh_lo * c.W;
+            // The first/last elements may read just outside the plane: clamp
+            // the copied range to the plane and fix the edges below.
+            const int64_t first = (oh_lo - c.pad + kh) * c.W - off;  // plane index of dp[0]
+            const int64_t a = std::max<int64_t>(0, -first), z = std::min<int64_t>(n, c.HW - first);
+            for (int64_t i = 0; i < a; ++i) dp[i] = 0.0f;
+            for (int64_t i = a; i < z; ++i) dp[i] = sp[i];
+            for (int64_t i = z; i < n; ++i) dp[i] = 0.0f;
+            for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
+              float* r = d + oh * c.OW;
+              for (int64_t ow = 0; ow < lo; ++ow) r[ow] = 0.0f;
+              for (int64_t ow = hi; ow < c.OW; ++ow) r[ow] = 0.0f;
             }
-            const float* s = src + ih * c.W;  // x row ih; column of ow is ow*stride - off
-            const int64_t off = c.pad - kw;
-            for (int64_t ow = 0; ow < lo; ++ow) d[ow] = 0.0f;
-            if (c.stride == 1) {
-              if (hi > lo) std::memcpy(d + lo, s + (lo - off), static_cast<size_t>(hi - lo) * sizeof(float));
-            } else {
-              for (int64_t ow = lo; ow < hi; ++ow) d[ow] = s[ow * c.stride - off];
-            }
-            for (int64_t ow = hi; ow < c.OW; ++ow) d[ow] = 0.0f;
+          } else {
+            for (int64_t oh = oh_lo; oh < oh_hi; ++oh)
+              im2col_row(src + (oh * c.stride - c.pad + kh) * c.W, d + oh * c.OW, c.OW, lo, hi, c.stride, off);
           }
         }
       }
+    }
 }
 
 // col [K, T*OHW] added into dx [N, Cin, H, W] (images n0..n0+T, group g).
-void col2im_add(const Geom& c, const float* col, int64_t n0, int64_t T, int64_t g, float* dx) {
+OCTET_SIMD_CLONES void col2im_add(const Geom& c, const float* col, int64_t n0, int64_t T, int64_t g, float* dx) {
   const int64_t cols = T * c.OHW;
   for (int64_t ci = 0; ci < c.Cg; ++ci)
-    for (int64_t kh = 0; kh < c.KH; ++kh)
+    for (int64_t kh = 0; kh < c.KH; ++kh) {
+      int64_t oh_lo, oh_hi;
+      valid_cols(c.stride, c.pad, kh, c.H, c.OH, oh_lo, oh_hi);
       for (int64_t kw = 0; kw < c.KW; ++kw) {
         const float* src = col + ((ci * c.KH + kh) * c.KW + kw) * cols;
         int64_t lo, hi;
-        valid_cols(c, kw, c.W, c.OW, lo, hi);
+        valid_cols(c.stride, c.pad, kw, c.W, c.OW, lo, hi);
+        const int64_t off = c.pad - kw;
         for (int64_t t = 0; t < T; ++t) {
           float* dst = dx + ((n0 + t) * c.Cin + g * c.Cg + ci) * c.HW;
-          for (int64_t oh = 0; oh < c.OH; ++oh) {
-            int64_t ih = oh * c.stride - c.pad + kh;
-            if (ih < 0 || ih >= c.H) continue;
-            const float* s = src + t * c.OHW + oh * c.OW;
-            float* d = dst + ih * c.W;  // dx row ih; column of ow is ow*stride - off
-            const int64_t off = c.pad - kw;
+          for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
+            const int64_t ih = oh * c.stride - c.pad + kh;
+            const float* __restrict s = src + t * c.OHW + oh * c.OW;
+            float* __restrict d = dst + ih * c.W;  // dx row ih; column of ow is ow*stride - off
             if (c.stride == 1) {
-              for (int64_t ow = lo; ow < hi; ++ow) d[ow - off] += s[ow];
+              float* __restrict dp = d - off;
+              for (int64_t ow = lo; ow < hi; ++ow) dp[ow] += s[ow];
             } else {
               for (int64_t ow = lo; ow < hi; ++ow) d[ow * c.stride - off] += s[ow];
             }
           }
         }
       }
+    }
 }
+
+// 3x3 stride-1 convolutions go to the direct kernels (core/ops_conv_direct.h)
+// when the CPU has them.
+bool use_direct(const Geom& c) {
+  return c.KH == 3 && c.KW == 3 && c.stride == 1 && detail::direct_conv3x3_available();
+}
+detail::Conv3x3 direct_shape(const Geom& c) { return {c.N, c.Cin, c.H, c.W, c.Cout, c.G, c.pad}; }
 
 // y [N, Cout, OH, OW] = conv(x, w) + bias.
 void conv_forward(const Geom& c, const float* x, const float* w, const float* bias, float* y) {
+  if (c.N == 0) return;
+  if (use_direct(c)) {
+    detail::direct_conv3x3_forward(direct_shape(c), x, w, bias, y);
+    return;
+  }
   const int64_t tasks = c.ntiles * c.G;
   parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
     for (int64_t task = tb; task < te; ++task) {
@@ -205,8 +259,48 @@ void conv_forward(const Geom& c, const float* x, const float* w, const float* bi
   });
 }
 
+// For stride 1, dx is itself a convolution: dx = conv(gy, w'), pad' = KH-1-pad,
+// with w'[g*Cg + ci, co, kh, kw] = w[g*Og + co, ci, KH-1-kh, KW-1-kw] (swap
+// the in/out channels within each group, rotate the kernel by 180 degrees).
+// Its sgemm has inner dimension Og*KH*KW instead of Og, and it writes dx
+// directly instead of scatter-adding a col matrix into a zeroed dx.
+bool dx_as_conv(const Geom& c) { return c.stride == 1 && c.KH == c.KW && c.pad <= c.KH - 1; }
+
+void conv_forward(const Geom& c, const float* x, const float* w, const float* bias, float* y);
+
+void conv_dx_as_conv(const Geom& c, const float* w, const float* gy, float* dx) {
+  Geom t{};
+  t.N = c.N, t.Cin = c.Cout, t.H = c.OH, t.W = c.OW, t.Cout = c.Cin, t.Cg = c.Og, t.KH = c.KH, t.KW = c.KW;
+  t.G = c.G, t.stride = 1, t.pad = c.KH - 1 - c.pad;
+  finish_geom(t);
+  Tensor wt = Tensor::empty({c.Cin, c.Og, c.KH, c.KW});
+  float* pw = wt.data();
+  const int64_t kk = c.KH * c.KW;
+  for (int64_t g = 0; g < c.G; ++g)
+    for (int64_t ci = 0; ci < c.Cg; ++ci)
+      for (int64_t co = 0; co < c.Og; ++co) {
+        const float* src = w + ((g * c.Og + co) * c.Cg + ci) * kk;
+        float* dst = pw + ((g * c.Cg + ci) * c.Og + co) * kk;
+        for (int64_t k = 0; k < kk; ++k) dst[k] = src[kk - 1 - k];
+      }
+  conv_forward(t, gy, pw, nullptr, dx);
+}
+
 // dx [N, Cin, H, W] (if dx), dw [Cout, Cg, KH, KW] (if dw) from gy [N, Cout, OH, OW].
 void conv_backward(const Geom& c, const float* x, const float* w, const float* gy, float* dx, float* dw) {
+  if (c.N == 0) {
+    if (dw) std::memset(dw, 0, static_cast<size_t>(c.Cout * c.K) * sizeof(float));
+    return;
+  }
+  if (dx && dx_as_conv(c)) {
+    conv_dx_as_conv(c, w, gy, dx);
+    dx = nullptr;
+  }
+  if (dw && use_direct(c)) {
+    detail::direct_conv3x3_weight_grad(direct_shape(c), x, gy, dw);
+    dw = nullptr;
+  }
+  if (!dx && !dw) return;
   const int64_t tasks = c.ntiles * c.G;
   const int64_t wsize = c.Cout * c.K;
   Tensor slots = dw ? Tensor::empty({c.ntiles, wsize}) : Tensor();  // per-tile partial dW

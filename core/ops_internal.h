@@ -11,6 +11,16 @@
 
 namespace octet::detail {
 
+// OCTET_SIMD_CLONES on a function compiles it for AVX-512, AVX2 and the
+// baseline x86-64, picked at load time by the CPU (gcc function multiversioning),
+// so the memory-bound loops vectorize at the width the machine has while the
+// binary still runs anywhere. A no-op elsewhere and under sanitizers.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define OCTET_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define OCTET_SIMD_CLONES
+#endif
+
 // Elements per task for memory-bound elementwise loops: big enough that task
 // overhead is noise, small enough that 2 threads split a 128x16x32x32 tensor.
 constexpr int64_t kElementwiseGrain = int64_t(1) << 16;
