@@ -12,7 +12,13 @@ find_package(Threads REQUIRED)
 
 # oneTBB: threads for the core and for the engine.
 find_package(TBB CONFIG QUIET)
-if(NOT TBB_FOUND)
+if(NOT TBB_FOUND AND OCTET_ENGINE_ONLY)
+  # An engine-only build (the Arm cross build) may lack oneTBB: the engine's
+  # parallel_for then runs on the calling thread (engine/parallel.cpp).
+  message(STATUS "oneTBB not found: the engine runs single-threaded (OCTET_ENGINE_NO_TBB)")
+  add_library(TBB::tbb INTERFACE IMPORTED)
+  set_target_properties(TBB::tbb PROPERTIES INTERFACE_COMPILE_DEFINITIONS OCTET_ENGINE_NO_TBB)
+elseif(NOT TBB_FOUND)
   octet_missing("oneTBB (TBB::tbb)" libtbb-dev)
 endif()
 

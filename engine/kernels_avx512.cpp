@@ -14,8 +14,10 @@
 // GCC 12's AVX-512 headers build _mm512_set1_* etc. on _mm512_undefined_*
 // (a self-initialized __Y), which -W(maybe-)uninitialized reports at every
 // use (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include "engine/kernels_internal.h"

@@ -418,7 +418,11 @@ void ConvKernel::run(int batch, const int8_t* x, int8_t* y, std::span<std::byte>
     }
   }
   if (k.amx) {
+#if defined(__x86_64__)
     const PixelsCtx ctx{&k.view, detail::conv_units_amx, xp, y};
+#else
+    const PixelsCtx ctx{&k.view, nullptr, xp, y};  // never: Isa::amx is x86 only
+#endif
     const size_t units = static_cast<size_t>(batch) * k.view.out_h * k.view.amx_segs;
     parallel_for(units, k.grain, &ctx, [](const void* c, size_t b, size_t e) {
       const PixelsCtx& p = *static_cast<const PixelsCtx*>(c);

@@ -1,0 +1,122 @@
+// engine/kernels_neon.cpp: the NEON (ARMv8-A Advanced SIMD) tile loop of
+// ConvKernel (family s16 of engine/kernels_internal.h) and the NEON add.
+// Built for aarch64 only; every ARMv8-A core has these instructions.
+//
+// Register tile: MR output pixels x NR vectors of 4 output channels. The
+// pre-pass stored x - x_zp as int16, the weights are packed as int16
+// [k][4 channels]; smlal (vmlal_n_s16) multiplies 4 weights by one input
+// value and adds the exact int32 products to the accumulators.
+#if defined(__aarch64__)
+
+#include "engine/kernels_internal.h"
+#include "engine/kernels_neon.h"
+
+namespace octet::engine::detail {
+
+namespace {
+
+template <int MR, int NR>
+void tile(const ConvView& v, const ConvBlock& b, const int16_t* const* base, int8_t* const* out) {
+  int32x4_t acc[MR][NR];
+  for (int n = 0; n < NR; ++n) {
+    const int32x4_t bias = vld1q_s32(v.bias + b.param + 4 * n);
+    for (int m = 0; m < MR; ++m) acc[m][n] = bias;
+  }
+  const int16_t* w = static_cast<const int16_t*>(v.w) + b.w_offset;
+  const size_t row = static_cast<size_t>(v.wp) * v.cp;
+  for (int kh = 0; kh < v.kernel_h; ++kh)
+    for (int kw = 0; kw < v.kernel_w; ++kw) {
+      const size_t off = kh * row + static_cast<size_t>(kw) * v.cp;
+      for (int c = 0; c < v.cin_gp; ++c) {
+        int16x4_t wv[NR];
+        for (int n = 0; n < NR; ++n) wv[n] = vld1_s16(w + 4 * n);
+        w += 4 * NR;
+        for (int m = 0; m < MR; ++m) {
+          const int16_t a = base[m][off + c];
+          for (int n = 0; n < NR; ++n) acc[m][n] = vmlal_n_s16(acc[m][n], wv[n], a);
+        }
+      }
+    }
+  const int32x4_t lo = vdupq_n_s32(v.act_min - v.zp_out), hi = vdupq_n_s32(v.act_max - v.zp_out);
+  const int32x4_t zp = vdupq_n_s32(v.zp_out);
+  for (int n = 0; n < NR; ++n) {
+    const size_t q = b.param + 4 * n;
+    const int32x4_t mult = vld1q_s32(v.mult + q), ls = vld1q_s32(v.lshift + q), rs = vld1q_s32(v.rshift + q);
+    const int valid = b.count - 4 * n;
+    for (int m = 0; m < MR; ++m) store4(out[m] + 4 * n, requant4(acc[m][n], mult, ls, rs, lo, hi, zp), valid);
+  }
+}
+
+template <int NR, int M>
+void tile_m(int m, const ConvView& v, const ConvBlock& b, const int16_t* const* base, int8_t* const* out) {
+  if constexpr (M >= 1) {
+    if (m == M)
+      tile<M, NR>(v, b, base, out);
+    else
+      tile_m<NR, M - 1>(m, v, b, base, out);
+  }
+}
+
+template <int NR, int MR>
+void block_pixels(const ConvView& v, const ConvBlock& b, const int16_t* xp, int8_t* y, size_t p0, size_t p1) {
+  const size_t ohw = static_cast<size_t>(v.out_h) * v.out_w;
+  const size_t group_off = static_cast<size_t>(b.group) * v.cin_gp;
+  const int16_t* base[MR];
+  int8_t* out[MR];
+  for (size_t p = p0; p < p1; p += MR) {
+    const int m = p1 - p < MR ? static_cast<int>(p1 - p) : MR;
+    for (int i = 0; i < m; ++i) {
+      const size_t q = p + i, n = q / ohw, r = q % ohw;
+      const size_t oh = r / v.out_w, ow = r % v.out_w;
+      base[i] = xp + ((n * v.hp + oh * v.stride) * v.wp + ow * v.stride) * v.cp + group_off;
+      out[i] = y + q * v.out_c + b.oc0;
+    }
+    if (m == MR)
+      tile<MR, NR>(v, b, base, out);
+    else
+      tile_m<NR, MR - 1>(m, v, b, base, out);
+  }
+}
+
+}  // namespace
+
+void conv_pixels_neon(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1) {
+  const int16_t* x16 = reinterpret_cast<const int16_t*>(xp);
+  for (int i = 0; i < v.n_blocks; ++i) {
+    const ConvBlock& b = v.blocks[i];
+    switch (b.nr) {
+      case 1: block_pixels<1, 8>(v, b, x16, y, p0, p1); break;
+      case 2: block_pixels<2, 6>(v, b, x16, y, p0, p1); break;
+      case 3: block_pixels<3, 5>(v, b, x16, y, p0, p1); break;
+      default: block_pixels<4, 4>(v, b, x16, y, p0, p1); break;
+    }
+  }
+}
+
+// 4 elements at a time: a' and b' rescaled, summed, requantized.
+void add_neon(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y) {
+  const int32x4_t a_zp = vdupq_n_s32(p.a_zp), b_zp = vdupq_n_s32(p.b_zp);
+  const int32x4_t lift = vdupq_n_s32(p.left_shift);
+  auto left = [](int32_t s) { return vdupq_n_s32(s > 0 ? s : 0); };
+  auto right = [](int32_t s) { return vdupq_n_s32(s > 0 ? 0 : -s); };
+  const int32x4_t a_mult = vdupq_n_s32(p.a_mult), a_ls = left(p.a_shift), a_rs = right(p.a_shift);
+  const int32x4_t b_mult = vdupq_n_s32(p.b_mult), b_ls = left(p.b_shift), b_rs = right(p.b_shift);
+  const int32x4_t o_mult = vdupq_n_s32(p.out_mult), o_ls = left(p.out_shift), o_rs = right(p.out_shift);
+  const int32x4_t lo = vdupq_n_s32(p.act_min - p.zp_out), hi = vdupq_n_s32(p.act_max - p.zp_out);
+  const int32x4_t zp = vdupq_n_s32(p.zp_out);
+  for (size_t i = 0; i < n; i += 4) {
+    const int count = n - i >= 4 ? 4 : static_cast<int>(n - i);
+    int32_t av[4] = {0, 0, 0, 0}, bv[4] = {0, 0, 0, 0};
+    for (int j = 0; j < count; ++j) {
+      av[j] = a[i + j];
+      bv[j] = b[i + j];
+    }
+    const int32x4_t as = mbqm4(vshlq_s32(vsubq_s32(vld1q_s32(av), a_zp), lift), a_mult, a_ls, a_rs);
+    const int32x4_t bs = mbqm4(vshlq_s32(vsubq_s32(vld1q_s32(bv), b_zp), lift), b_mult, b_ls, b_rs);
+    store4(y + i, requant4(vaddq_s32(as, bs), o_mult, o_ls, o_rs, lo, hi, zp), count);
+  }
+}
+
+}  // namespace octet::engine::detail
+
+#endif  // __aarch64__

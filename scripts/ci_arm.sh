@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The engine for Arm: cross-builds engine/ and its tests (OCTET_ENGINE_ONLY)
+# with g++-aarch64-linux-gnu (cmake/aarch64.cmake; no oneTBB for aarch64, so
+# the engine runs single-threaded) and runs the tests under qemu-aarch64 with
+# the cross sysroot. The tests include the NEON kernels against the reference
+# and the int8 logits of a fixed ResNet-20-shaped model against a golden
+# hash computed on x86 (tests/engine/test_kernels_arch.cpp): outputs
+# identical to x86. Set OCTET_ARM_CPU (e.g. cortex-a53, without dot product)
+# to run under another emulated CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build="${OCTET_ARM_BUILD:-build-arm}"
+
+for tool in aarch64-linux-gnu-g++ qemu-aarch64; do
+  command -v "$tool" >/dev/null || { echo "ci_arm: $tool not found (apt-get install g++-aarch64-linux-gnu qemu-user)"; exit 1; }
+done
+
+# doctest is header-only: give the cross build the host's header alone (not
+# all of /usr/include, whose x86 headers would shadow the sysroot's).
+mkdir -p "$build/host-include"
+ln -sfn /usr/include/doctest "$build/host-include/doctest"
+
+cmake -S . -B "$build" -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/aarch64.cmake" -DOCTET_ENGINE_ONLY=ON \
+  -DOCTET_DOCTEST_INCLUDE="$PWD/$build/host-include" ${OCTET_CMAKE_ARGS:-} >/dev/null
+cmake --build "$build" -j "${OCTET_JOBS:-2}"
+
+if [ -n "${OCTET_ARM_CPU:-}" ]; then export QEMU_CPU="$OCTET_ARM_CPU"; fi
+(cd "$build" && ctest --output-on-failure -R '^engine\.' -j "${OCTET_JOBS:-2}")
+echo "ci_arm: engine tests pass under qemu-aarch64"
