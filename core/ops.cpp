@@ -14,12 +14,17 @@ namespace octet {
 
 namespace detail {
 
+namespace {
+OCTET_SIMD_CLONES void add_loop(const float* __restrict a, const float* __restrict b, float* __restrict o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = a[i] + b[i];
+}
+OCTET_SIMD_CLONES void add_into_loop(float* __restrict d, const float* __restrict s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] += s[i];
+}
+}  // namespace
+
 void add_into(float* dst, const float* src, int64_t n) {
-  parallel_elementwise(n, [dst, src](int64_t b, int64_t e) {
-    float* __restrict d = dst + b;
-    const float* __restrict s = src + b;
-    for (int64_t i = 0; i < e - b; ++i) d[i] += s[i];
-  });
+  parallel_elementwise(n, [dst, src](int64_t b, int64_t e) { add_into_loop(dst + b, src + b, e - b); });
 }
 
 Tensor add_raw(const Tensor& a, const Tensor& b) {
@@ -27,12 +32,7 @@ Tensor add_raw(const Tensor& a, const Tensor& b) {
   const float* pa = a.data();
   const float* pb = b.data();
   float* po = out.data();
-  parallel_elementwise(a.numel(), [pa, pb, po](int64_t s, int64_t e) {
-    const float* __restrict x = pa + s;
-    const float* __restrict y = pb + s;
-    float* __restrict o = po + s;
-    for (int64_t i = 0; i < e - s; ++i) o[i] = x[i] + y[i];
-  });
+  parallel_elementwise(a.numel(), [pa, pb, po](int64_t s, int64_t e) { add_loop(pa + s, pb + s, po + s, e - s); });
   return out;
 }
 
@@ -272,18 +272,27 @@ Tensor mul(const Tensor& a, float s) {
   return record("mul_scalar", out, {a}, [s](const Tensor& g) -> std::vector<Tensor> { return {scale_raw(g, s)}; });
 }
 
-// Both loops are written branch-free over restrict pointers so that they
-// vectorize (a conditional load of the gradient would not).
+// Both relu loops are written branch-free over restrict pointers so that
+// they vectorize (a conditional load of the gradient would not).
+namespace {
+OCTET_SIMD_CLONES void relu_forward(const float* __restrict in, float* __restrict o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = in[i] > 0.0f ? in[i] : 0.0f;
+}
+OCTET_SIMD_CLONES void relu_backward(const float* __restrict y, const float* __restrict g, float* __restrict d,
+                                     int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = g[i];
+    d[i] = y[i] > 0.0f ? v : 0.0f;
+  }
+}
+}  // namespace
+
 Tensor relu(const Tensor& x) {
   require_defined("relu", x, "x");
   Tensor out = Tensor::empty(x.shape());
   const float* px = x.data();
   float* po = out.data();
-  parallel_elementwise(x.numel(), [px, po](int64_t b, int64_t e) {
-    const float* __restrict in = px + b;
-    float* __restrict o = po + b;
-    for (int64_t i = 0; i < e - b; ++i) o[i] = in[i] > 0.0f ? in[i] : 0.0f;
-  });
+  parallel_elementwise(x.numel(), [px, po](int64_t b, int64_t e) { relu_forward(px + b, po + b, e - b); });
   if (!needs_grad(x)) return out;
   Tensor saved = out.detach();  // the mask comes from the output; never capture `out` itself (cycle)
   return record("relu", out, {x}, [saved](const Tensor& g) -> std::vector<Tensor> {
@@ -291,15 +300,7 @@ Tensor relu(const Tensor& x) {
     const float* py = saved.data();
     const float* pg = g.data();
     float* pd = dx.data();
-    parallel_elementwise(g.numel(), [py, pg, pd](int64_t b, int64_t e) {
-      const float* __restrict y = py + b;
-      const float* __restrict gi = pg + b;
-      float* __restrict d = pd + b;
-      for (int64_t i = 0; i < e - b; ++i) {
-        const float v = gi[i];
-        d[i] = y[i] > 0.0f ? v : 0.0f;
-      }
-    });
+    parallel_elementwise(g.numel(), [py, pg, pd](int64_t b, int64_t e) { relu_backward(py + b, pg + b, pd + b, e - b); });
     return {dx};
   });
 }

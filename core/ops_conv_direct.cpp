@@ -24,11 +24,12 @@
 #include "core/ops_conv_direct.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <new>
 #include <stdexcept>
+#include <vector>
 
 #include "core/alloc.h"
 #include "core/parallel.h"
@@ -55,7 +56,10 @@ namespace {
 
 constexpr int64_t kVec = 16;        // floats per zmm
 constexpr int64_t kJBlock = 32;     // grid positions per forward block (2 zmm)
-constexpr int64_t kImagesPerChunk = 8;  // weight-gradient chunk (fixed: determinism)
+// Weight gradient: images per chunk so that a chunk's padded x and dY take
+// about kChunkFloats (1 MB, half of L2); from the geometry only, never from the
+// thread count, so the chunk sums (and dW) are the same at any thread count.
+constexpr int64_t kChunkFloats = int64_t(1) << 18;
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -94,20 +98,39 @@ Grid make_grid(const Conv3x3& c) {
   return g;
 }
 
-// src [C][H][W] -> dst [C][plane], zero border and slack.
-void pad_planes(const float* src, int64_t C, int64_t H, int64_t W, int64_t pad, const Grid& g, float* dst) {
+// src [C][H][W] -> dst [C][plane], zero border and slack. (The copy loops
+// are compiled for AVX-512 like the kernels; a memcpy call per 32-float row
+// costs more than the copy.)
+OCTET_AVX512 void pad_planes(const float* src, int64_t C, int64_t H, int64_t W, int64_t pad, const Grid& g,
+                             float* dst) {
+  const int64_t Wp = g.Wp;
   for (int64_t c = 0; c < C; ++c) {
-    float* d = dst + c * g.plane;
-    const float* s = src + c * H * W;
-    std::memset(d, 0, static_cast<size_t>(pad * g.Wp) * sizeof(float));
+    float* __restrict d = dst + c * g.plane;
+    const float* __restrict s = src + c * H * W;
+    for (int64_t i = 0; i < pad * Wp; ++i) d[i] = 0.0f;
     for (int64_t h = 0; h < H; ++h) {
-      float* row = d + (h + pad) * g.Wp;
+      float* __restrict row = d + (h + pad) * Wp;
+      const float* __restrict in = s + h * W;
       for (int64_t i = 0; i < pad; ++i) row[i] = 0.0f, row[pad + W + i] = 0.0f;
-      std::memcpy(row + pad, s + h * W, static_cast<size_t>(W) * sizeof(float));
+      for (int64_t i = 0; i < W; ++i) row[pad + i] = in[i];
     }
-    const int64_t used = (H + pad) * g.Wp;
-    std::memset(d + used, 0, static_cast<size_t>(g.plane - used) * sizeof(float));
+    for (int64_t i = (H + pad) * Wp; i < g.plane; ++i) d[i] = 0.0f;
   }
+}
+
+// dY plane [OH][OW] -> the grid [OH][Wp] with zero junk columns and tail up to n.
+OCTET_AVX512 void grid_plane(const float* __restrict src, const Grid& g, int64_t n, float* __restrict d) {
+  for (int64_t oh = 0; oh < g.OH; ++oh) {
+    for (int64_t ow = 0; ow < g.OW; ++ow) d[oh * g.Wp + ow] = src[oh * g.OW + ow];
+    for (int64_t ow = g.OW; ow < g.Wp; ++ow) d[oh * g.Wp + ow] = 0.0f;
+  }
+  for (int64_t j = g.J; j < n; ++j) d[j] = 0.0f;
+}
+
+// The grid [OH][Wp] -> a plane [OH][OW], plus b.
+OCTET_AVX512 void ungrid_plane(const float* __restrict src, const Grid& g, float b, float* __restrict d) {
+  for (int64_t oh = 0; oh < g.OH; ++oh)
+    for (int64_t ow = 0; ow < g.OW; ++ow) d[oh * g.OW + ow] = src[oh * g.Wp + ow] + b;
 }
 
 // Sum of the 16 lanes, in lane order.
@@ -173,13 +196,84 @@ OCTET_AVX512 void dw_channels(const float* dy, int64_t dy_plane, int64_t img_dy,
         for (int c = 0; c < CB; ++c) d[c] = _mm512_load_ps(dp + c * dy_plane + j);
         for (int kh = 0; kh < 3; ++kh)
           for (int kw = 0; kw < 3; ++kw) {
-            const __m512 xv = _mm512_loadu_ps(xp + j + kh * Wp + kw);
+            __m512 xv = _mm512_loadu_ps(xp + j + kh * Wp + kw);
+            // Keep xv in a register: otherwise gcc folds the (line-splitting,
+            // unaligned) load into each of the CB FMAs and loads it CB times.
+            asm("" : "+v"(xv));
             for (int c = 0; c < CB; ++c) acc[c][kh * 3 + kw] = _mm512_fmadd_ps(d[c], xv, acc[c][kh * 3 + kw]);
           }
       }
     }
     for (int c = 0; c < CB; ++c)
       for (int k = 0; k < 9; ++k) dst[c * dst_stride + ci * 9 + k] = lane_sum(acc[c][k]);
+  }
+}
+
+// ---- pad 1 (output size == input size): straight from the NCHW planes.
+//
+// Output pixel q = oh*W + ow reads input q + (kh-1)*W + (kw-1): the flattened
+// plane shifted, as on the grid, except where the tap falls off the image
+// (first/last row, first/last column), which would wrap into the neighbour
+// row or plane. Those lanes are masked off in the loads (masked-off lanes are
+// not read, so the shifted vectors may start outside the plane). No padded
+// copies, no junk columns, and output is stored in place.
+
+// Lane masks of every 16-pixel vector v of an H x W plane: masks[v*10 + k]
+// (k = kh*3 + kw) has bit l set when pixel 16v + l exists and its tap (kh, kw)
+// is inside the image; masks[v*10 + 9]: pixel 16v + l exists.
+std::vector<uint16_t> same_masks(int64_t H, int64_t W) {
+  const int64_t HW = H * W;
+  std::vector<uint16_t> m(static_cast<size_t>((HW + kVec - 1) / kVec * 10 + 10), 0);  // + a zero row
+  for (int64_t q = 0; q < HW; ++q) {
+    const int64_t v = q / kVec, oh = q / W, ow = q % W;
+    const uint16_t bit = static_cast<uint16_t>(1u << (q % kVec));
+    m[static_cast<size_t>(v * 10 + 9)] |= bit;
+    for (int64_t kh = 0; kh < 3; ++kh)
+      for (int64_t kw = 0; kw < 3; ++kw)
+        if (oh + kh - 1 >= 0 && oh + kh - 1 < H && ow + kw - 1 >= 0 && ow + kw - 1 < W)
+          m[static_cast<size_t>(v * 10 + kh * 3 + kw)] |= bit;
+  }
+  return m;
+}
+
+// p + off as an address only (it may lie outside the buffer; the masked
+// load does not touch the lanes that would).
+inline const float* shifted(const float* p, int64_t off) {
+  return reinterpret_cast<const float*>(reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(off * 4));
+}
+
+// y[c] (c < CB planes of H*W, stride HW) = sum over the Cg input planes at x
+// of the 3x3 taps w[c*wstride + ci*9 + k], plus bias[c] if bias. Two vectors
+// (32 pixels) x CB channels of accumulators per step.
+template <int CB>
+OCTET_AVX512 void fwd_same(const float* x, int64_t Cg, int64_t H, int64_t W, const uint16_t* masks,
+                           const float* w, int64_t wstride, const float* bias, float* y) {
+  const int64_t HW = H * W, nvec = (HW + kVec - 1) / kVec;
+  const uint16_t* zero = masks + nvec * 10;
+  int64_t off[9];
+  for (int k = 0; k < 9; ++k) off[k] = (k / 3 - 1) * W + (k % 3 - 1);
+  for (int64_t v0 = 0; v0 < nvec; v0 += 2) {
+    const uint16_t* m0 = masks + v0 * 10;
+    const uint16_t* m1 = v0 + 1 < nvec ? m0 + 10 : zero;
+    __m512 acc0[CB], acc1[CB];
+    for (int c = 0; c < CB; ++c) acc0[c] = acc1[c] = _mm512_set1_ps(bias ? bias[c] : 0.0f);
+    for (int64_t ci = 0; ci < Cg; ++ci) {
+      const float* xp = x + ci * HW + v0 * kVec;
+      const float* wp = w + ci * 9;
+      for (int k = 0; k < 9; ++k) {
+        const __m512 x0 = _mm512_maskz_loadu_ps(m0[k], shifted(xp, off[k]));
+        const __m512 x1 = _mm512_maskz_loadu_ps(m1[k], shifted(xp, off[k] + kVec));
+        for (int c = 0; c < CB; ++c) {
+          const __m512 wv = _mm512_set1_ps(wp[c * wstride + k]);
+          acc0[c] = _mm512_fmadd_ps(wv, x0, acc0[c]);
+          acc1[c] = _mm512_fmadd_ps(wv, x1, acc1[c]);
+        }
+      }
+    }
+    for (int c = 0; c < CB; ++c) {
+      _mm512_mask_storeu_ps(y + c * HW + v0 * kVec, m0[9], acc0[c]);
+      _mm512_mask_storeu_ps(y + c * HW + v0 * kVec + kVec, m1[9], acc1[c]);
+    }
   }
 }
 
@@ -191,8 +285,33 @@ bool direct_conv3x3_available() {
 }
 
 void direct_conv3x3_forward(const Conv3x3& c, const float* x, const float* w, const float* bias, float* y) {
+  const int64_t Og = c.Cout / c.G, Cg = c.Cin / c.G;
+  if (c.pad == 1) {
+    const int64_t HW = c.H * c.W;
+    const std::vector<uint16_t> masks = same_masks(c.H, c.W);
+    parallel_for(0, c.N * c.G, 1, [&](int64_t tb, int64_t te) {
+      for (int64_t task = tb; task < te; ++task) {
+        const int64_t n = task / c.G, gi = task % c.G;
+        const float* xg = x + (n * c.Cin + gi * Cg) * HW;
+        for (int64_t o0 = 0; o0 < Og;) {
+          const int64_t co = gi * Og + o0;
+          const float* wb = w + co * Cg * 9;
+          const float* bb = bias ? bias + co : nullptr;
+          float* yb = y + (n * c.Cout + co) * HW;
+          if (Og - o0 >= 8) {
+            fwd_same<8>(xg, Cg, c.H, c.W, masks.data(), wb, Cg * 9, bb, yb);
+            o0 += 8;
+          } else {
+            fwd_same<1>(xg, Cg, c.H, c.W, masks.data(), wb, Cg * 9, bb, yb);
+            o0 += 1;
+          }
+        }
+      }
+    });
+    return;
+  }
   const Grid g = make_grid(c);
-  const int64_t Og = c.Cout / c.G, Cg = c.Cin / c.G, OHW = g.OH * g.OW;
+  const int64_t OHW = g.OH * g.OW;
   parallel_for(0, c.N * c.G, 1, [&](int64_t tb, int64_t te) {
     float* xpad = thread_scratch(0, Cg * g.plane);
     float* out = thread_scratch(1, 8 * g.Jr);
@@ -208,11 +327,7 @@ void direct_conv3x3_forward(const Conv3x3& c, const float* x, const float* w, co
           fwd_block<1>(xpad, Cg, g, wb, Cg * 9, out);
         for (int64_t cc = 0; cc < cb; ++cc) {
           const int64_t co = gi * Og + o0 + cc;
-          const float b = bias ? bias[co] : 0.0f;
-          float* dst = y + (n * c.Cout + co) * OHW;
-          const float* src = out + cc * g.Jr;
-          for (int64_t oh = 0; oh < g.OH; ++oh)
-            for (int64_t ow = 0; ow < g.OW; ++ow) dst[oh * g.OW + ow] = src[oh * g.Wp + ow] + b;
+          ungrid_plane(out + cc * g.Jr, g, bias ? bias[co] : 0.0f, y + (n * c.Cout + co) * OHW);
         }
         o0 += cb;
       }
@@ -220,13 +335,26 @@ void direct_conv3x3_forward(const Conv3x3& c, const float* x, const float* w, co
   });
 }
 
+// dw = sum over chunks (in chunk order) of the chunk's partial sums.
+void sum_slots(const float* slots, int64_t chunks, int64_t wsize, float* dw) {
+  parallel_for(0, wsize, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) dw[i] = 0.0f;
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      const float* s = slots + ch * wsize;
+      for (int64_t i = b; i < e; ++i) dw[i] += s[i];
+    }
+  });
+}
+
 void direct_conv3x3_weight_grad(const Conv3x3& c, const float* x, const float* gy, float* dw) {
+  const int64_t Og = c.Cout / c.G, Cg = c.Cin / c.G;
   const Grid g = make_grid(c);
-  const int64_t Og = c.Cout / c.G, Cg = c.Cin / c.G, OHW = g.OH * g.OW;
+  const int64_t OHW = g.OH * g.OW;
   const int64_t dy_plane = round_up(g.J, kVec), nvec = dy_plane / kVec;
-  const int64_t chunks = (c.N + kImagesPerChunk - 1) / kImagesPerChunk;
   const int64_t wsize = c.Cout * Cg * 9;
   const int64_t img_x = c.Cin * g.plane, img_dy = c.Cout * dy_plane;
+  const int64_t per_chunk = std::clamp<int64_t>(kChunkFloats / (img_x + img_dy), 1, 32);
+  const int64_t chunks = (c.N + per_chunk - 1) / per_chunk;
   // One partial dW per chunk of images, added in chunk order below.
   std::shared_ptr<float[]> slot_buf = alloc_floats(chunks * wsize);
   float* slots = slot_buf.get();
@@ -235,22 +363,15 @@ void direct_conv3x3_weight_grad(const Conv3x3& c, const float* x, const float* g
     // dy's junk columns and tail zero so they add nothing): about 1 MB for
     // 8 images of 16 channels at 32x32, so it stays in L2 while every
     // (output, input) channel pair is reduced over it.
-    float* xpad = thread_scratch(0, kImagesPerChunk * img_x);
-    float* dyg = thread_scratch(1, kImagesPerChunk * img_dy);
+    float* xpad = thread_scratch(0, per_chunk * img_x);
+    float* dyg = thread_scratch(1, per_chunk * img_dy);
     for (int64_t chunk = cb; chunk < ce; ++chunk) {
-      const int64_t n0 = chunk * kImagesPerChunk, T = std::min(kImagesPerChunk, c.N - n0);
+      const int64_t n0 = chunk * per_chunk, T = std::min(per_chunk, c.N - n0);
       for (int64_t t = 0; t < T; ++t) {
         const int64_t n = n0 + t;
         pad_planes(x + n * c.Cin * c.H * c.W, c.Cin, c.H, c.W, c.pad, g, xpad + t * img_x);
-        for (int64_t co = 0; co < c.Cout; ++co) {
-          float* d = dyg + t * img_dy + co * dy_plane;
-          const float* src = gy + (n * c.Cout + co) * OHW;
-          for (int64_t oh = 0; oh < g.OH; ++oh) {
-            for (int64_t ow = 0; ow < g.OW; ++ow) d[oh * g.Wp + ow] = src[oh * g.OW + ow];
-            for (int64_t ow = g.OW; ow < g.Wp; ++ow) d[oh * g.Wp + ow] = 0.0f;
-          }
-          for (int64_t j = g.J; j < dy_plane; ++j) d[j] = 0.0f;
-        }
+        for (int64_t co = 0; co < c.Cout; ++co)
+          grid_plane(gy + (n * c.Cout + co) * OHW, g, dy_plane, dyg + t * img_dy + co * dy_plane);
       }
       for (int64_t gi = 0; gi < c.G; ++gi)
         for (int64_t o0 = 0; o0 < Og;) {
@@ -258,7 +379,10 @@ void direct_conv3x3_weight_grad(const Conv3x3& c, const float* x, const float* g
           const float* dyb = dyg + co0 * dy_plane;
           const float* xb = xpad + gi * Cg * g.plane;
           float* dst = slots + chunk * wsize + co0 * Cg * 9;
-          if (Og - o0 >= 2) {
+          if (Og - o0 >= 3) {
+            dw_channels<3>(dyb, dy_plane, img_dy, xb, img_x, Cg, g, T, nvec, dst, Cg * 9);
+            o0 += 3;
+          } else if (Og - o0 >= 2) {
             dw_channels<2>(dyb, dy_plane, img_dy, xb, img_x, Cg, g, T, nvec, dst, Cg * 9);
             o0 += 2;
           } else {
@@ -268,13 +392,7 @@ void direct_conv3x3_weight_grad(const Conv3x3& c, const float* x, const float* g
         }
     }
   });
-  parallel_for(0, wsize, 4096, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) dw[i] = 0.0f;
-    for (int64_t ch = 0; ch < chunks; ++ch) {
-      const float* s = slots + ch * wsize;
-      for (int64_t i = b; i < e; ++i) dw[i] += s[i];
-    }
-  });
+  sum_slots(slots, chunks, wsize, dw);
 }
 
 #else  // no AVX-512 kernels on this compiler/architecture

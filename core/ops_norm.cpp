@@ -55,6 +55,41 @@ inline void grad_sums(const float* g, const float* x, int64_t n, float mean, dou
   for (int j = 0; j < kLanes; ++j) s1 += a[j], s2 += b[j];
 }
 
+// Per-channel passes over the N planes of channel c, as free functions so
+// that OCTET_SIMD_CLONES compiles them at the machine's vector width. The
+// lane structure above fixes the summation order, so every clone gives the
+// same bits.
+OCTET_SIMD_CLONES void channel_sums(const float* x, int64_t N, int64_t C, int64_t HW, int64_t c, float shift,
+                                    double& s1, double& s2) {
+  for (int64_t n = 0; n < N; ++n) shifted_sums(x + (n * C + c) * HW, HW, shift, s1, s2);
+}
+
+OCTET_SIMD_CLONES void channel_grad_sums(const float* g, const float* x, int64_t N, int64_t C, int64_t HW, int64_t c,
+                                         float mean, double& s1, double& s2) {
+  for (int64_t n = 0; n < N; ++n) grad_sums(g + (n * C + c) * HW, x + (n * C + c) * HW, HW, mean, s1, s2);
+}
+
+// y = x * a + b over channel c.
+OCTET_SIMD_CLONES void channel_affine(const float* x, float* y, int64_t N, int64_t C, int64_t HW, int64_t c, float a,
+                                      float b) {
+  for (int64_t n = 0; n < N; ++n) {
+    const float* __restrict in = x + (n * C + c) * HW;
+    float* __restrict out = y + (n * C + c) * HW;
+    for (int64_t i = 0; i < HW; ++i) out[i] = in[i] * a + b;
+  }
+}
+
+// dx = a*g + b*(x - mean) + d over channel c.
+OCTET_SIMD_CLONES void channel_dx(const float* g, const float* x, float* dx, int64_t N, int64_t C, int64_t HW,
+                                  int64_t c, float a, float b, float mean, float d) {
+  for (int64_t n = 0; n < N; ++n) {
+    const float* __restrict gi = g + (n * C + c) * HW;
+    const float* __restrict xi = x + (n * C + c) * HW;
+    float* __restrict o = dx + (n * C + c) * HW;
+    for (int64_t i = 0; i < HW; ++i) o[i] = a * gi[i] + b * (xi[i] - mean) + d;
+  }
+}
+
 struct BnGeom {
   int64_t N, C, HW, M;  // M = N*HW values per channel
 };
@@ -104,7 +139,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
       if (training) {
         const float shift = px[c * HW];
         double s1 = 0, s2 = 0;
-        for (int64_t n = 0; n < N; ++n) shifted_sums(px + (n * C + c) * HW, HW, shift, s1, s2);
+        channel_sums(px, N, C, HW, c, shift, s1, s2);
         const double m = static_cast<double>(s.M);
         mu = shift + s1 / m;
         var = std::max(0.0, s2 / m - (s1 / m) * (s1 / m));
@@ -123,11 +158,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
       const double gm = pg ? pg[c] : 1.0;
       const float a = static_cast<float>(gm * inv);
       const float b = static_cast<float>((pb ? pb[c] : 0.0) - mu * gm * inv);
-      for (int64_t n = 0; n < N; ++n) {
-        const float* in = px + (n * C + c) * HW;
-        float* out = py + (n * C + c) * HW;
-        for (int64_t i = 0; i < HW; ++i) out[i] = in[i] * a + b;
-      }
+      channel_affine(px, py, N, C, HW, c, a, b);
     }
   });
   const bool gx = needs_grad(x), gg = needs_grad(gamma), gb = needs_grad(beta);
@@ -149,7 +180,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
             const float mu = mean[static_cast<size_t>(c)];
             const double inv = invstd[static_cast<size_t>(c)];
             double sg = 0, sgx = 0;  // sum(g), sum(g * (x - mean))
-            for (int64_t n = 0; n < s.N; ++n) grad_sums(pgy + (n * s.C + c) * s.HW, pxs + (n * s.C + c) * s.HW, s.HW, mu, sg, sgx);
+            channel_grad_sums(pgy, pxs, s.N, s.C, s.HW, c, mu, sg, sgx);
             if (gg) dgamma.data()[c] = static_cast<float>(sgx * inv);
             if (gb) dbeta.data()[c] = static_cast<float>(sg);
             if (!pdx) continue;
@@ -165,12 +196,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
               D = -A * sg / m;
             }
             const float a = static_cast<float>(A), b = static_cast<float>(B), d = static_cast<float>(D);
-            for (int64_t n = 0; n < s.N; ++n) {
-              const float* g = pgy + (n * s.C + c) * s.HW;
-              const float* xi = pxs + (n * s.C + c) * s.HW;
-              float* o = pdx + (n * s.C + c) * s.HW;
-              for (int64_t i = 0; i < s.HW; ++i) o[i] = a * g[i] + b * (xi[i] - mu) + d;
-            }
+            channel_dx(pgy, pxs, pdx, s.N, s.C, s.HW, c, a, b, mu, d);
           }
         });
         return {dx, dgamma, dbeta};
