@@ -748,7 +748,9 @@ Tensor ConvBn::forward(const Tensor& x_in) {
   if (training() && !bn_frozen()) {
     // conv(x, w_q) / sf is conv(x, w) up to the weight's rounding; BN then
     // normalizes with the batch statistics and updates the running ones.
-    Tensor y = mul(conv2d(x, w_q, Tensor(), o), reshape(reciprocal(sf), {1, c, 1, 1}));
+    // The division is linear in the weight, so it is applied to w_q (C values
+    // per channel) rather than to the conv output (N*H*W per channel).
+    Tensor y = conv2d(x, mul(w_q, reshape(reciprocal(sf), {c, 1, 1, 1})), Tensor(), o);
     if (bias.defined()) y = add(y, reshape(bias, {1, c, 1, 1}));
     return batch_norm(y, b.weight(), b.bias(), b.running_mean(), b.running_var(), true, b.momentum, b.eps);
   }

@@ -295,7 +295,8 @@ class WeightQuant : public nn::Module {
 //   w_fold   = w * sf (per output channel),  w_q = weight_quant(w_fold)
 //   training, BN not frozen:
 //     y = BN_batch(conv(x, w_q) / sf (+ conv bias))   batch statistics, running stats updated
-//       (before quantization this IS conv -> BN with batch statistics)
+//       (before quantization this IS conv -> BN with batch statistics; computed
+//       as conv(x, w_q / sf), the same by linearity, at the cost of a weight-sized op)
 //   eval, or BN frozen:
 //     y = conv(x, w_q) + b_fold,  b_fold = beta + (bias - running_mean) * sf
 // so in eval the module computes exactly what the exported integer layer does
