@@ -4,8 +4,9 @@
 // channel computes the channel's statistics and then normalizes it while the
 // channel's N*H*W values are still in L2 (128x32x32 floats = 512 KB); the
 // backward likewise reduces and then writes dx channel by channel.
-// Statistics are summed in float lanes per image block and in double across
-// blocks, shifted by the channel's first value against cancellation.
+// Statistics are summed in 16 float lanes, moved into double totals every 256
+// values per lane, and shifted by the channel's first value against
+// cancellation.
 #include <cmath>
 #include <vector>
 
@@ -20,53 +21,71 @@ using detail::needs_grad;
 namespace {
 
 constexpr int kLanes = 16;
+// Float lane sums are moved into the double totals after at most this many
+// values per lane (and at the end), which bounds their rounding error.
+constexpr int64_t kFlushPerLane = 256;
 
-// s1 += sum(p[i] - shift), s2 += sum((p[i] - shift)^2), i < n.
-inline void shifted_sums(const float* p, int64_t n, float shift, double& s1, double& s2) {
+// Float lane accumulators of one channel's sums, flushed into doubles.
+struct LaneSums {
   float a[kLanes] = {}, b[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      float d = p[i + j] - shift;
-      a[j] += d;
-      b[j] += d * d;
-    }
-  for (; i < n; ++i) {
-    double d = double(p[i]) - shift;
-    s1 += d;
-    s2 += d * d;
+  int64_t count = 0;  // values per lane since the last flush
+  double s1 = 0, s2 = 0;
+  void flush() {
+    for (int j = 0; j < kLanes; ++j) s1 += a[j], s2 += b[j], a[j] = 0.0f, b[j] = 0.0f;
+    count = 0;
   }
-  for (int j = 0; j < kLanes; ++j) s1 += a[j], s2 += b[j];
-}
+};
 
-// s1 += sum(g[i]), s2 += sum(g[i] * (x[i] - mean)), i < n.
-inline void grad_sums(const float* g, const float* x, int64_t n, float mean, double& s1, double& s2) {
-  float a[kLanes] = {}, b[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      a[j] += g[i + j];
-      b[j] += g[i + j] * (x[i + j] - mean);
-    }
-  for (; i < n; ++i) {
-    s1 += g[i];
-    s2 += double(g[i]) * (double(x[i]) - mean);
-  }
-  for (int j = 0; j < kLanes; ++j) s1 += a[j], s2 += b[j];
-}
-
-// Per-channel passes over the N planes of channel c, as free functions so
-// that OCTET_SIMD_CLONES compiles them at the machine's vector width. The
-// lane structure above fixes the summation order, so every clone gives the
-// same bits.
+// Over the N planes of channel c: s1 = sum(x - shift), s2 = sum((x - shift)^2).
+// Free functions so that OCTET_SIMD_CLONES compiles them at the machine's
+// vector width; the lane structure fixes the summation order, so every clone
+// gives the same bits.
 OCTET_SIMD_CLONES void channel_sums(const float* x, int64_t N, int64_t C, int64_t HW, int64_t c, float shift,
                                     double& s1, double& s2) {
-  for (int64_t n = 0; n < N; ++n) shifted_sums(x + (n * C + c) * HW, HW, shift, s1, s2);
+  LaneSums L;
+  for (int64_t n = 0; n < N; ++n) {
+    const float* __restrict p = x + (n * C + c) * HW;
+    int64_t i = 0;
+    for (; i + kLanes <= HW; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        const float d = p[i + j] - shift;
+        L.a[j] += d;
+        L.b[j] += d * d;
+      }
+    for (; i < HW; ++i) {
+      const double d = double(p[i]) - shift;
+      L.s1 += d;
+      L.s2 += d * d;
+    }
+    L.count += HW / kLanes;
+    if (L.count >= kFlushPerLane) L.flush();
+  }
+  L.flush();
+  s1 += L.s1, s2 += L.s2;
 }
 
+// Over the N planes of channel c: s1 = sum(g), s2 = sum(g * (x - mean)).
 OCTET_SIMD_CLONES void channel_grad_sums(const float* g, const float* x, int64_t N, int64_t C, int64_t HW, int64_t c,
                                          float mean, double& s1, double& s2) {
-  for (int64_t n = 0; n < N; ++n) grad_sums(g + (n * C + c) * HW, x + (n * C + c) * HW, HW, mean, s1, s2);
+  LaneSums L;
+  for (int64_t n = 0; n < N; ++n) {
+    const float* __restrict gp = g + (n * C + c) * HW;
+    const float* __restrict xp = x + (n * C + c) * HW;
+    int64_t i = 0;
+    for (; i + kLanes <= HW; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        L.a[j] += gp[i + j];
+        L.b[j] += gp[i + j] * (xp[i + j] - mean);
+      }
+    for (; i < HW; ++i) {
+      L.s1 += gp[i];
+      L.s2 += double(gp[i]) * (double(xp[i]) - mean);
+    }
+    L.count += HW / kLanes;
+    if (L.count >= kFlushPerLane) L.flush();
+  }
+  L.flush();
+  s1 += L.s1, s2 += L.s2;
 }
 
 // y = x * a + b over channel c.
