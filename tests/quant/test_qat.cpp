@@ -736,3 +736,104 @@ TEST_CASE("QAT resume: stop after epoch 1 and resume == uninterrupted") {
   }
   fs::remove_all(dir);
 }
+
+// ---------------------------------------------------------------- more knobs
+
+TEST_CASE("unsigned activations: ReLU outputs unsigned, tensors that can be negative stay signed") {
+  auto model = nn::make_model("resnet20", 10, 21);
+  QatConfig c;
+  c.signed_activations = false;
+  prepare(*model, c);
+  model->train();
+  model->forward(random_input({4, 3, 8, 8}, 21));
+  auto grid = [&](const char* n) { return dynamic_cast<ActQuant&>(model->find(n)).params(); };
+  CHECK(grid("relu.1").qmin == 0);
+  CHECK(grid("layer1.0.relu1.1").qmax == 255);
+  CHECK(grid("layer1.0.relu2.1").qmin == 0);
+  CHECK(grid("avgpool.1").qmin == 0);
+  CHECK(grid("layer1.0.bn2.1").qmin == -128);
+  CHECK(grid("fc.1").qmin == -128);
+}
+
+TEST_CASE("range given: fixed grid, nothing observed") {
+  auto model = nn::make_model("resnet20", 10, 22);
+  QatConfig c;
+  c.range_given = true;
+  c.range_min = -4;
+  c.range_max = 4;
+  prepare(*model, c);
+  model->train();
+  apply_phase(*model, QatPhase{.fake_quant = true});
+  model->forward(random_input({4, 3, 8, 8}, 22, 5.0f));
+  for (auto& [n, a] : act_quants(*model)) {
+    CAPTURE(n);
+    CHECK(a->observer() == nullptr);
+    CHECK(a->observer_frozen());
+    CHECK(a->range().min == -4.0f);
+    CHECK(a->range().max == 4.0f);
+    CHECK(a->params().scale == doctest::Approx(4.0f / 127));
+  }
+}
+
+TEST_CASE("frozen observers keep their range; EMA moves otherwise") {
+  QatConfig cfg;  // ema 0.999
+  ActQuant aq(QuantizerSpec{}, cfg);
+  aq.train();
+  aq.forward(random_input({100}, 23));
+  const Range r0 = aq.range();
+  aq.forward(random_input({100}, 24, 10.0f));
+  const Range r1 = aq.range();
+  CHECK(r1.max > r0.max);
+  CHECK(r1.max < r0.max + 0.01f * 40.0f);  // a small EMA step, not the new max
+  aq.freeze_observer(true);
+  aq.forward(random_input({100}, 25, 100.0f));
+  CHECK(aq.range().max == r1.max);
+}
+
+TEST_CASE("LSQ: the steps are parameters, initialized on the switch and trained") {
+  auto model = nn::make_model("resnet20", 10, 26);
+  QatConfig c;
+  c.op = QuantOp::kLsq;
+  c.weight_bits = c.act_bits = 4;
+  prepare(*model, c);
+  int steps = 0;
+  for (auto& [n, t] : model->named_parameters())
+    if (n.size() > 5 && n.substr(n.size() - 5) == ".step") ++steps;
+  // one per ConvBn, the fc, and every ActQuant but the average pool (a follower):
+  // stem 1 + 9 blocks x 3 + 2 projections + logits 1
+  CHECK(conv_bns(*model).size() == 21);
+  CHECK(steps == 21 + 1 + 1 + 27 + 2 + 1);
+  model->train();
+  model->forward(random_input({4, 3, 8, 8}, 26));
+  apply_phase(*model, QatPhase{.fake_quant = true});
+  Tensor loss = mean(model->forward(random_input({4, 3, 8, 8}, 27)));
+  loss.backward();
+  auto& stem = dynamic_cast<ActQuant&>(model->find("relu.1"));
+  const QuantParams p = stem.params();
+  CHECK(p.qmin == -8);
+  CHECK(p.qmax == 7);
+  CHECK(p.scale == doctest::Approx(stem.range().max / 7).epsilon(1e-5));
+  Tensor g;
+  for (auto& [n, t] : model->named_parameters())
+    if (n == "relu.1.step") g = t.grad();
+  REQUIRE(g.defined());
+  CHECK(g.data()[0] != 0.0f);
+}
+
+TEST_CASE("stochastic rounding and fake_quant op run end to end") {
+  for (QuantOp op : {QuantOp::kFakeQuant, QuantOp::kQdqV2}) {
+    auto model = nn::make_model("resnet20", 10, 28);
+    QatConfig c;
+    c.op = op;
+    c.round = RoundMode::kStochastic;
+    c.add_inputs = AddInputs::kTied;
+    prepare(*model, c);
+    model->train();
+    apply_phase(*model, QatPhase{.fake_quant = true});
+    Tensor y = model->forward(random_input({4, 3, 8, 8}, 28));
+    mean(y).backward();
+    for (int64_t i = 0; i < y.numel(); ++i) REQUIRE(std::isfinite(y.data()[i]));
+    const QuantParams p = dynamic_cast<ActQuant&>(model->find("fc.1")).params();
+    CHECK(on_grid(y.data(), y.numel(), p));
+  }
+}
