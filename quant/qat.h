@@ -72,6 +72,9 @@
 //                             no running-stat updates), as at inference
 // The trainer calls apply_phase(model, phase_at(...)) before every step.
 //
+// Command line: `octet train --qat [knobs]` (QAT, resumable, --init CKPT to
+// fine-tune a float model), `octet calibrate CKPT --observer K -o OUT` (PTQ).
+//
 // ---- Checkpoints ------------------------------------------------------------
 //
 // A prepared model's named_state() differs from the float model's (conv1.weight
@@ -215,6 +218,18 @@ struct QuantizerSpec {
 };
 
 // Fake quantization of one activation tensor, with its range.
+//
+// Observation: in training mode (and while calibrating) every forward feeds
+// the tensor to the observer (unless frozen) and copies its range into
+// min_max; eval mode never observes (test data must not move a range).
+// Fake quant, once enabled and in a location, with (lo, hi) = min_max
+// extended to contain 0:
+//   qdq_v2      QDQv2 with range_given: clamp to the symmetric range (TF's rule:
+//               scale from the tighter side), round, zero point 0
+//   fake_quant  FakeQuantWithMinMaxVars on (lo, hi): nudged asymmetric grid;
+//               min/max are buffers fed by the observer, not trained
+//   lsq         the learned step; at the first enabled forward it starts as
+//               the step that covers (lo, hi), then the optimizer trains it
 //
 // State (buffers, so they are in named_state and checkpoints):
 //   min_max [2]  the range the grid is computed from (observed, or given)
