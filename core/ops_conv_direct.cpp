@@ -245,6 +245,13 @@ inline const float* shifted(const float* p, int64_t off) {
 // y[c] (c < CB planes of H*W, stride HW) = sum over the Cg input planes at x
 // of the 3x3 taps w[c*wstride + ci*9 + k], plus bias[c] if bias. Two vectors
 // (32 pixels) x CB channels of accumulators per step.
+//
+// When planes are a multiple of 4 KB apart (32x32 floats and up) they map to
+// the same L1 sets, and reading 16 or more of them at once evicts the rows the
+// next vector pair reuses; the input channels are then taken 8 at a time, the
+// partial sums waiting in y between chunks (the float summation order is
+// unchanged).
+
 template <int CB>
 OCTET_AVX512 void fwd_same(const float* x, int64_t Cg, int64_t H, int64_t W, const uint16_t* masks,
                            const float* w, int64_t wstride, const float* bias, float* y) {
@@ -252,12 +259,21 @@ OCTET_AVX512 void fwd_same(const float* x, int64_t Cg, int64_t H, int64_t W, con
   const uint16_t* zero = masks + nvec * 10;
   int64_t off[9];
   for (int k = 0; k < 9; ++k) off[k] = (k / 3 - 1) * W + (k % 3 - 1);
+  const int64_t chunk = HW % 1024 == 0 ? 8 : Cg;
+  for (int64_t c0 = 0; c0 < Cg; c0 += chunk)
   for (int64_t v0 = 0; v0 < nvec; v0 += 2) {
     const uint16_t* m0 = masks + v0 * 10;
     const uint16_t* m1 = v0 + 1 < nvec ? m0 + 10 : zero;
     __m512 acc0[CB], acc1[CB];
-    for (int c = 0; c < CB; ++c) acc0[c] = acc1[c] = _mm512_set1_ps(bias ? bias[c] : 0.0f);
-    for (int64_t ci = 0; ci < Cg; ++ci) {
+    if (c0 == 0) {
+      for (int c = 0; c < CB; ++c) acc0[c] = acc1[c] = _mm512_set1_ps(bias ? bias[c] : 0.0f);
+    } else {
+      for (int c = 0; c < CB; ++c) {
+        acc0[c] = _mm512_maskz_loadu_ps(m0[9], y + c * HW + v0 * kVec);
+        acc1[c] = _mm512_maskz_loadu_ps(m1[9], y + c * HW + v0 * kVec + kVec);
+      }
+    }
+    for (int64_t ci = c0; ci < std::min(Cg, c0 + chunk); ++ci) {
       const float* xp = x + ci * HW + v0 * kVec;
       const float* wp = w + ci * 9;
       for (int k = 0; k < 9; ++k) {
