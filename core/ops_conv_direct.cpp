@@ -1,26 +1,31 @@
 // core/ops_conv_direct.cpp: direct (im2col-free) AVX-512 kernels for 3x3,
 // stride-1 convolutions, the bulk of a CIFAR ResNet's work. See
 // core/ops_conv_direct.h for the contract; ops_conv.cpp calls them when the
-// CPU has AVX-512 and falls back to im2col + sgemm otherwise.
+// CPU has AVX-512 and falls back to im2col + sgemm otherwise. The kernels are
+// compiled for AVX-512 by function attribute and chosen at run time, so the
+// binary still runs on any x86-64.
 //
-// The trick: zero-pad each input plane to Hp x Wp (Hp = H + 2*pad,
-// Wp = W + 2*pad) and compute the output on a grid of the same width Wp:
-// output j = oh*Wp + ow reads input j + kh*Wp + kw. Over the flattened index
-// j a 3x3 convolution is then nine shifted 1-D multiply-adds of contiguous
-// vectors, with no gather and no edge cases; the columns ow >= OW of the grid
-// are junk and are dropped when the result is copied out (6% of the work for
-// 32x32 planes, 11% for 16x16, 20% for 8x8).
+// The idea: flatten each image plane. With zero padding to Hp x Wp
+// (Hp = H + 2*pad, Wp = W + 2*pad) and the output computed on a grid of the
+// same width Wp, output j = oh*Wp + ow reads input j + kh*Wp + kw: a 3x3
+// convolution becomes nine shifted 1-D multiply-adds of contiguous vectors,
+// with no gather and no edge cases. The grid columns ow >= OW are junk and
+// are dropped when the result is copied out.
 //
-// Forward (also the input gradient, as a convolution with rotated weights):
-// per image and group, a block of 8 output channels x 32 grid positions is
-// held in 16 zmm accumulators; each step loads 2 input vectors and broadcasts
-// 8 weights for 16 FMAs.
+// Forward, pad 1 (every ResNet 3x3; also the input gradient, which is a
+// convolution of dY with rotated weights): no padded copy at all. Output
+// pixel q reads input q + (kh-1)*W + (kw-1) of the unpadded plane, and the
+// lanes whose tap falls off the image (it would wrap into the neighbouring
+// row) are masked off in the load. A block of 8 output channels x 32 pixels
+// is held in 16 zmm accumulators; each step loads 2 input vectors and
+// broadcasts 8 weights for 16 FMAs. Other paddings use the padded grid.
+//
 // Weight gradient: dW[co, ci, kh, kw] = sum_j dYgrid[co, j] * Xpad[ci, j + kh*Wp + kw]
-// with dY placed on the same grid (junk columns zero). A block of 4 output
-// channels x 3 kw for one (ci, kh) is 12 accumulators; each step loads 4 dY
-// vectors and 3 shifted input vectors for 12 FMAs. Images are processed in
-// fixed chunks whose partial sums are added in chunk order, so dW does not
-// depend on the thread count.
+// with dY placed on the grid (junk columns zero), over a chunk of images
+// padded into an L2-sized scratch. All 9 taps of 3 output channels are 27
+// accumulators; each step loads 3 dY vectors and 9 shifted input vectors for
+// 27 FMAs. Chunks are fixed by the geometry and their partial sums are added
+// in chunk order, so dW does not depend on the thread count.
 #include "core/ops_conv_direct.h"
 
 #include <algorithm>
@@ -57,8 +62,9 @@ namespace {
 constexpr int64_t kVec = 16;        // floats per zmm
 constexpr int64_t kJBlock = 32;     // grid positions per forward block (2 zmm)
 // Weight gradient: images per chunk so that a chunk's padded x and dY take
-// about kChunkFloats (1 MB, half of L2); from the geometry only, never from the
-// thread count, so the chunk sums (and dW) are the same at any thread count.
+// about kChunkFloats (1 MB, half of L2), and at least 8 chunks; from the
+// geometry and batch size only, never from the thread count, so the chunk sums
+// (and dW) are the same at any thread count.
 constexpr int64_t kChunkFloats = int64_t(1) << 18;
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -369,7 +375,8 @@ void direct_conv3x3_weight_grad(const Conv3x3& c, const float* x, const float* g
   const int64_t dy_plane = round_up(g.J, kVec), nvec = dy_plane / kVec;
   const int64_t wsize = c.Cout * Cg * 9;
   const int64_t img_x = c.Cin * g.plane, img_dy = c.Cout * dy_plane;
-  const int64_t per_chunk = std::clamp<int64_t>(kChunkFloats / (img_x + img_dy), 1, 32);
+  // At least 8 chunks, so that 2 or 4 threads get even shares.
+  const int64_t per_chunk = std::clamp<int64_t>(kChunkFloats / (img_x + img_dy), 1, std::max<int64_t>(1, (c.N + 7) / 8));
   const int64_t chunks = (c.N + per_chunk - 1) / per_chunk;
   // One partial dW per chunk of images, added in chunk order below.
   std::shared_ptr<float[]> slot_buf = alloc_floats(chunks * wsize);
