@@ -211,8 +211,8 @@ std::string ExportResult::summary() const {
   std::ostringstream s;
   const auto pct = [&](uint64_t v) { return float_weight_bytes ? 100.0 * static_cast<double>(v) / static_cast<double>(float_weight_bytes) : 0.0; };
   char line[256];
-  std::snprintf(line, sizeof line, "model file   %10llu bytes = %.1f%% of the float weights (%llu bytes, 4 per parameter)\n",
-                static_cast<unsigned long long>(file_bytes), pct(file_bytes), static_cast<unsigned long long>(float_weight_bytes));
+  std::snprintf(line, sizeof line, "model file   %10llu bytes = %.4fx the float weights (%llu bytes, 4 per parameter)\n",
+                static_cast<unsigned long long>(file_bytes), pct(file_bytes) / 100, static_cast<unsigned long long>(float_weight_bytes));
   s << line;
   std::snprintf(line, sizeof line, "  weights    %10llu bytes packed (%.1f%%)\n", static_cast<unsigned long long>(weight_bytes),
                 pct(weight_bytes));
