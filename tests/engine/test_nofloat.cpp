@@ -15,10 +15,11 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <cctype>
 #include <cstdio>
+#include <initializer_list>
 #include <map>
 #include <memory>
-#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -26,28 +27,35 @@
 namespace {
 
 bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
+bool ends_with(const std::string& s, const std::string& p) {
+  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+bool starts_with_any(const std::string& s, std::initializer_list<const char*> ps) {
+  for (const char* p : ps)
+    if (starts_with(s, p)) return true;
+  return false;
+}
 
 // Is this instruction mnemonic a floating-point operation?
 bool is_float_instruction(const std::string& m) {
 #if defined(__aarch64__)
   if (m == "fmov") return false;
   if (starts_with(m, "f")) return true;
-  return m == "scvtf" || m == "ucvtf" || starts_with(m, "bfcvt") || starts_with(m, "bfdot") || starts_with(m, "bfmla") ||
-         starts_with(m, "bfmmla");
+  return m == "scvtf" || m == "ucvtf" || starts_with_any(m, {"bfcvt", "bfdot", "bfmla", "bfmmla"});
 #else
-  if (starts_with(m, "cvt") || starts_with(m, "vcvt")) return true;           // conversions
-  if (std::regex_match(m, std::regex("v?u?comis[sdh]"))) return true;       // scalar compares
-  if (std::regex_match(m, std::regex("f[a-z0-9]*"))) return true;           // x87
-  if (std::regex_match(m, std::regex("tdp(bf16|fp16)ps|tcmmr?fp16ps"))) return true;  // AMX float tiles
-  if (starts_with(m, "p") || starts_with(m, "vp")) return false;            // packed integer
-  if (std::regex_match(m, std::regex("tdpb[su][su]d"))) return false;       // AMX int8 tiles
-  static const std::regex suffix(".*(ps|pd|ss|sd|ph|sh)");
-  if (!std::regex_match(m, suffix)) return false;
-  // data movement, bitwise logic, shuffles and string ops of the same suffixes
-  static const std::regex movement(
-      "v?(mov|and|or|xor|blend|shuf|unpck|perm|broadcast|extract|insert|maskmov|movmsk|gather|scatter|"
-      "expand|compress|lods|stos|scas|cmps|movs|load|store|align).*");
-  return !std::regex_match(m, movement);
+  if (starts_with_any(m, {"cvt", "vcvt"})) return true;                           // conversions
+  if (starts_with_any(m, {"comis", "ucomis", "vcomis", "vucomis"})) return true;  // scalar compares
+  if (starts_with(m, "f")) return true;                                            // x87
+  if (starts_with_any(m, {"tdpbf16", "tdpfp16", "tcmmimfp16", "tcmmrlfp16"})) return true;  // AMX float tiles
+  if (starts_with_any(m, {"p", "vp", "tdpb"})) return false;  // packed integer, AMX int8 tiles
+  bool float_suffix = false;
+  for (const char* suffix : {"ps", "pd", "ss", "sd", "ph", "sh"}) float_suffix |= ends_with(m, suffix);
+  if (!float_suffix) return false;
+  // data movement, bitwise logic, shuffles and string ops with the same suffixes
+  std::string base = starts_with(m, "v") ? m.substr(1) : m;
+  return !starts_with_any(base, {"mov", "and", "or", "xor", "blend", "shuf", "unpck", "perm", "broadcast", "extract",
+                                 "insert", "maskmov", "gather", "scatter", "expand", "compress", "lods", "stos",
+                                 "scas", "cmps", "load", "store", "align"});
 #endif
 }
 
@@ -86,25 +94,34 @@ Scan scan(const std::string& archive) {
   const std::string cmd = std::string(objdump_tool()) + " -d -C --no-show-raw-insn '" + archive + "' 2>&1";
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
   REQUIRE_MESSAGE(pipe, "cannot run " << cmd);
-  static const std::regex member_re(R"(^(\S+\.o):\s+file format.*)");
-  static const std::regex function_re(R"(^[0-9a-f]+ <(.*)>:$)");
-  static const std::regex insn_re(R"(^\s+[0-9a-f]+:\s+([a-z][a-z0-9.]*)\b.*)");
   std::string object, function, line;
   char buf[4096];
   while (fgets(buf, sizeof buf, pipe.get())) {
     line = buf;
     if (!line.empty() && line.back() == '\n') line.pop_back();
-    std::smatch m;
-    if (std::regex_match(line, m, member_re)) {
-      object = m[1];
+    const size_t format = line.find(":     file format");
+    if (format != std::string::npos) {  // "kernels_ref.cpp.o:     file format elf64-x86-64"
+      object = line.substr(0, format);
       s.objects.insert(object);
-    } else if (std::regex_match(line, m, function_re)) {
-      function = m[1];
-      if (object == "engine.cpp.o" && runtime_function(object, function)) s.functions.insert(function);
-    } else if (std::regex_match(line, m, insn_re) && runtime_function(object, function)) {
-      ++s.checked[object];
-      if (is_float_instruction(m[1])) s.floats.push_back({object, function, line});
+      continue;
     }
+    const size_t open = line.find(" <");
+    if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) && open != std::string::npos &&
+        ends_with(line, ">:")) {  // "0000000000000040 <octet::engine::add_ref(...)>:"
+      function = line.substr(open + 2, line.size() - open - 4);
+      if (object == "engine.cpp.o" && runtime_function(object, function)) s.functions.insert(function);
+      continue;
+    }
+    // "    1079:\tcvtsi2sd %r9d,%xmm0"
+    const size_t colon = line.find(":\t");
+    if (line.empty() || line[0] != ' ' || colon == std::string::npos) continue;
+    if (!runtime_function(object, function)) continue;
+    size_t b = colon + 2, e = b;
+    while (e < line.size() && (std::isalnum(static_cast<unsigned char>(line[e])) || line[e] == '.')) ++e;
+    const std::string mnemonic = line.substr(b, e - b);
+    if (mnemonic.empty()) continue;
+    ++s.checked[object];
+    if (is_float_instruction(mnemonic)) s.floats.push_back({object, function, line});
   }
   return s;
 }
