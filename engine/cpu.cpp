@@ -7,6 +7,9 @@
 
 #include "engine/kernels.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #if defined(__x86_64__) && defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -25,7 +28,10 @@ namespace {
 // (Linux >= 5.16: arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA,
 // granted once for the whole process).
 bool amx_usable() {
-  if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-int8")) return false;
+  // cpuid leaf 7, subleaf 0: EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  if (!(edx & (1u << 24)) || !(edx & (1u << 25))) return false;
 #if defined(__linux__)
   constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
   static const bool granted = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
