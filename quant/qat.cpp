@@ -412,7 +412,6 @@ void weight_ranges(const Tensor& w, bool per_channel, std::vector<float>& lo, st
   }
 }
 
-uint64_t g_rng_stream = 1;
 
 }  // namespace
 
@@ -423,12 +422,12 @@ uint64_t g_rng_stream = 1;
 // flags: [0] fake quant on, [1] observer frozen, [2] range valid, [3] LSQ step initialized
 ActQuant::ActQuant(const QuantizerSpec& spec, const QatConfig& config) : nn::Module("ActQuant"), spec_(spec) {
   check_bits(spec.bits, "ActQuant");
-  register_buffer("min_max", Tensor::zeros({2}));
-  register_buffer("flags", Tensor::zeros({4}));
-  if (spec.op == QuantOp::kLsq) register_parameter("step", Tensor::full({1}, 1.0f));
+  min_max_ = register_buffer("min_max", Tensor::zeros({2}));
+  flags_ = register_buffer("flags", Tensor::zeros({4}));
+  if (spec.op == QuantOp::kLsq) step_ = register_parameter("step", Tensor::full({1}, 1.0f));
   if (config.range_given) {
     set_range({config.range_min, config.range_max});
-    buffer("flags").data()[1] = 1.0f;
+    flags_.data()[1] = 1.0f;
   } else {
     ObserverConfig oc = config.act_observer;
     oc.bits = std::min(spec.bits, 16);
@@ -442,7 +441,7 @@ ActQuant::ActQuant(std::shared_ptr<ActQuant> leader, bool observes, bool in_loca
   while (leader_->leader_) leader_ = leader_->leader_;
   spec_ = leader_->spec_;
   spec_.in_location = in_location;
-  register_buffer("flags", Tensor::zeros({4}));
+  flags_ = register_buffer("flags", Tensor::zeros({4}));
 }
 
 ActQuant& ActQuant::root() { return leader_ ? *leader_ : *this; }
@@ -458,30 +457,27 @@ std::string ActQuant::describe() const {
   return s + ")";
 }
 
-bool ActQuant::has_range() const {
-  const ActQuant& r = root();
-  return const_cast<ActQuant&>(r).buffer("flags").data()[2] != 0.0f;
-}
+bool ActQuant::has_range() const { return root().flags_.data()[2] != 0.0f; }
 
 Range ActQuant::range() const {
-  const float* mm = const_cast<ActQuant&>(root()).buffer("min_max").data();
+  const float* mm = root().min_max_.data();
   return {mm[0], mm[1]};
 }
 
 bool ActQuant::fake_quant_enabled() const {
-  return spec_.in_location && const_cast<ActQuant*>(this)->buffer("flags").data()[0] != 0.0f;
+  return spec_.in_location && flags_.data()[0] != 0.0f;
 }
 
-void ActQuant::set_fake_quant(bool on) { buffer("flags").data()[0] = on ? 1.0f : 0.0f; }
+void ActQuant::set_fake_quant(bool on) { flags_.data()[0] = on ? 1.0f : 0.0f; }
 
 bool ActQuant::observer_frozen() const {
-  return const_cast<ActQuant&>(root()).buffer("flags").data()[1] != 0.0f;
+  return root().flags_.data()[1] != 0.0f;
 }
 
 void ActQuant::freeze_observer(bool on) {
   if (leader_) return;
   if (!observer_) return;  // range given: always frozen
-  buffer("flags").data()[1] = on ? 1.0f : 0.0f;
+  flags_.data()[1] = on ? 1.0f : 0.0f;
   observer_->freeze(on);
 }
 
@@ -489,10 +485,9 @@ void ActQuant::set_range(Range r) {
   if (leader_) throw std::logic_error("ActQuant::set_range on a follower");
   if (!std::isfinite(r.min) || !std::isfinite(r.max) || r.min > r.max)
     throw std::invalid_argument("ActQuant::set_range: bad range [" + shortest(r.min) + ", " + shortest(r.max) + "]");
-  float* mm = buffer("min_max").data();
-  mm[0] = r.min;
-  mm[1] = r.max;
-  buffer("flags").data()[2] = 1.0f;
+  min_max_.data()[0] = r.min;
+  min_max_.data()[1] = r.max;
+  flags_.data()[2] = 1.0f;
 }
 
 void ActQuant::sync_from_observer() {
@@ -511,8 +506,7 @@ QuantParams ActQuant::params() const {
       return spec_.is_signed ? signed_view(p, spec_.bits) : p;
     }
     case QuantOp::kLsq: {
-      const float step = const_cast<ActQuant&>(r).param("step").data()[0];
-      return lsq_params(step, lsq_options(spec_, nullptr));
+      return lsq_params(r.step_.data()[0], lsq_options(spec_, nullptr));
     }
   }
   throw std::logic_error("ActQuant: bad op");
@@ -520,21 +514,21 @@ QuantParams ActQuant::params() const {
 
 Tensor ActQuant::forward(const Tensor& x) {
   ActQuant& r = root();
-  float* rflags = r.buffer("flags").data();
+  float* rflags = r.flags_.data();
   if (observes_ && (training() || calibrating_) && r.observer_ && rflags[1] == 0.0f) {
     r.observer_->observe(x);
     r.sync_from_observer();
   }
   if (!fake_quant_enabled() || rflags[2] == 0.0f) return x;
   const Range u = usable(r.range());
-  static thread_local Rng rng(0x0c7e7, g_rng_stream);
+  static thread_local Rng rng(0x0c7e7, 1);  // stochastic rounding only
   Rng* rp = spec_.round == RoundMode::kStochastic ? &rng : nullptr;
   switch (spec_.op) {
     case QuantOp::kQdqV2: return quantize_dequantize_v2(x, u.min, u.max, qdq_options(spec_, rp));
     case QuantOp::kFakeQuant:
       return fake_quant(x, Tensor::full({1}, u.min), Tensor::full({1}, u.max), fq_options(spec_, rp));
     case QuantOp::kLsq: {
-      Tensor& step = r.param("step");
+      Tensor& step = r.step_;
       if (rflags[3] == 0.0f) {  // first use: the step that covers the observed range
         const IntRange q = int_range(spec_.bits, spec_.is_signed, false);
         float s = u.max / static_cast<float>(q.qmax);
@@ -558,8 +552,8 @@ WeightQuant::WeightQuant(const QuantizerSpec& spec, bool per_channel, int64_t ch
   check_bits(spec.bits, "WeightQuant");
   if (spec.op == QuantOp::kQdqV2 && !spec.symmetric)
     throw std::invalid_argument("WeightQuant: qdq_v2 is symmetric by definition (symmetric_weights = false needs fake_quant)");
-  register_buffer("flags", Tensor::zeros({2}));
-  if (spec.op == QuantOp::kLsq) register_parameter("step", Tensor::full({per_channel ? channels : 1}, 1.0f));
+  flags_ = register_buffer("flags", Tensor::zeros({2}));
+  if (spec.op == QuantOp::kLsq) step_ = register_parameter("step", Tensor::full({per_channel ? channels : 1}, 1.0f));
 }
 
 std::string WeightQuant::describe() const {
@@ -568,10 +562,10 @@ std::string WeightQuant::describe() const {
 }
 
 bool WeightQuant::fake_quant_enabled() const {
-  return spec_.in_location && const_cast<WeightQuant*>(this)->buffer("flags").data()[0] != 0.0f;
+  return spec_.in_location && flags_.data()[0] != 0.0f;
 }
 
-void WeightQuant::set_fake_quant(bool on) { buffer("flags").data()[0] = on ? 1.0f : 0.0f; }
+void WeightQuant::set_fake_quant(bool on) { flags_.data()[0] = on ? 1.0f : 0.0f; }
 
 namespace {
 
@@ -596,9 +590,8 @@ std::vector<QuantParams> WeightQuant::params(const Tensor& w) const {
   const int64_t channels = w.dim(0);
   std::vector<QuantParams> out;
   if (spec_.op == QuantOp::kLsq) {
-    const Tensor& st = const_cast<WeightQuant*>(this)->param("step");
     for (int64_t c = 0; c < channels; ++c)
-      out.push_back(lsq_params(st.data()[per_channel_ ? c : 0], lsq_options(spec_, nullptr)));
+      out.push_back(lsq_params(step_.data()[per_channel_ ? c : 0], lsq_options(spec_, nullptr)));
     return out;
   }
   std::vector<float> lo, hi;
@@ -616,11 +609,11 @@ std::vector<QuantParams> WeightQuant::params(const Tensor& w) const {
 
 Tensor WeightQuant::forward(const Tensor& w) {
   if (!fake_quant_enabled()) return w;
-  static thread_local Rng rng(0x3e16, g_rng_stream);
+  static thread_local Rng rng(0x3e16, 1);  // stochastic rounding only
   Rng* rp = spec_.round == RoundMode::kStochastic ? &rng : nullptr;
   if (spec_.op == QuantOp::kLsq) {
-    Tensor& st = param("step");
-    float* flags = buffer("flags").data();
+    Tensor& st = step_;
+    float* flags = flags_.data();
     if (flags[1] == 0.0f) {  // the paper's init 2 mean|w| / sqrt(Qp), per channel
       const int64_t c = per_channel_ ? w.dim(0) : 1, inner = w.numel() / c;
       const IntRange q = int_range(spec_.bits, spec_.is_signed, false);
@@ -670,11 +663,11 @@ ConvBn::ConvBn(std::shared_ptr<nn::Conv2d> conv, std::shared_ptr<nn::BatchNorm2d
   kernel = conv->kernel;
   stride = conv->stride;
   pad = conv->pad;
-  register_parameter("weight", conv->weight());
+  weight_ = register_parameter("weight", conv->weight());
   if (conv->bias().defined()) register_parameter("bias", conv->bias());
   register_module("bn", bn);
   register_module("weight_quant", std::make_shared<WeightQuant>(ws, per_channel, out_channels));
-  register_buffer("bn_frozen", Tensor::zeros({1}));
+  bn_frozen_ = register_buffer("bn_frozen", Tensor::zeros({1}));
 }
 
 std::string ConvBn::describe() const {
@@ -693,8 +686,8 @@ void ConvBn::set_input_quant(std::shared_ptr<ActQuant> aq) {
   if (aq) register_module("input_quant", std::move(aq));
 }
 int ConvBn::weight_bits() const { return weight_quant().spec().bits; }
-bool ConvBn::bn_frozen() const { return const_cast<ConvBn*>(this)->buffer("bn_frozen").data()[0] != 0.0f; }
-void ConvBn::freeze_bn(bool on) { buffer("bn_frozen").data()[0] = on ? 1.0f : 0.0f; }
+bool ConvBn::bn_frozen() const { return bn_frozen_.data()[0] != 0.0f; }
+void ConvBn::freeze_bn(bool on) { bn_frozen_.data()[0] = on ? 1.0f : 0.0f; }
 
 namespace {
 // 1 / sqrt(running_var + eps) per channel, in float exactly as forward and folded_* compute it.
@@ -738,7 +731,7 @@ Tensor ConvBn::forward(const Tensor& x_in) {
   }
   nn::BatchNorm2d& b = bn();
   const int64_t c = out_channels;
-  Tensor& w = param("weight");
+  Tensor& w = weight_;
   Tensor bias = maybe_param("bias");
   Tensor sf = mul(b.weight(), inv_running_std(b));  // gamma / sigma_r, [C]
   Tensor w_q = weight_quant().forward(mul(w, reshape(sf, {c, 1, 1, 1})));
@@ -762,8 +755,7 @@ Tensor ConvBn::folded_weight() const {
   NoGradGuard ng;
   nn::BatchNorm2d& b = bn();
   Tensor sf = mul(b.weight(), inv_running_std(b));
-  Tensor& w = const_cast<ConvBn*>(this)->param("weight");
-  return mul(w, reshape(sf, {out_channels, 1, 1, 1})).detach();
+  return mul(weight_, reshape(sf, {out_channels, 1, 1, 1})).detach();
 }
 
 Tensor ConvBn::folded_bias() const {

@@ -276,8 +276,8 @@ class ActQuant : public nn::Module {
   std::shared_ptr<ActQuant> leader_;
   bool observes_ = true;
   bool calibrating_ = false;
-  bool fq_on_ = false;  // followers keep their own switch
   std::shared_ptr<Observer> observer_;
+  Tensor min_max_, flags_, step_;  // handles of the registered buffers / LSQ parameter
   ActQuant& root();
   const ActQuant& root() const;
 };
@@ -303,6 +303,7 @@ class WeightQuant : public nn::Module {
  private:
   QuantizerSpec spec_;
   bool per_channel_;
+  Tensor flags_, step_;  // handles of the registered buffer / LSQ parameter
 };
 
 // Conv2d + BatchNorm2d fused for QAT (PyTorch's ConvBn2d, Jacob et al. 2018).
@@ -327,7 +328,7 @@ class ConvBn : public nn::Module {
   Tensor forward(const Tensor& x) override;
   std::string describe() const override;
 
-  Tensor& weight() { return param("weight"); }  // the raw conv weight (trained)
+  Tensor& weight() { return weight_; }  // the raw conv weight (trained)
   Tensor bias() const { return maybe_param("bias"); }  // the conv's own bias; undefined if none
   // Folded with the running statistics (what the engine uses), no autograd.
   Tensor folded_weight() const;  // [Cout, Cin, K, K]
@@ -350,6 +351,7 @@ class ConvBn : public nn::Module {
   int in_channels, out_channels, kernel, stride, pad;
 
  private:
+  Tensor weight_, bn_frozen_;
   bool collecting_ = false;
   std::vector<double> input_sum_;
   int64_t input_count_ = 0;
