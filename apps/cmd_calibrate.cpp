@@ -57,7 +57,6 @@ int cmd_calibrate(int argc, char** argv) {
   const int threads = a.get_int("--threads", 0);
   quant::QatConfig q;
   q.act_observer.kind = "minmax";
-  if (!a.has("--observer") && !a.has("--qat-config")) a.get("--observer", "");
   read_qat_flags(a, q, "octet calibrate");
   if (a.flag("--cle")) q.cross_layer_equalization = true;
   if (a.flag("--bias-correction")) q.bias_correction = true;

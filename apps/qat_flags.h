@@ -41,10 +41,7 @@ inline bool read_qat_flags(Args& a, quant::QatConfig& c, const std::string& cmd)
   }
   kv = c.to_kv();
   auto set = [&](const char* flag, const char* key) {
-    if (!a.has(flag)) {
-      a.get(flag, "");
-      return;
-    }
+    if (!a.has(flag)) return;
     kv[key] = a.get(flag, "");
     any = true;
   };
@@ -60,16 +57,12 @@ inline bool read_qat_flags(Args& a, quant::QatConfig& c, const std::string& cmd)
     if (r == "half_away") r = "half_away_from_zero";
     kv["round"] = r;
     any = true;
-  } else {
-    a.get("--round", "");
   }
   if (a.has("--bits")) {
     const std::string b = a.get("--bits", "");
     if (!a.has("--weight-bits")) kv["weight_bits"] = b;
     if (!a.has("--act-bits")) kv["act_bits"] = b;
     any = true;
-  } else {
-    a.get("--bits", "");
   }
   auto boolean = [&](const char* flag, const char* key, const char* value) {
     if (a.flag(flag)) {
@@ -90,8 +83,6 @@ inline bool read_qat_flags(Args& a, quant::QatConfig& c, const std::string& cmd)
     kv["range_min"] = r.substr(0, comma);
     kv["range_max"] = r.substr(comma + 1);
     any = true;
-  } else {
-    a.get("--range-given", "");
   }
   if (a.has("--qat-set")) {
     std::stringstream ss(a.get("--qat-set", ""));
@@ -103,8 +94,6 @@ inline bool read_qat_flags(Args& a, quant::QatConfig& c, const std::string& cmd)
       kv[item.substr(0, eq)] = item.substr(eq + 1);
     }
     any = true;
-  } else {
-    a.get("--qat-set", "");
   }
   try {
     c = quant::QatConfig::from_kv(kv);
