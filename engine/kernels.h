@@ -78,8 +78,16 @@ void input_u8_ref(size_t n, const uint8_t* pixels, int8_t* y);
 
 // ---- fast kernels -----------------------------------------------------------
 
-// amx: Intel AMX-INT8 tiles for the convolutions with a row of >= 4 output
-// pixels and one group (the rest of the model on AVX-512 VNNI).
+// The instruction sets of the fast kernels (engine/kernels_internal.h has the
+// scheme; every one equals the reference bit for bit):
+//   avx2         int16 pairs, vpmaddwd                 (engine/kernels_avx2.cpp)
+//   avx512_vnni  u8 x s8 dot products, vpdpbusd        (engine/kernels_avx512.cpp)
+//   amx          AMX-INT8 tiles, tdpbusd, for the convolutions with one group
+//                and rows of >= 4 output pixels; the rest as avx512_vnni
+//   neon         int16 multiply-accumulate, smlal      (engine/kernels_neon.cpp, aarch64)
+//   neon_dot     s8 x s8 dot products, sdot            (engine/kernels_neon_dot.cpp, aarch64)
+// Threads only through parallel_for below. ConvKernel throws
+// std::invalid_argument for an ISA this CPU or build cannot run.
 enum class Isa { reference, avx2, avx512_vnni, neon, neon_dot, amx };
 Isa best_isa();               // detected once at run time (env OCTET_ISA=<name> may pick a lower one)
 const char* isa_name(Isa isa);
