@@ -172,11 +172,11 @@ void conv_pixels_avx512_vnni(const ConvView& v, const uint8_t* xp, int8_t* y, si
 
 namespace {
 
-// kLeft: the inputs' multipliers have a left shift (never, for a valid model).
-template <bool kLeft>
+// kLeft: the inputs' multipliers have a left shift (never, for a valid model);
+// kOutLeft: the output multiplier has one.
+template <bool kLeft, bool kOutLeft>
 void add16(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y) {
   const __m512i a_zp = _mm512_set1_epi32(p.a_zp), b_zp = _mm512_set1_epi32(p.b_zp);
-  const __m512i lift = _mm512_set1_epi32(p.left_shift);
   const __m512i a_mult = _mm512_set1_epi32(p.a_mult), a_ls = _mm512_set1_epi32(p.a_shift > 0 ? p.a_shift : 0),
                 a_rs = _mm512_set1_epi32(p.a_shift > 0 ? 0 : -p.a_shift);
   const __m512i b_mult = _mm512_set1_epi32(p.b_mult), b_ls = _mm512_set1_epi32(p.b_shift > 0 ? p.b_shift : 0),
@@ -185,26 +185,32 @@ void add16(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, i
                 o_rs = _mm512_set1_epi32(p.out_shift > 0 ? 0 : -p.out_shift);
   const __m512i lo = _mm512_set1_epi32(p.act_min - p.zp_out), hi = _mm512_set1_epi32(p.act_max - p.zp_out);
   const __m512i zp = _mm512_set1_epi32(p.zp_out);
-  for (size_t i = 0; i < n; i += 16) {
-    const int count = n - i >= 16 ? 16 : static_cast<int>(n - i);
+  const int lift = p.left_shift;
+  auto one = [&](const int8_t* pa, const int8_t* pb, int8_t* py, int count) {
     const __mmask16 m = static_cast<__mmask16>(count == 16 ? 0xffff : (1u << count) - 1);
-    const __m512i av = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a + i));
-    const __m512i bv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b + i));
-    const __m512i as = mbqm16<kLeft>(_mm512_sllv_epi32(_mm512_sub_epi32(av, a_zp), lift), a_mult, a_ls, a_rs);
-    const __m512i bs = mbqm16<kLeft>(_mm512_sllv_epi32(_mm512_sub_epi32(bv, b_zp), lift), b_mult, b_ls, b_rs);
-    const __m512i sum = _mm512_add_epi32(as, bs);
-    store16(y + i, p.out_shift > 0 ? requant16<true>(sum, o_mult, o_ls, o_rs, lo, hi, zp)
-                                   : requant16<false>(sum, o_mult, o_ls, o_rs, lo, hi, zp), count);
+    const __m512i av = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, pa));
+    const __m512i bv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, pb));
+    // (x - zp) << left_shift: exact, |x - zp| << 22 < 2^31
+    const __m512i as = mbqm16<kLeft>(_mm512_slli_epi32(_mm512_sub_epi32(av, a_zp), lift), a_mult, a_ls, a_rs);
+    const __m512i bs = mbqm16<kLeft>(_mm512_slli_epi32(_mm512_sub_epi32(bv, b_zp), lift), b_mult, b_ls, b_rs);
+    store16(py, requant16<kOutLeft>(_mm512_add_epi32(as, bs), o_mult, o_ls, o_rs, lo, hi, zp), count);
+  };
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {  // two independent vectors per iteration
+    one(a + i, b + i, y + i, 16);
+    one(a + i + 16, b + i + 16, y + i + 16, 16);
   }
+  for (; i < n; i += 16) one(a + i, b + i, y + i, n - i >= 16 ? 16 : static_cast<int>(n - i));
 }
 
 }  // namespace
 
 void add_avx512(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y) {
-  if (p.a_shift > 0 || p.b_shift > 0)
-    add16<true>(n, a, b, p, y);
+  const bool left = p.a_shift > 0 || p.b_shift > 0, out_left = p.out_shift > 0;
+  if (left)
+    out_left ? add16<true, true>(n, a, b, p, y) : add16<true, false>(n, a, b, p, y);
   else
-    add16<false>(n, a, b, p, y);
+    out_left ? add16<false, true>(n, a, b, p, y) : add16<false, false>(n, a, b, p, y);
 }
 
 // ---- AMX-INT8 ------------------------------------------------------------------
