@@ -139,13 +139,18 @@ OCTET_AVX512 void ungrid_plane(const float* __restrict src, const Grid& g, float
     for (int64_t ow = 0; ow < g.OW; ++ow) d[oh * g.OW + ow] = src[oh * g.Wp + ow] + b;
 }
 
-// Sum of the 16 lanes, in lane order.
+// Sum of the 16 lanes by a fixed tree of shuffles (the same bits every run).
+// A sequential scalar sum would be a 16-add dependency chain per weight,
+// which costs as much as the products for 8x8 planes.
+// (The masked forms with an all-ones mask: gcc 12's unmasked ones trip
+// -Wmaybe-uninitialized inside its own header.)
 OCTET_AVX512 inline float lane_sum(__m512 v) {
-  alignas(64) float t[kVec];
-  _mm512_store_ps(t, v);
-  float s = 0.0f;
-  for (int i = 0; i < kVec; ++i) s += t[i];
-  return s;
+  const __mmask16 all = 0xFFFF;
+  v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, all, v, v, 0x4E));  // + the other 256-bit half
+  v = _mm512_add_ps(v, _mm512_mask_shuffle_f32x4(v, all, v, v, 0xB1));  // + the neighbouring 128 bits
+  v = _mm512_add_ps(v, _mm512_mask_shuffle_ps(v, all, v, v, 0x4E));     // + the other 64 bits
+  v = _mm512_add_ps(v, _mm512_mask_shuffle_ps(v, all, v, v, 0xB1));     // + the neighbouring float
+  return _mm512_cvtss_f32(v);
 }
 
 // out[c][j] for c < CB, j in [0, Jr): 3x3 over xpad [Cg][plane]; w rows of
