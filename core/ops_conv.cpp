@@ -1,8 +1,18 @@
-// core/ops_conv.cpp: conv2d forward and backward by im2col + sgemm, tiled
-// over the batch.
+// core/ops_conv.cpp: conv2d forward and backward.
 //
-// The batch is cut into tiles of T images (T from the layer's geometry only,
-// never from the thread count). One TBB task handles one (tile, group):
+// Three routes, chosen per call from the geometry (results agree to float
+// rounding; each is independent of the thread count):
+//  1. 3x3 stride 1 on a CPU with AVX-512: the direct kernels of
+//     core/ops_conv_direct.cpp (forward and weight gradient).
+//  2. Input gradient of any stride-1 conv with KH == KW and pad <= KH-1: a
+//     forward convolution of dY with the kernel rotated by 180 degrees and
+//     in/out channels swapped (pad' = KH-1-pad), so it goes through route 1
+//     or 3 and writes dx directly instead of scatter-adding a col matrix.
+//  3. Everything else: im2col + sgemm, tiled over the batch.
+//
+// Route 3: the batch is cut into tiles of T images (T from the layer's
+// geometry only, never from the thread count). One TBB task handles one
+// (tile, group):
 //   forward:  col[K, T*OHW] = im2col(x tile)           K = Cin/G * KH * KW
 //             Y[Og, T*OHW]  = W_g[Og, K] * col          one wide sgemm
 //             scatter Y into y's NCHW layout (+ bias)
