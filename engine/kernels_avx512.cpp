@@ -262,7 +262,7 @@ void amx_block(const ConvView& v, const ConvBlock& b, const uint8_t* xp, int8_t*
       const size_t start = seg * rows;
       const size_t ow0 = start + rows <= static_cast<size_t>(v.out_w) ? start : v.out_w - rows;
       own[i] = static_cast<int>(start - ow0);
-      a[i] = xp + ((n * v.hp + oh * v.stride) * v.wp + ow0 * v.stride) * v.cp;
+      a[i] = xp + n * v.image_stride + ((oh * v.stride) * v.wp + ow0 * v.stride) * v.cp;
       pix0[i] = row * v.out_w + ow0;
     }
     _tile_zero(0);

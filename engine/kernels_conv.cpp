@@ -198,6 +198,7 @@ void ConvKernel::Impl::set_view(int cin_gp) {
   v.act_max = rq.act_max;
   esize = tr.family == Family::s16 ? 2 : 1;
   image_bytes = static_cast<size_t>(v.hp) * v.wp * v.cp * esize;
+  v.image_stride = image_bytes;
 }
 
 // AMX packing (kernels_internal.h, conv_units_amx): per kernel row, the
@@ -236,6 +237,8 @@ void ConvKernel::Impl::pack_amx(const int8_t* w, const int32_t* b) {
   view.amx_chunks = chunks;
   view.amx_rows = std::min(16, view.out_w);
   view.amx_segs = (view.out_w + view.amx_rows - 1) / view.amx_rows;
+  // AMX reads up to 64 bytes past an image (times weight 0): room for them.
+  view.image_stride = align_up(image_bytes + 64, kAlign);
   const size_t macs_per_unit = static_cast<size_t>(view.amx_rows) * g.kernel_h * chunks * 64 * nvec * 16;
   grain = std::max<size_t>(4, align_up((size_t{1} << 21) / std::max<size_t>(macs_per_unit, 1), 4));
 }
@@ -276,20 +279,24 @@ Isa ConvKernel::isa() const { return impl_->isa; }
 size_t ConvKernel::scratch_bytes(int batch) const {
   const Impl& k = *impl_;
   if (k.isa == Isa::reference || batch < 1) return 0;
-  // + 64: AMX reads up to 64 bytes past the last image (times weight 0).
-  return static_cast<size_t>(batch) * k.image_bytes + kAlign + (k.amx ? 64 : 0);
+  return static_cast<size_t>(batch) * k.view.image_stride + kAlign;
 }
 
 namespace {
 
-// The pre-pass: one padded row r of image n per index (n * hp + r).
-template <Family F>
-struct PrePass {
+// What the pre-pass reads and writes.
+struct PrePassCtx {
   const ConvGeometry* g;
   const ConvView* v;
   const int8_t* x;
   uint8_t* xp;
   int32_t x_zp;
+};
+
+// The pre-pass of a family: padded row r of image n per index (n * hp + r),
+// image n at xp + n * image_stride.
+template <Family F>
+struct PrePass {
 
   using T = std::conditional_t<F == Family::s16, int16_t, uint8_t>;
   static T convert(int8_t q, int32_t zp) {
@@ -304,16 +311,15 @@ struct PrePass {
   }
 
   static void run(const void* ctx, size_t begin, size_t end) {
-    const PrePass& p = *static_cast<const PrePass*>(ctx);
+    const PrePassCtx& p = *static_cast<const PrePassCtx*>(ctx);
     const ConvGeometry& g = *p.g;
     const ConvView& v = *p.v;
     const T padv = pad_value(p.x_zp);
     const int cin_g = g.in_c_per_group();
-    T* const out = reinterpret_cast<T*>(p.xp);
     for (size_t i = begin; i < end; ++i) {
       const size_t n = i / v.hp;
       const int r = static_cast<int>(i % v.hp);
-      T* row = out + i * static_cast<size_t>(v.wp) * v.cp;
+      T* row = reinterpret_cast<T*>(p.xp + n * v.image_stride) + static_cast<size_t>(r) * v.wp * v.cp;
       const int ih = r - g.pad;
       if (ih < 0 || ih >= g.in_h) {
         std::fill(row, row + static_cast<size_t>(v.wp) * v.cp, padv);
@@ -351,9 +357,9 @@ struct PrePass {
   }
 };
 
-struct PixelsCtx {
-  const ConvView* v;
-  void (*fn)(const ConvView&, const uint8_t*, int8_t*, size_t, size_t);
+struct RunCtx {
+  PrePassCtx prepass;
+  void (*tiles)(const ConvView&, const uint8_t*, int8_t*, size_t, size_t);
   const uint8_t* xp;
   int8_t* y;
 };
@@ -398,43 +404,29 @@ void ConvKernel::run(int batch, const int8_t* x, int8_t* y, std::span<std::byte>
   const size_t misalign = reinterpret_cast<uintptr_t>(scratch.data()) % kAlign;
   uint8_t* xp = reinterpret_cast<uint8_t*>(scratch.data()) + (misalign ? kAlign - misalign : 0);
 
-  const size_t rows = static_cast<size_t>(batch) * k.view.hp;
-  const size_t row_grain = std::max<size_t>(1, 16384 / std::max<size_t>(1, k.image_bytes / k.view.hp));
-  switch (k.tr.family) {
-    case Family::dot_u8: {
-      const PrePass<Family::dot_u8> pre{&k.g, &k.view, x, xp, k.x_zp};
-      parallel_for(rows, row_grain, &pre, PrePass<Family::dot_u8>::run);
-      break;
-    }
-    case Family::dot_s8: {
-      const PrePass<Family::dot_s8> pre{&k.g, &k.view, x, xp, k.x_zp};
-      parallel_for(rows, row_grain, &pre, PrePass<Family::dot_s8>::run);
-      break;
-    }
-    case Family::s16: {
-      const PrePass<Family::s16> pre{&k.g, &k.view, x, xp, k.x_zp};
-      parallel_for(rows, row_grain, &pre, PrePass<Family::s16>::run);
-      break;
-    }
-  }
+  // The pre-pass of the family, and the tile loop: over pixels, or AMX units.
+  void (*pre)(const void*, size_t, size_t) = k.tr.family == Family::dot_u8   ? PrePass<Family::dot_u8>::run
+                                             : k.tr.family == Family::dot_s8 ? PrePass<Family::dot_s8>::run
+                                                                             : PrePass<Family::s16>::run;
+  void (*tiles)(const ConvView&, const uint8_t*, int8_t*, size_t, size_t) = k.tr.pixels;
+  size_t per_image = static_cast<size_t>(k.view.out_h) * k.view.out_w;  // work items per image
   if (k.amx) {
 #if defined(__x86_64__)
-    const PixelsCtx ctx{&k.view, detail::conv_units_amx, xp, y};
-#else
-    const PixelsCtx ctx{&k.view, nullptr, xp, y};  // never: Isa::amx is x86 only
+    tiles = detail::conv_units_amx;
 #endif
-    const size_t units = static_cast<size_t>(batch) * k.view.out_h * k.view.amx_segs;
-    parallel_for(units, k.grain, &ctx, [](const void* c, size_t b, size_t e) {
-      const PixelsCtx& p = *static_cast<const PixelsCtx*>(c);
-      p.fn(*p.v, p.xp, p.y, b, e);
-    });
-    return;
+    per_image = static_cast<size_t>(k.view.out_h) * k.view.amx_segs;
   }
-  const PixelsCtx ctx{&k.view, k.tr.pixels, xp, y};
-  const size_t pixels = static_cast<size_t>(batch) * k.view.out_h * k.view.out_w;
-  parallel_for(pixels, k.grain, &ctx, [](const void* c, size_t b, size_t e) {
-    const PixelsCtx& p = *static_cast<const PixelsCtx*>(c);
-    p.fn(*p.v, p.xp, p.y, b, e);
+  const RunCtx ctx{{&k.g, &k.view, x, xp, k.x_zp}, tiles, xp, y};
+
+  // The pre-pass of the batch, then its convolution, each split over the
+  // threads. (Pre-passing and convolving one image per task, for the cache,
+  // measured 10% slower on ResNet-20 at batch 100.)
+  const size_t rows = static_cast<size_t>(batch) * k.view.hp;
+  const size_t row_grain = std::max<size_t>(1, 16384 / std::max<size_t>(1, k.image_bytes / k.view.hp));
+  parallel_for(rows, row_grain, &ctx.prepass, pre);
+  parallel_for(static_cast<size_t>(batch) * per_image, k.grain, &ctx, [](const void* c, size_t b, size_t e) {
+    const RunCtx& r = *static_cast<const RunCtx*>(c);
+    r.tiles(*r.prepass.v, r.xp, r.y, b, e);
   });
 }
 

@@ -50,6 +50,7 @@ struct ConvView {
   int out_h = 0, out_w = 0, out_c = 0;
   int kernel_h = 0, kernel_w = 0, stride = 1;
   int cin_gp = 0;                 // padded channels per group
+  size_t image_stride = 0;        // bytes from one padded image to the next (AMX: + slack)
   // packed weights and blocks
   const void* w = nullptr;        // int8_t (dot families) or int16_t (s16)
   const ConvBlock* blocks = nullptr;

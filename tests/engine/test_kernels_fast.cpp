@@ -203,6 +203,22 @@ TEST_CASE("fast conv equals the reference on ResNet-20 and fully connected shape
   }
 }
 
+TEST_CASE("fast conv: larger batches, 1 and 2 threads") {
+  std::mt19937 rng(13);
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (int t = 0; t < 30; ++t) {
+      Case c = random_case(rng);
+      c.g.batch = 9 + t % 3;
+      c.x.clear();
+      fill(c, rng);
+      check_all_isas(c, c.g.batch);
+      check_all_isas(c, 2);
+    }
+  }
+  set_num_threads(0);
+}
+
 TEST_CASE("fast conv: extreme values") {
   // Every input at one end of the range, weights at -128 or 127, zero points
   // at the ends, the largest left shift: the saturating paths of the
