@@ -5,8 +5,10 @@
 //                          momentum 0.9 wd 5e-4 lr 0.1, 2 warm-up steps, 10 timed
 //   infer_fp32_b1_img_s    eval mode, no grad, batch 1, 2 warm-up, 300 timed
 //   infer_fp32_b100_img_s  eval mode, no grad, batch 100, 2 warm-up, 10 timed
-// plus train_fp32_cpu_ms_per_step: process CPU time (all threads) of one
-// training step, which a loaded machine disturbs much less than wall time.
+// Octet-only keys:
+//   train_fp32_cpu_ms_per_step  process CPU time (all threads) of one training
+//                          step: a loaded machine disturbs it much less than
+//                          wall time
 //   train_qat_img_s        as train_fp32_img_s, the model prepared for QAT with the
 //                          study's default knobs (quant/qat.h), fake quant on (the
 //                          phase after the quantize delay: the slower one)
