@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 
 #include "core/checkpoint.h"
@@ -835,5 +836,30 @@ TEST_CASE("stochastic rounding and fake_quant op run end to end") {
     for (int64_t i = 0; i < y.numel(); ++i) REQUIRE(std::isfinite(y.data()[i]));
     const QuantParams p = dynamic_cast<ActQuant&>(model->find("fc.1")).params();
     CHECK(on_grid(y.data(), y.numel(), p));
+  }
+}
+
+TEST_CASE("ActQuant's min/max shortcut gives the observers exactly the state of a full observe") {
+  for (const char* kind : {"ema", "minmax"}) {
+    CAPTURE(kind);
+    QatConfig cfg;
+    cfg.act_observer.kind = kind;
+    ActQuant aq(QuantizerSpec{}, cfg);
+    aq.train();
+    ObserverConfig oc = cfg.act_observer;
+    auto ref = make_observer(oc);
+    for (int i = 0; i < 4; ++i) {
+      // odd sizes (vector tails), different spreads
+      Tensor x = random_input({3, 5, 7, 11 + i}, 40 + i, 1.0f + i);
+      aq.forward(x);
+      ref->observe(x);
+    }
+    CHECK(aq.observer()->state().encode() == ref->state().encode());
+    // a NaN still throws, naming the offset
+    Tensor bad = random_input({2, 3, 4, 4}, 50);
+    bad.data()[37] = std::numeric_limits<float>::quiet_NaN();
+    CHECK_THROWS_WITH_AS(aq.forward(bad), doctest::Contains("37"), std::invalid_argument);
+    bad.data()[37] = std::numeric_limits<float>::infinity();
+    CHECK_THROWS_AS(aq.forward(bad), std::invalid_argument);
   }
 }
