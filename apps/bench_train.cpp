@@ -12,6 +12,8 @@
 //   train_qat_img_s        as train_fp32_img_s, the model prepared for QAT with the
 //                          study's default knobs (quant/qat.h), fake quant on (the
 //                          phase after the quantize delay: the slower one)
+//   train_qat_cpu_ms_per_step, train_qat_over_fp32_cpu   its CPU time per step, and
+//                          the ratio to the float step's (the target: <= 1.5)
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -108,7 +110,10 @@ int bench_train(int argc, char** argv) {
       loss.backward();
       qopt->step();
     };
-    std::printf("train_qat_img_s %.1f\n", rate(qstep, 128, iters));
+    double qcpu = 0;
+    std::printf("train_qat_img_s %.1f\n", rate(qstep, 128, iters, 2, &qcpu));
+    std::printf("train_qat_cpu_ms_per_step %.1f\n", 1e3 * qcpu);
+    std::printf("train_qat_over_fp32_cpu %.2f\n", qcpu / cpu);
     std::fflush(stdout);
   }
 
