@@ -44,10 +44,11 @@ struct AddCtx {
   const int8_t *a, *b;
   const AddParams* params;
   int8_t* y;
+  Isa isa;  // the session's: add_fast equals add_ref bit for bit on every ISA
 };
 void add_chunk(const void* c, size_t begin, size_t end) {
   const auto& p = *static_cast<const AddCtx*>(c);
-  add_ref(end - begin, p.a + begin, p.b + begin, *p.params, p.y + begin);
+  add_fast(end - begin, p.a + begin, p.b + begin, *p.params, p.y + begin, p.isa);
 }
 
 // One image per index: [N,H,W,C] -> [N,OH,OW,C] (or [N,C] for the global pool).
@@ -356,7 +357,7 @@ std::span<const int8_t> Session::run(const uint8_t* pixels, int batch) {
         break;
       }
       case OpType::add: {
-        const AddCtx ctx{s.buf(st.x), s.buf(st.b), &st.add, y};
+        const AddCtx ctx{s.buf(st.x), s.buf(st.b), &st.add, y, s.isa};
         parallel_for(n * st.y_elems, kElementGrain, &ctx, add_chunk);
         break;
       }

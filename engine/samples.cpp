@@ -51,6 +51,17 @@ std::vector<int32_t> random_bias(Random& rng, int out_c, int spread) {
   return b;
 }
 
+// Weights then bias, drawn in this order on every compiler: the elements of a
+// braced initializer are evaluated left to right, whereas two arguments of one
+// call are not (the same seed must give the same model on x86 and Arm).
+struct Layer {
+  Weights w;
+  std::vector<int32_t> bias;
+};
+Layer random_layer(Random& rng, int out_c, int kh, int kw, int in_c, int bits, double gain, int spread) {
+  return Layer{random_weights(rng, out_c, kh, kw, in_c, bits, gain), random_bias(rng, out_c, spread)};
+}
+
 }  // namespace
 
 ModelBuilder random_resnet(const ResNetSpec& spec) {
@@ -64,7 +75,8 @@ ModelBuilder random_resnet(const ResNetSpec& spec) {
   const OutQuant relu_q{s, -128}, lin_q{s, 0};
   Tensor x = b.add_input("image", spec.image, spec.image, 3, 1.0 / 64, 128);
   const double relu_gain = std::sqrt(2.0) * 0.05 / (1.0 / 64);  // the stem maps the input scale to s
-  x = b.add_conv("stem", x, random_weights(rng, spec.width, 3, 3, 3, spec.bits, relu_gain), random_bias(rng, spec.width, 200),
+  const Layer l1 = random_layer(rng, spec.width, 3, 3, 3, spec.bits, relu_gain, 200);
+  x = b.add_conv("stem", x, l1.w, l1.bias,
                  {.stride = 1, .pad = 1}, relu_q, Act::relu);
   int cin = spec.width;
   for (int stage = 0; stage < 3; ++stage) {
@@ -72,22 +84,24 @@ ModelBuilder random_resnet(const ResNetSpec& spec) {
     for (int blk = 0; blk < nb; ++blk) {
       const int stride = (stage > 0 && blk == 0) ? 2 : 1;
       const std::string name = "layer" + std::to_string(stage + 1) + "." + std::to_string(blk);
-      Tensor y = b.add_conv(name + ".conv1", x, random_weights(rng, cout, 3, 3, cin, spec.bits, std::sqrt(2.0)),
-                            random_bias(rng, cout, 500), {.stride = stride, .pad = 1}, relu_q, Act::relu);
-      y = b.add_conv(name + ".conv2", y, random_weights(rng, cout, 3, 3, cout, spec.bits, 0.7), random_bias(rng, cout, 500),
+      const Layer l2 = random_layer(rng, cout, 3, 3, cin, spec.bits, std::sqrt(2.0), 500);
+      Tensor y = b.add_conv(name + ".conv1", x, l2.w, l2.bias, {.stride = stride, .pad = 1}, relu_q, Act::relu);
+      const Layer l3 = random_layer(rng, cout, 3, 3, cout, spec.bits, 0.7, 500);
+      y = b.add_conv(name + ".conv2", y, l3.w, l3.bias,
                      {.stride = 1, .pad = 1}, lin_q);
       Tensor shortcut = x;
-      if (stride != 1 || cin != cout)
-        shortcut = b.add_conv(name + ".shortcut", x, random_weights(rng, cout, 1, 1, cin, spec.bits, 0.7),
-                              random_bias(rng, cout, 100), {.stride = stride, .pad = 0}, lin_q);
+      if (stride != 1 || cin != cout) {
+        const Layer l4 = random_layer(rng, cout, 1, 1, cin, spec.bits, 0.7, 100);
+        shortcut = b.add_conv(name + ".shortcut", x, l4.w, l4.bias, {.stride = stride, .pad = 0}, lin_q);
+      }
       x = b.add_add(name + ".add", y, shortcut, relu_q, Act::relu);
       cin = cout;
     }
   }
   x = b.add_global_avg_pool("pool", x);
   // Logits: wider range (scale 0.1) so the 10 classes spread over int8.
-  b.set_output(b.add_fc("fc", x, random_weights(rng, spec.classes, 1, 1, cin, spec.bits, 1.0),
-                        random_bias(rng, spec.classes, 1000), {0.1, 0}));
+  const Layer l5 = random_layer(rng, spec.classes, 1, 1, cin, spec.bits, 1.0, 1000);
+  b.set_output(b.add_fc("fc", x, l5.w, l5.bias, {0.1, 0}));
   std::vector<std::string> names;
   for (int c = 0; c < spec.classes; ++c) names.push_back("class" + std::to_string(c));
   b.set_class_names(names);
@@ -99,17 +113,20 @@ ModelBuilder tiny_model(uint64_t seed, int bits) {
   ModelBuilder b("tiny");
   Tensor x = b.add_input("image", 8, 8, 3, 1.0 / 255, 0);
   // conv 3x3 pad 1 -> [8,8,8], ReLU into uint8 (zero point 0: the unsigned range).
-  Tensor c1 = b.add_conv("conv1", x, random_weights(rng, 8, 3, 3, 3, bits, 1.4), random_bias(rng, 8, 300),
+  const Layer l6 = random_layer(rng, 8, 3, 3, 3, bits, 1.4, 300);
+  Tensor c1 = b.add_conv("conv1", x, l6.w, l6.bias,
                          {.stride = 1, .pad = 1}, {0.04, 0, DType::uint8}, Act::relu);
   // depthwise 3x3 stride 2 -> [4,4,8], relu6
-  Tensor dw = b.add_conv("dw", c1, random_weights(rng, 8, 3, 3, 1, bits, 1.4), random_bias(rng, 8, 100),
+  const Layer l7 = random_layer(rng, 8, 3, 3, 1, bits, 1.4, 100);
+  Tensor dw = b.add_conv("dw", c1, l7.w, l7.bias,
                          {.stride = 2, .pad = 1, .groups = 8}, {0.03, -128}, Act::relu6);
   Tensor mp = b.add_pool("maxpool", c1, ModelBuilder::Pool::max, 2, 2);  // [4,4,8] uint8
   Tensor pw = b.add_conv("pw", mp, random_weights(rng, 8, 1, 1, 8, bits, 1.0), {}, {}, {0.05, 3});
   Tensor sum = b.add_add("add", dw, pw, {0.06, -10}, Act::relu);
   Tensor ap = b.add_pool("avgpool", sum, ModelBuilder::Pool::avg, 3, 1, 1);  // [4,4,8]
   Tensor g = b.add_global_avg_pool("gap", ap);                              // [8]
-  b.set_output(b.add_fc("fc", g, random_weights(rng, 5, 1, 1, 8, bits, 1.0), random_bias(rng, 5, 200), {0.1, 2}));
+  const Layer l8 = random_layer(rng, 5, 1, 1, 8, bits, 1.0, 200);
+  b.set_output(b.add_fc("fc", g, l8.w, l8.bias, {0.1, 2}));
   b.set_class_names({"a", "b", "c", "d", "e"});
   return b;
 }
