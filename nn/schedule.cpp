@@ -94,7 +94,10 @@ std::pair<double, double> OneCycleSchedule::at(int64_t step) const {
   for (int i = 0; i < 2; ++i) {
     const Phase& ph = phases[i];
     if (s <= ph.end_step || i == 1) {
-      const double pct = (s - start_step) / (ph.end_step - start_step);
+      // A phase of zero length (pct_start * total_steps == 1, e.g. 4 steps at
+      // 0.25) is already over: take its end value instead of dividing by 0.
+      const double len = ph.end_step - start_step;
+      const double pct = len > 0.0 ? (s - start_step) / len : 1.0;
       return {cos_anneal(ph.lr0, ph.lr1, pct), cos_anneal(ph.m0, ph.m1, pct)};
     }
     start_step = ph.end_step;

@@ -34,6 +34,23 @@ TEST_CASE("one-cycle matches PyTorch OneCycleLR") {
   CHECK_FALSE(OneCycleSchedule(o, 100).momentum(3).has_value());
 }
 
+TEST_CASE("one-cycle with a warm-up phase of zero length stays finite") {
+  // pct_start * total_steps == 1 (4 steps, 0.25): the warm-up ends at step 0.
+  // Dividing by the phase's length gave NaN; the phase is over, so step 0
+  // runs at the peak and the rest anneals down from it.
+  OneCycleOptions o;
+  o.max_lr = 0.1;
+  o.pct_start = 0.25;
+  OneCycleSchedule s(o, 4);
+  CHECK(s.lr(0) == doctest::Approx(0.1));
+  CHECK(*s.momentum(0) == doctest::Approx(0.85));
+  for (int step = 0; step < 4; ++step) {
+    CAPTURE(step);
+    CHECK(std::isfinite(s.lr(step)));
+    if (step > 0) CHECK(s.lr(step) < s.lr(step - 1));
+  }
+}
+
 TEST_CASE("step, exponential, cosine, warmup at known steps") {
   StepSchedule st(0.1, {10, 20}, 0.1);
   CHECK(st.lr(9) == doctest::Approx(0.1));
