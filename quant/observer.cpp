@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -42,19 +43,39 @@ Scan scan(const float* x, int64_t n) {
   parallel_for(0, chunks, 4, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t b = c * kChunk, e = std::min(n, b + kChunk);
-      float mn = std::numeric_limits<float>::infinity(), mx = -mn;
-      bool finite = true;
-      for (int64_t i = b; i < e; ++i) {
-        const float v = x[i];
-        mn = std::min(mn, v);
-        mx = std::max(mx, v);
-        finite = finite && (v - v == 0.0f);  // false for NaN and +-inf
+      // Two 4-lane vectors each of min and max (one SSE / NEON register, so
+      // the compiler keeps them in registers on every target); `bad` sums
+      // v - v, which is 0 for finite v and NaN for NaN and +-inf.
+      typedef float v4 __attribute__((vector_size(16)));
+      const float inf = std::numeric_limits<float>::infinity();
+      v4 mn0 = {inf, inf, inf, inf}, mx0 = -mn0, mn1 = mn0, mx1 = mx0, bad = {};
+      int64_t i = b;
+      for (; i + 8 <= e; i += 8) {
+        v4 u, v;
+        std::memcpy(&u, x + i, sizeof u);
+        std::memcpy(&v, x + i + 4, sizeof v);
+        mn0 = u < mn0 ? u : mn0;
+        mx0 = u > mx0 ? u : mx0;
+        mn1 = v < mn1 ? v : mn1;
+        mx1 = v > mx1 ? v : mx1;
+        bad += (u - u) + (v - v);
+      }
+      float mn = inf, mx = -inf, z = 0.0f;
+      for (int k = 0; k < 4; ++k) {
+        mn = std::min({mn, mn0[k], mn1[k]});
+        mx = std::max({mx, mx0[k], mx1[k]});
+        z += bad[k];
+      }
+      for (; i < e; ++i) {
+        mn = std::min(mn, x[i]);
+        mx = std::max(mx, x[i]);
+        z += x[i] - x[i];
       }
       Scan s{mn, mx, -1};
-      if (!finite) {
-        for (int64_t i = b; i < e; ++i)
-          if (!std::isfinite(x[i])) {
-            s.bad = i;
+      if (z != 0.0f) {  // not all finite: find the first offending offset
+        for (int64_t j = b; j < e; ++j)
+          if (!std::isfinite(x[j])) {
+            s.bad = j;
             break;
           }
       }

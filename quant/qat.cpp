@@ -8,7 +8,6 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -16,7 +15,6 @@
 #include <stdexcept>
 
 #include "core/loader.h"
-#include "core/parallel.h"
 #include "nn/trainer.h"
 
 namespace octet::quant {
@@ -415,63 +413,6 @@ void weight_ranges(const Tensor& w, bool per_channel, std::vector<float>& lo, st
 }
 
 
-// The min and max of x[0, n) and whether every value is finite, in one
-// vectorized parallel pass. The minmax and ema observers need nothing else of
-// a batch, so ActQuant hands them just {min, max} (the same update, without
-// the observer's own scalar scan over the whole tensor).
-struct BatchRange {
-  float min = std::numeric_limits<float>::infinity();
-  float max = -std::numeric_limits<float>::infinity();
-  bool finite = true;
-};
-
-BatchRange batch_range(const float* x, int64_t n) {
-  // 4 lanes: one SSE / NEON register, so the compiler keeps it in registers
-  // (minps/maxps, fmin/fmax) on every target.
-  typedef float v4 __attribute__((vector_size(16)));
-  constexpr int64_t kChunk = 1 << 14;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<BatchRange> part(static_cast<size_t>(chunks));
-  parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t b = c * kChunk, e = std::min(n, b + kChunk);
-      const float inf = std::numeric_limits<float>::infinity();
-      v4 mn0 = {inf, inf, inf, inf}, mx0 = -mn0, mn1 = mn0, mx1 = mx0, bad = {};
-      int64_t i = b;
-      for (; i + 8 <= e; i += 8) {
-        v4 u, v;
-        std::memcpy(&u, x + i, sizeof u);
-        std::memcpy(&v, x + i + 4, sizeof v);
-        mn0 = u < mn0 ? u : mn0;
-        mx0 = u > mx0 ? u : mx0;
-        mn1 = v < mn1 ? v : mn1;
-        mx1 = v > mx1 ? v : mx1;
-        bad += (u - u) + (v - v);  // NaN for a NaN or an infinity
-      }
-      BatchRange r;
-      float z = 0.0f;
-      for (int k = 0; k < 4; ++k) {
-        r.min = std::min({r.min, mn0[k], mn1[k]});
-        r.max = std::max({r.max, mx0[k], mx1[k]});
-        z += bad[k];
-      }
-      for (; i < e; ++i) {
-        r.min = std::min(r.min, x[i]);
-        r.max = std::max(r.max, x[i]);
-        z += x[i] - x[i];
-      }
-      r.finite = z == 0.0f;
-      part[static_cast<size_t>(c)] = r;
-    }
-  });
-  BatchRange out;
-  for (const BatchRange& r : part) {
-    out.min = std::min(out.min, r.min);
-    out.max = std::max(out.max, r.max);
-    out.finite = out.finite && r.finite;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -576,14 +517,7 @@ Tensor ActQuant::forward(const Tensor& x) {
   ActQuant& r = root();
   float* rflags = r.flags_.data();
   if (observes_ && (training() || calibrating_) && r.observer_ && rflags[1] == 0.0f) {
-    const std::string_view kind = r.observer_->kind();
-    BatchRange br;
-    if ((kind == "ema" || kind == "minmax") && x.numel() > 0 && (br = batch_range(x.data(), x.numel())).finite) {
-      const float mm[2] = {br.min, br.max};
-      r.observer_->observe(std::span<const float>(mm, 2));
-    } else {
-      r.observer_->observe(x);  // histograms need every value; a NaN/inf throws naming its offset
-    }
+    r.observer_->observe(x);
     r.sync_from_observer();
   }
   if (!fake_quant_enabled() || rflags[2] == 0.0f) return x;
