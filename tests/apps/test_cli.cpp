@@ -1,0 +1,207 @@
+// tests/apps/test_cli.cpp: the `octet` command line as a user meets it. Each
+// case runs the real binary (OCTET_EXE) in a shell and checks its exit code
+// and what it prints:
+//   - wrong commands and flags: exit 2 and a message naming the flag;
+//   - bad files (missing data, truncated checkpoints and model files, corrupt
+//     images): exit 1 and a message naming the file; nothing half-written;
+//   - the main job's chain on a tiny generated image tree: train with QAT ->
+//     export -> eval in the engine (== integer simulation on every image) ->
+//     run -> inspect.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/image.h"
+#include "tests/core/test_data_util.h"
+
+using octet::testing::TempDir;
+using octet::testing::write_bytes;
+using octet::testing::write_text;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code = -1;       // the exit status, or -1 when the process did not exit normally
+  std::string output;  // stdout and stderr, interleaved
+};
+
+// `octet <args>`, run by /bin/sh; args are shell words (quote paths yourself).
+Result octet_cli(const std::string& args) {
+  const std::string command = std::string("'") + OCTET_EXE + "' " + args + " 2>&1";
+  Result r;
+  FILE* p = ::popen(command.c_str(), "r");
+  REQUIRE_MESSAGE(p, "popen failed for: " << command);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  if (WIFEXITED(status)) r.code = WEXITSTATUS(status);
+  return r;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+std::string quoted(const std::string& path) { return "'" + path + "'"; }
+
+// A 32x32 RGB image whose class is visible to a tiny network: class 0 is
+// bright on the left half, class 1 on the right half; `k` varies the noise.
+std::vector<uint8_t> class_image(int cls, int k, int size = 32) {
+  std::vector<uint8_t> hwc(static_cast<size_t>(size) * size * 3);
+  for (int y = 0; y < size; ++y)
+    for (int x = 0; x < size; ++x)
+      for (int c = 0; c < 3; ++c) {
+        const bool bright = (x < size / 2) == (cls == 0);
+        const int noise = (k * 37 + y * 11 + x * 5 + c * 3) % 41;
+        hwc[(static_cast<size_t>(y) * size + x) * 3 + c] = static_cast<uint8_t>((bright ? 190 : 40) + noise);
+      }
+  return hwc;
+}
+
+// root/{train,test}/{left,right}/NNN.png: `per_class` training images per class, 8 test images per class.
+void write_tree(const std::string& root, int per_class) {
+  const char* classes[2] = {"left", "right"};
+  for (int cls = 0; cls < 2; ++cls) {
+    fs::create_directories(root + "/train/" + classes[cls]);
+    fs::create_directories(root + "/test/" + classes[cls]);
+    for (int i = 0; i < per_class; ++i)
+      octet::write_png(root + "/train/" + classes[cls] + "/" + std::to_string(i) + ".png",
+                       class_image(cls, i).data(), 32, 32, 3);
+    for (int i = 0; i < 8; ++i)
+      octet::write_png(root + "/test/" + classes[cls] + "/" + std::to_string(i) + ".png",
+                       class_image(cls, 1000 + i).data(), 32, 32, 3);
+  }
+}
+
+std::vector<uint8_t> read_all(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("cli: no command, an unknown command, and every command's --help") {
+  const Result none = octet_cli("");
+  CHECK(none.code == 2);
+  CHECK(contains(none.output, "usage: octet <command>"));
+
+  const Result unknown = octet_cli("frobnicate");
+  CHECK(unknown.code == 2);
+  CHECK(contains(unknown.output, "unknown command 'frobnicate'"));
+
+  for (const char* cmd : {"train", "eval", "calibrate", "export", "run", "inspect", "compare", "bench"}) {
+    CAPTURE(cmd);
+    const Result help = octet_cli(std::string(cmd) + " --help");
+    CHECK(help.code == 0);
+    CHECK(contains(help.output, std::string("usage: octet ") + cmd));
+  }
+}
+
+TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
+  const Result unknown_flag = octet_cli("train --frobnicate 3");
+  CHECK(unknown_flag.code == 2);
+  CHECK(contains(unknown_flag.output, "--frobnicate"));
+  CHECK(contains(unknown_flag.output, "octet train --help"));
+
+  const Result not_a_number = octet_cli("train --epochs many");
+  CHECK(not_a_number.code == 2);
+  CHECK(contains(not_a_number.output, "--epochs"));
+  CHECK(contains(not_a_number.output, "many"));
+
+  const Result bad_preset = octet_cli("train --preset huge --data /nonexistent");
+  CHECK(bad_preset.code != 0);
+  CHECK(contains(bad_preset.output, "huge"));
+
+  const Result missing_model = octet_cli("inspect");
+  CHECK(missing_model.code == 2);
+
+  const Result export_no_out = octet_cli("export some.ckpt");
+  CHECK(export_no_out.code != 0);
+  CHECK(contains(export_no_out.output, "-o"));
+}
+
+TEST_CASE("cli: missing data and unreadable files exit 1 and name the path") {
+  TempDir tmp;
+  const Result no_data = octet_cli("train --data " + quoted(tmp / "no-such-folder") + " --out " + quoted(tmp / "run"));
+  CHECK(no_data.code == 1);
+  CHECK(contains(no_data.output, tmp / "no-such-folder"));
+
+  write_text(tmp / "garbage.oct", "this is not a model file");
+  const Result garbage = octet_cli("inspect " + quoted(tmp / "garbage.oct"));
+  CHECK(garbage.code == 1);
+  CHECK(contains(garbage.output, tmp / "garbage.oct"));
+
+  write_text(tmp / "garbage.ckpt", "neither is this a checkpoint");
+  const Result bad_ckpt = octet_cli("export " + quoted(tmp / "garbage.ckpt") + " -o " + quoted(tmp / "out.oct"));
+  CHECK(bad_ckpt.code == 1);
+  CHECK(contains(bad_ckpt.output, tmp / "garbage.ckpt"));
+  CHECK_FALSE(fs::exists(tmp / "out.oct"));  // nothing half-written
+}
+
+TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> inspect on a tiny image tree") {
+  TempDir tmp;
+  const std::string data = tmp / "tree", run = tmp / "run", model = tmp / "model.oct";
+  write_tree(data, 48);
+
+  // Two epochs of QAT from scratch (fake quant from the start), one thread.
+  const Result train = octet_cli("train --preset quick --qat --quant-delay 0 --epochs 2 --batch 16 --lr 0.05 --threads 1 "
+                                 "--no-progress --data " + quoted(data) + " --out " + quoted(run));
+  INFO(train.output);
+  REQUIRE(train.code == 0);
+  CHECK(fs::exists(run + "/last.ckpt"));
+  CHECK(fs::exists(run + "/loss.png"));
+  CHECK(fs::exists(run + "/accuracy.png"));
+  {
+    std::ifstream log(run + "/log.csv");
+    std::string line;
+    int rows = 0;
+    while (std::getline(log, line)) ++rows;
+    CHECK(rows == 3);  // header + one row per epoch
+  }
+
+  const Result exported = octet_cli("export " + quoted(run + "/last.ckpt") + " -o " + quoted(model));
+  INFO(exported.output);
+  REQUIRE(exported.code == 0);
+  CHECK(contains(exported.output, "wrote " + model));
+
+  // The engine on all 16 test images, with the integer simulation beside it.
+  const Result eval = octet_cli("eval " + quoted(model) + " --data " + quoted(data) + " --intsim --threads 1");
+  INFO(eval.output);
+  REQUIRE(eval.code == 0);
+  CHECK(contains(eval.output, "engine == integer simulation (int8 logits, bit for bit): 16 of 16 images"));
+
+  // run: one image at the model's size, one that must be resized, one corrupt file.
+  octet::write_png(tmp / "right.png", class_image(1, 7).data(), 32, 32, 3);
+  octet::write_png(tmp / "big.png", class_image(0, 3, 48).data(), 48, 48, 3);
+  write_bytes(tmp / "corrupt.png", {0x89, 'P', 'N', 'G', 0, 1, 2, 3});
+  const Result ok = octet_cli("run " + quoted(model) + " " + quoted(tmp / "right.png") + " " + quoted(tmp / "big.png"));
+  INFO(ok.output);
+  CHECK(ok.code == 0);
+  CHECK(contains(ok.output, "right"));
+  CHECK(contains(ok.output, "left"));
+  CHECK(contains(ok.output, "resized to 32x32"));
+  const Result corrupt = octet_cli("run " + quoted(model) + " " + quoted(tmp / "corrupt.png"));
+  CHECK(corrupt.code == 1);
+  CHECK(contains(corrupt.output, tmp / "corrupt.png"));
+
+  const Result inspect = octet_cli("inspect " + quoted(model));
+  INFO(inspect.output);
+  CHECK(inspect.code == 0);
+  CHECK(contains(inspect.output, "M0"));
+
+  // The same file cut in half is refused, naming the file.
+  const std::vector<uint8_t> bytes = read_all(model);
+  REQUIRE(bytes.size() > 100);
+  write_bytes(tmp / "half.oct", std::vector<uint8_t>(bytes.begin(), bytes.begin() + bytes.size() / 2));
+  const Result half = octet_cli("inspect " + quoted(tmp / "half.oct"));
+  CHECK(half.code == 1);
+  CHECK(contains(half.output, tmp / "half.oct"));
+}
