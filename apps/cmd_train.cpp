@@ -149,7 +149,6 @@ int cmd_train(int argc, char** argv) {
               static_cast<long long>(test.size()), train.num_classes());
 
   std::shared_ptr<nn::ResNet> qmodel;
-  nn::TrainConfig tc = c;
   if (qat) {
     if (init.empty()) {
       qmodel = nn::make_model(c.model, train.num_classes(), c.seed);
@@ -162,9 +161,8 @@ int cmd_train(int argc, char** argv) {
       qmodel = lm.model;
     }
     quant::prepare(*qmodel, q);
-    tc.resume = false;  // restored below, once the QAT hooks are in place
   }
-  nn::Trainer t(tc, train, &test, qmodel);
+  nn::Trainer t(c, train, &test, qmodel);
   if (qat) {
     for (auto& [k, v] : q.to_kv()) t.extra_config["qat." + k] = v;
     if (!init.empty()) t.extra_config["qat_init"] = init;
@@ -173,20 +171,17 @@ int cmd_train(int argc, char** argv) {
     t.on_restore = [m](const Checkpoint& ck) { quant::read_qat_meta(*m, ck); };
     const int64_t total = t.steps_per_epoch() * c.epochs;
     t.on_step_begin = [m, q, total](int64_t step) { quant::apply_phase(*m, quant::phase_at(q, step, total)); };
-    if (c.resume) {
-      if (c.out.empty()) throw UsageError("octet train: --resume needs --out (the run folder)");
-      const std::string path = c.out + "/last.ckpt";
-      if (!std::filesystem::exists(path))
-        throw std::runtime_error("train: --resume: no checkpoint " + path + " (nothing to resume)");
-      t.restore(load_checkpoint(path));
-    }
     std::printf("QAT: fake quant from step %lld of %lld%s\n", static_cast<long long>(q.quant_delay_at(total)),
                 static_cast<long long>(total), init.empty() ? "" : (", initialized from " + init).c_str());
   }
   std::printf("model %s: %lld parameters\nconfiguration:\n%s", c.model.c_str(),
               static_cast<long long>(t.model().num_parameters()), c.to_string().c_str());
   if (qat) std::printf("qat configuration:\n%s", q.to_string().c_str());
-  if (c.resume) std::printf("resuming after epoch %d (step %lld)\n", t.epochs_done(), static_cast<long long>(t.global_step()));
+  if (c.resume) {
+    if (c.out.empty()) throw UsageError("octet train: --resume needs --out (the run folder)");
+    t.resume();  // after the QAT hooks: they restore the observers' states
+    std::printf("resuming after epoch %d (step %lld)\n", t.epochs_done(), static_cast<long long>(t.global_step()));
+  }
   std::fflush(stdout);
   auto ran = t.fit();
   if (!ran.empty()) {

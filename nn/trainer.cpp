@@ -359,14 +359,14 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
   model_ = model ? std::move(model) : make_model(cfg_.model, train.num_classes(), cfg_.seed);
   optim_ = make_optimizer(cfg_.optim, model_->named_parameters());
   schedule_ = make_schedule(cfg_.schedule, steps_per_epoch_, cfg_.epochs);
+}
 
-  if (cfg_.resume) {
-    if (cfg_.out.empty()) throw std::invalid_argument("train: --resume needs --out (the run folder)");
-    const std::string path = cfg_.out + "/last.ckpt";
-    if (!std::filesystem::exists(path))
-      throw std::runtime_error("train: --resume: no checkpoint " + path + " (nothing to resume)");
-    restore(load_checkpoint(path));
-  }
+void Trainer::resume() {
+  if (cfg_.out.empty()) throw std::invalid_argument("train: --resume needs --out (the run folder)");
+  const std::string path = cfg_.out + "/last.ckpt";
+  if (!std::filesystem::exists(path))
+    throw std::runtime_error("train: --resume: no checkpoint " + path + " (nothing to resume)");
+  restore(load_checkpoint(path));
 }
 
 Checkpoint Trainer::make_checkpoint() const {
@@ -450,6 +450,7 @@ void Trainer::restore(const Checkpoint& ck) {
   while (std::getline(ss, row))
     if (!row.empty()) history_.push_back(parse_csv_row(row, where));
   if (on_restore) on_restore(ck);
+  restored_ = true;
 }
 
 Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int batch) {
@@ -479,6 +480,7 @@ Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int 
 Metrics Trainer::evaluate(const Dataset& data) { return nn::evaluate(*model_, data, pre_, cfg_.eval_batch); }
 
 std::vector<EpochStats> Trainer::fit() {
+  if (cfg_.resume && !restored_) resume();
   if (!cfg_.out.empty()) std::filesystem::create_directories(cfg_.out);
   std::vector<EpochStats> ran;
   LoaderOptions lo;

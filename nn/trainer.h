@@ -99,8 +99,14 @@ struct NonFiniteLoss : std::runtime_error {
 class Trainer {
  public:
   // model: nullptr = make_model(cfg.model, classes, cfg.seed). quant/ passes
-  // its prepared (fake-quant) model here.
+  // its prepared (fake-quant) model here. Construction reads no files: a
+  // resumed run is restored by resume(), or by fit() itself.
   Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std::shared_ptr<Module> model = nullptr);
+
+  // Restores the run in cfg.out from its last.ckpt. fit() calls it when
+  // cfg.resume is set and nothing was restored yet; call it yourself to see
+  // epochs_done() before fit(). Set the hooks below first.
+  void resume();
 
   // Trains the remaining epochs (all, or those after the checkpoint when
   // cfg.resume). Returns the stats of the epochs it ran.
@@ -132,8 +138,7 @@ class Trainer {
   // extra_config: more of the run's identity as "key" -> "value" (the QAT
   //   configuration as "qat.<key>"): written into every checkpoint's metadata
   //   and into config.txt; restore() requires the checkpoint to hold the same
-  //   values. Set it before restore() (construct with cfg.resume = false, set
-  //   the hooks, then call restore(load_checkpoint(...)) yourself).
+  //   values. Set it before resume() or restore().
   // on_save(ck): adds to every checkpoint make_checkpoint() writes (the exact
   //   observer states); on_restore(ck): reads it back at the end of restore().
   std::map<std::string, std::string> extra_config;
@@ -154,6 +159,7 @@ class Trainer {
   int64_t steps_per_epoch_ = 0;
   int64_t step_ = 0;
   int epoch_ = 0;  // completed epochs
+  bool restored_ = false;  // restore() ran (fit() then does not resume again)
   double best_top1_ = -1;
   std::vector<EpochStats> history_;
 };

@@ -167,6 +167,20 @@ TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> i
     CHECK(rows == 3);  // header + one row per epoch
   }
 
+  // --resume of the finished run restores it (QAT observers included) and has nothing left to do.
+  const Result again = octet_cli("train --preset quick --qat --quant-delay 0 --epochs 2 --batch 16 --lr 0.05 --threads 1 "
+                                 "--no-progress --resume --data " + quoted(data) + " --out " + quoted(run));
+  INFO(again.output);
+  CHECK(again.code == 0);
+  CHECK(contains(again.output, "resuming after epoch 2"));
+  CHECK(contains(again.output, "nothing to do"));
+  // ... and --resume in a folder without a run names the checkpoint it looked for.
+  const Result nothing = octet_cli("train --preset quick --batch 16 --resume --no-progress --data " + quoted(data) + " --out " +
+                                   quoted(tmp / "empty-run"));
+  INFO(nothing.output);
+  CHECK(nothing.code == 1);
+  CHECK(contains(nothing.output, tmp / "empty-run/last.ckpt"));
+
   const Result exported = octet_cli("export " + quoted(run + "/last.ckpt") + " -o " + quoted(model));
   INFO(exported.output);
   REQUIRE(exported.code == 0);

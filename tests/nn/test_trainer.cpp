@@ -110,6 +110,8 @@ TEST_CASE("resume ends bit-identical to an uninterrupted run") {
 
   c2.resume = true;
   Trainer resumed(c2, train, &test);
+  CHECK(resumed.epochs_done() == 0);  // construction reads no files
+  resumed.resume();
   CHECK(resumed.epochs_done() == 1);
   auto ran = resumed.fit();
   CHECK(ran.size() == 1);
@@ -128,7 +130,8 @@ TEST_CASE("resume ends bit-identical to an uninterrupted run") {
   // Resuming with another recipe is refused with the differing key.
   TrainConfig c3 = c2;
   c3.schedule.lr = 0.2;
-  CHECK_THROWS_WITH_AS(Trainer(c3, train, &test), doctest::Contains("lr: checkpoint 0.05"), std::runtime_error);
+  Trainer other(c3, train, &test);
+  CHECK_THROWS_WITH_AS(other.fit(), doctest::Contains("lr: checkpoint 0.05"), std::runtime_error);
 
   // A finished run has nothing left to do.
   Trainer done(c2, train, &test);
