@@ -22,6 +22,7 @@
 
 #include "apps/args.h"
 #include "apps/commands.h"
+#include "core/blas.h"
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "nn/optim.h"
@@ -71,6 +72,8 @@ int bench_train(int argc, char** argv) {
   auto model = nn::make_model(name, 10, 0);
   std::printf("octet threads %d %s params %lld\n", num_threads(), name.c_str(),
               static_cast<long long>(model->num_parameters()));
+  // OPENBLAS_CORETYPE=Haswell (set on some machines) roughly halves sgemm on AVX-512 CPUs: say which core runs.
+  std::printf("openblas_core %s\n", openblas_corename().c_str());
   nn::OptimizerConfig oc;
   oc.kind = "sgd";
   oc.lr = 0.1f;
