@@ -572,8 +572,14 @@ void ThresholdObserver::restore(std::span<const double> v) {
 // ---- Entropy (TensorRT) -------------------------------------------------------------------
 
 double EntropyObserver::divergence(int i) const {
-  const std::vector<double>& h = hist_.counts();
+  // Bin 0 counts as bin 1 (NVIDIA's pytorch-quantization does the same): the
+  // exact zeros of a ReLU output, often half its values, pile up in bin 0, and
+  // every wide candidate's Q spreads that spike over its first group, a KL
+  // penalty so large that the narrowest candidate would always win. Zeros are
+  // exact on every grid, so they say nothing about where to clip.
+  std::vector<double> h = hist_.counts();
   const int bins = hist_.bins();
+  if (bins > 1) h[0] = h[1];
   const int64_t levels = this->levels();
   if (i < 1 || i > bins) throw std::invalid_argument("entropy observer: candidate " + std::to_string(i) + " out of range");
   double outliers = 0;

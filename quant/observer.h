@@ -259,8 +259,10 @@ class ThresholdObserver : public Observer {
 // first i bins with the outliers (bins >= i) folded into bin i-1; the
 // candidate Q quantizes bins [0, i) into `levels` groups, spreading each
 // group's count evenly over its nonempty bins; T = i * width for the i with
-// the smallest KL(P || Q) (the first, on ties). With levels >= bins there is
-// nothing to quantize and T = max|x|.   numbers: [bits, min, max, <histogram>]
+// the smallest KL(P || Q) (the first, on ties). Bin 0 counts as bin 1 (the
+// zeros of a ReLU must not decide the clip; see divergence()). With levels >=
+// bins there is nothing to quantize and T = max|x|.
+//                                       numbers: [bits, min, max, <histogram>]
 class EntropyObserver final : public ThresholdObserver {
  public:
   explicit EntropyObserver(int bits = 8, int bins = 2048) : ThresholdObserver(bits, bins) {}
