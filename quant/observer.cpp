@@ -571,17 +571,23 @@ void ThresholdObserver::restore(std::span<const double> v) {
 
 // ---- Entropy (TensorRT) -------------------------------------------------------------------
 
-double EntropyObserver::divergence(int i) const {
-  // Bin 0 counts as bin 1 (NVIDIA's pytorch-quantization does the same): the
-  // exact zeros of a ReLU output, often half its values, pile up in bin 0, and
-  // every wide candidate's Q spreads that spike over its first group, a KL
-  // penalty so large that the narrowest candidate would always win. Zeros are
-  // exact on every grid, so they say nothing about where to clip.
-  std::vector<double> h = hist_.counts();
-  const int bins = hist_.bins();
-  if (bins > 1) h[0] = h[1];
-  const int64_t levels = this->levels();
-  if (i < 1 || i > bins) throw std::invalid_argument("entropy observer: candidate " + std::to_string(i) + " out of range");
+namespace {
+
+// The counts the KL search uses: the histogram with bin 0 counted as bin 1
+// (NVIDIA's pytorch-quantization does the same). The exact zeros of a ReLU
+// output, often half its values, pile up in bin 0, and every wide candidate's
+// Q spreads that spike over its first group, a KL penalty so large that the
+// narrowest candidate would always win. Zeros are exact on every grid, so
+// they say nothing about where to clip.
+std::vector<double> counts_for_kl(const Histogram& hist) {
+  std::vector<double> h = hist.counts();
+  if (h.size() > 1) h[0] = h[1];
+  return h;
+}
+
+// KL(P || Q) of candidate i (1 <= i <= h.size()) over the counts h.
+double candidate_kl(const std::vector<double>& h, int i, int64_t levels) {
+  const int bins = static_cast<int>(h.size());
   double outliers = 0;
   for (int j = i; j < bins; ++j) outliers += h[static_cast<size_t>(j)];
   double kept = 0;  // Q's total: the first i bins, unfolded
@@ -609,15 +615,24 @@ double EntropyObserver::divergence(int i) const {
   return kl;
 }
 
+}  // namespace
+
+double EntropyObserver::divergence(int i) const {
+  if (i < 1 || i > hist_.bins())
+    throw std::invalid_argument("entropy observer: candidate " + std::to_string(i) + " out of range");
+  return candidate_kl(counts_for_kl(hist_), i, levels());
+}
+
 double EntropyObserver::threshold() const {
   if (!has_data()) no_data();
   const double amax = std::max(std::fabs(min_), std::fabs(max_));
   const int bins = hist_.bins();
   if (levels() >= bins) return amax;
+  const std::vector<double> h = counts_for_kl(hist_);
   double best = kInf;
   int best_i = bins;
   for (int i = static_cast<int>(levels()); i <= bins; ++i) {
-    const double d = divergence(i);
+    const double d = candidate_kl(h, i, levels());
     if (d < best) {
       best = d;
       best_i = i;

@@ -260,7 +260,7 @@ class ThresholdObserver : public Observer {
 // candidate Q quantizes bins [0, i) into `levels` groups, spreading each
 // group's count evenly over its nonempty bins; T = i * width for the i with
 // the smallest KL(P || Q) (the first, on ties). Bin 0 counts as bin 1 (the
-// zeros of a ReLU must not decide the clip; see divergence()). With levels >=
+// zeros of a ReLU must not decide the clip; see observer.cpp). With levels >=
 // bins there is nothing to quantize and T = max|x|.
 //                                       numbers: [bits, min, max, <histogram>]
 class EntropyObserver final : public ThresholdObserver {
