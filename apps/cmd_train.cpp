@@ -30,6 +30,8 @@ presets (flags given after them override single values):
 
 options:
   --model NAME          resnet20|32|44|56|110, resnet18, resnet50, ... (default resnet20)
+  --weight-init he|torch  conv weights: He normal, fan out (default, torchvision's
+                        ResNets) or PyTorch's nn.Conv2d default, U(+-1/sqrt(fan_in))
   --data PATH           dataset folder (default: $OCTET_DATA)
   --epochs N  --batch N
   --optimizer sgd|rmsprop|adam   --momentum M  --nesterov[=false]  --wd W
@@ -74,6 +76,7 @@ int cmd_train(int argc, char** argv) {
   }
   nn::TrainConfig c = nn::TrainConfig::preset_config(a.get("--preset", "quick"));
   c.model = a.get("--model", c.model);
+  c.weight_init = a.get("--weight-init", c.weight_init);
   c.data = a.get("--data", c.data);
   c.epochs = a.get_int("--epochs", c.epochs);
   c.batch = a.get_int("--batch", c.batch);
@@ -138,6 +141,13 @@ int cmd_train(int argc, char** argv) {
   if (c.label_smoothing < 0 || c.label_smoothing >= 1)
     throw UsageError("octet train: --label-smoothing must be in [0, 1)");
   if (c.subset < 0 || c.test_subset < 0) throw UsageError("octet train: --subset must be >= 0");
+  try {
+    nn::parse_conv_init(c.weight_init);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("octet train: --weight-init: ") + e.what());
+  }
+  if (!init.empty() && a.has("--weight-init"))
+    throw UsageError("octet train: --weight-init and --init exclude each other (--init loads the weights)");
 
   set_num_threads(c.threads);
   const std::string root = resolve_data_path(c.data);
@@ -151,7 +161,7 @@ int cmd_train(int argc, char** argv) {
   std::shared_ptr<nn::ResNet> qmodel;
   if (qat) {
     if (init.empty()) {
-      qmodel = nn::make_model(c.model, train.num_classes(), c.seed);
+      qmodel = nn::make_model(c.model, train.num_classes(), c.seed, nn::parse_conv_init(c.weight_init));
     } else {
       quant::LoadedModel lm = quant::load_model(init);
       if (lm.qat) throw std::runtime_error("--init " + init + " is already a quantized checkpoint (use --resume)");

@@ -236,16 +236,29 @@ std::string Module::summary() const {
 
 // ---------------------------------------------------------------- layers
 
-Conv2d::Conv2d(int in_c, int out_c, int k, int s, int p, bool bias, Rng& rng)
+ConvInit parse_conv_init(const std::string& name) {
+  if (name == "he") return ConvInit::he;
+  if (name == "torch") return ConvInit::torch;
+  throw std::invalid_argument("unknown weight init '" + name + "'; valid: he, torch");
+}
+
+const char* conv_init_name(ConvInit init) { return init == ConvInit::he ? "he" : "torch"; }
+
+Conv2d::Conv2d(int in_c, int out_c, int k, int s, int p, bool bias, Rng& rng, ConvInit init)
     : Module("Conv2d"), in_channels(in_c), out_channels(out_c), kernel(k), stride(s), pad(p) {
   if (in_c <= 0 || out_c <= 0 || k <= 0 || s <= 0 || p < 0)
     throw std::invalid_argument("Conv2d: bad configuration in=" + std::to_string(in_c) + " out=" +
                                 std::to_string(out_c) + " k=" + std::to_string(k) + " stride=" + std::to_string(s) +
                                 " pad=" + std::to_string(p));
   Tensor w = Tensor::empty({out_c, in_c, k, k});
-  const float std_dev = std::sqrt(2.0f / static_cast<float>(out_c * k * k));
   float* d = w.data();
-  for (int64_t i = 0; i < w.numel(); ++i) d[i] = std_dev * rng.normal();
+  if (init == ConvInit::he) {
+    const float std_dev = std::sqrt(2.0f / static_cast<float>(out_c * k * k));
+    for (int64_t i = 0; i < w.numel(); ++i) d[i] = std_dev * rng.normal();
+  } else {
+    const float bound = 1.0f / std::sqrt(static_cast<float>(in_c * k * k));
+    for (int64_t i = 0; i < w.numel(); ++i) d[i] = rng.uniform(-bound, bound);
+  }
   register_parameter("weight", w);
   if (bias) register_parameter("bias", Tensor::zeros({out_c}));
 }

@@ -143,13 +143,25 @@ class Identity : public Module {
   Tensor forward(const Tensor& x) override { return x; }
 };
 
+// How a Conv2d draws its initial weight (the bias, if any, starts at zero):
+//   he     Kaiming normal with fan_out = Cout*K*K and gain sqrt(2), i.e.
+//          N(0, 2 / fan_out): torchvision's ResNets.
+//   torch  PyTorch's default for a bare nn.Conv2d, kaiming_uniform(a=sqrt(5)):
+//          U(-b, b) with b = 1 / sqrt(fan_in), fan_in = Cin*K*K; about 2.4x
+//          smaller for a 3x3 conv of equal widths. The peer script
+//          (../shared/bench/torch_resnet20.py) keeps this one.
+// With BN after every conv the scale does not change the function, but with
+// weight decay it sets the effective learning rate early in training.
+enum class ConvInit { he, torch };
+ConvInit parse_conv_init(const std::string& name);  // "he" | "torch"; throws listing both
+const char* conv_init_name(ConvInit init);
+
 // Conv2d: x [N, Cin, H, W] -> [N, Cout, H', W']; weight [Cout, Cin, K, K],
 // bias [Cout] when bias is on (off by default, as ResNets use BN after convs).
-// Init as torchvision's ResNet: Kaiming normal, fan_out = Cout*K*K, gain
-// sqrt(2) (std = sqrt(2 / fan_out)); bias zero.
 class Conv2d : public Module {
  public:
-  Conv2d(int in_channels, int out_channels, int kernel, int stride, int pad, bool bias, Rng& rng);
+  Conv2d(int in_channels, int out_channels, int kernel, int stride, int pad, bool bias, Rng& rng,
+         ConvInit init = ConvInit::he);
   Tensor forward(const Tensor& x) override;
   std::string describe() const override;
 

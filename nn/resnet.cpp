@@ -6,10 +6,10 @@ namespace octet::nn {
 
 namespace {
 
-ModulePtr projection(int in_c, int out_c, int stride, Rng& rng) {
+ModulePtr projection(int in_c, int out_c, int stride, Rng& rng, ConvInit init) {
   if (stride == 1 && in_c == out_c) return std::make_shared<Identity>();
   auto s = std::make_shared<Sequential>();
-  s->append(std::make_shared<Conv2d>(in_c, out_c, 1, stride, 0, false, rng));
+  s->append(std::make_shared<Conv2d>(in_c, out_c, 1, stride, 0, false, rng, init));
   s->append(std::make_shared<BatchNorm2d>(out_c));
   return s;
 }
@@ -20,13 +20,13 @@ bool has_projection(const Module& block) { return block.child("shortcut").type()
 
 // ---------------------------------------------------------------- blocks
 
-BasicBlock::BasicBlock(int in_c, int c, int stride, Rng& rng) : Module("BasicBlock") {
-  register_module("conv1", std::make_shared<Conv2d>(in_c, c, 3, stride, 1, false, rng));
+BasicBlock::BasicBlock(int in_c, int c, int stride, Rng& rng, ConvInit init) : Module("BasicBlock") {
+  register_module("conv1", std::make_shared<Conv2d>(in_c, c, 3, stride, 1, false, rng, init));
   register_module("bn1", std::make_shared<BatchNorm2d>(c));
   register_module("relu1", std::make_shared<ReLU>());
-  register_module("conv2", std::make_shared<Conv2d>(c, c, 3, 1, 1, false, rng));
+  register_module("conv2", std::make_shared<Conv2d>(c, c, 3, 1, 1, false, rng, init));
   register_module("bn2", std::make_shared<BatchNorm2d>(c));
-  register_module("shortcut", projection(in_c, c, stride, rng));
+  register_module("shortcut", projection(in_c, c, stride, rng, init));
   register_module("add", std::make_shared<Add>());
   register_module("relu2", std::make_shared<ReLU>());
 }
@@ -43,17 +43,18 @@ std::vector<ConvBnRelu> BasicBlock::groups() const {
   return g;
 }
 
-Bottleneck::Bottleneck(int in_c, int c, int stride, bool stride_on_3x3, Rng& rng) : Module("Bottleneck") {
+Bottleneck::Bottleneck(int in_c, int c, int stride, bool stride_on_3x3, Rng& rng, ConvInit init)
+    : Module("Bottleneck") {
   const int out_c = c * expansion;
-  register_module("conv1", std::make_shared<Conv2d>(in_c, c, 1, stride_on_3x3 ? 1 : stride, 0, false, rng));
+  register_module("conv1", std::make_shared<Conv2d>(in_c, c, 1, stride_on_3x3 ? 1 : stride, 0, false, rng, init));
   register_module("bn1", std::make_shared<BatchNorm2d>(c));
   register_module("relu1", std::make_shared<ReLU>());
-  register_module("conv2", std::make_shared<Conv2d>(c, c, 3, stride_on_3x3 ? stride : 1, 1, false, rng));
+  register_module("conv2", std::make_shared<Conv2d>(c, c, 3, stride_on_3x3 ? stride : 1, 1, false, rng, init));
   register_module("bn2", std::make_shared<BatchNorm2d>(c));
   register_module("relu2", std::make_shared<ReLU>());
-  register_module("conv3", std::make_shared<Conv2d>(c, out_c, 1, 1, 0, false, rng));
+  register_module("conv3", std::make_shared<Conv2d>(c, out_c, 1, 1, 0, false, rng, init));
   register_module("bn3", std::make_shared<BatchNorm2d>(out_c));
-  register_module("shortcut", projection(in_c, out_c, stride, rng));
+  register_module("shortcut", projection(in_c, out_c, stride, rng, init));
   register_module("add", std::make_shared<Add>());
   register_module("relu3", std::make_shared<ReLU>());
 }
@@ -78,9 +79,9 @@ ResNet::ResNet(const ResNetConfig& cfg, Rng& rng) : Module("ResNet"), config_(cf
     throw std::invalid_argument("ResNet '" + cfg.name + "': blocks and widths must be non-empty and of equal length");
   if (cfg.num_classes < 1) throw std::invalid_argument("ResNet: num_classes must be >= 1");
   if (cfg.imagenet_stem) {
-    register_module("conv1", std::make_shared<Conv2d>(cfg.in_channels, cfg.stem_channels, 7, 2, 3, false, rng));
+    register_module("conv1", std::make_shared<Conv2d>(cfg.in_channels, cfg.stem_channels, 7, 2, 3, false, rng, cfg.conv_init));
   } else {
-    register_module("conv1", std::make_shared<Conv2d>(cfg.in_channels, cfg.stem_channels, 3, 1, 1, false, rng));
+    register_module("conv1", std::make_shared<Conv2d>(cfg.in_channels, cfg.stem_channels, 3, 1, 1, false, rng, cfg.conv_init));
   }
   register_module("bn1", std::make_shared<BatchNorm2d>(cfg.stem_channels));
   register_module("relu", std::make_shared<ReLU>());
@@ -96,12 +97,12 @@ ResNet::ResNet(const ResNetConfig& cfg, Rng& rng) : Module("ResNet"), config_(cf
       const std::string prefix = stage_name + "." + std::to_string(b) + ".";
       std::vector<ConvBnRelu> g;
       if (cfg.bottleneck) {
-        auto blk = std::make_shared<Bottleneck>(in_c, cfg.widths[s], stride, cfg.stride_on_3x3, rng);
+        auto blk = std::make_shared<Bottleneck>(in_c, cfg.widths[s], stride, cfg.stride_on_3x3, rng, cfg.conv_init);
         g = blk->groups();
         stage->append(blk);
         in_c = cfg.widths[s] * Bottleneck::expansion;
       } else {
-        auto blk = std::make_shared<BasicBlock>(in_c, cfg.widths[s], stride, rng);
+        auto blk = std::make_shared<BasicBlock>(in_c, cfg.widths[s], stride, rng, cfg.conv_init);
         g = blk->groups();
         stage->append(blk);
         in_c = cfg.widths[s] * BasicBlock::expansion;
@@ -180,8 +181,9 @@ ResNetConfig resnet_config(const std::string& name, int num_classes) {
   return c;
 }
 
-std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uint64_t seed) {
+std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uint64_t seed, ConvInit conv_init) {
   ResNetConfig cfg = resnet_config(name, num_classes);
+  cfg.conv_init = conv_init;
   Rng rng(seed, /*stream=*/0x1417);
   return std::make_shared<ResNet>(cfg, rng);
 }

@@ -43,6 +43,7 @@ template <class F>
 void visit_fields(TrainConfig& c, F&& f) {
   f("preset", c.preset);
   f("model", c.model);
+  f("weight_init", c.weight_init);
   f("data", c.data);
   f("epochs", c.epochs);
   f("batch", c.batch);
@@ -356,7 +357,8 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
   if (steps_per_epoch_ == 0)
     throw std::invalid_argument("train: " + std::to_string(train_->size()) + " training images make no full batch of " +
                                 std::to_string(cfg_.batch));
-  model_ = model ? std::move(model) : make_model(cfg_.model, train.num_classes(), cfg_.seed);
+  const ConvInit conv_init = parse_conv_init(cfg_.weight_init);  // checked even when a model is given
+  model_ = model ? std::move(model) : make_model(cfg_.model, train.num_classes(), cfg_.seed, conv_init);
   optim_ = make_optimizer(cfg_.optim, model_->named_parameters());
   schedule_ = make_schedule(cfg_.schedule, steps_per_epoch_, cfg_.epochs);
 }

@@ -116,6 +116,11 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
   CHECK(contains(not_a_number.output, "--epochs"));
   CHECK(contains(not_a_number.output, "many"));
 
+  const Result bad_init = octet_cli("train --weight-init xavier --data /nonexistent");
+  CHECK(bad_init.code == 2);
+  CHECK(contains(bad_init.output, "--weight-init"));
+  CHECK(contains(bad_init.output, "valid: he, torch"));
+
   const Result bad_preset = octet_cli("train --preset huge --data /nonexistent");
   CHECK(bad_preset.code != 0);
   CHECK(contains(bad_preset.output, "huge"));

@@ -87,6 +87,43 @@ TEST_CASE("initialization: seeded, Kaiming fan_out for convs, BN 1/0") {
   for (int64_t k = 0; k < fc.weight().numel(); ++k) CHECK(std::fabs(fc.weight().data()[k]) <= 0.125f);
 }
 
+TEST_CASE("initialization: --weight-init torch draws U(+-1/sqrt(fan_in)) in every conv") {
+  auto he = make_model("resnet20", 10, 7), torch = make_model("resnet20", 10, 7, ConvInit::torch);
+  // layer2.0.conv1: [32, 16, 3, 3], fan_in 144, bound 1/12; shortcut 1x1: fan_in 16, bound 1/4.
+  for (auto [name, fan_in] : {std::pair<const char*, int>{"layer2.0.conv1", 144}, {"layer2.0.shortcut.0", 16},
+                              {"conv1", 27}}) {
+    CAPTURE(name);
+    Conv2d& conv = dynamic_cast<Conv2d&>(torch->find(name));
+    const float bound = 1.0f / std::sqrt(static_cast<float>(fan_in));
+    float lo = bound, hi = -bound;
+    double sq = 0;
+    for (int64_t k = 0; k < conv.weight().numel(); ++k) {
+      const float w = conv.weight().data()[k];
+      lo = std::min(lo, w), hi = std::max(hi, w);
+      sq += double(w) * w;
+    }
+    CHECK(lo >= -bound);
+    CHECK(hi <= bound);
+    CHECK(hi - lo > 1.8f * bound);  // fills the interval, not a narrower one
+    // uniform: rms = bound / sqrt(3)
+    CHECK(std::sqrt(sq / conv.weight().numel()) == doctest::Approx(bound / std::sqrt(3.0)).epsilon(0.1));
+  }
+  // The two inits differ in the convs only; BN and fc come out the same.
+  auto ph = he->named_parameters(), pt = torch->named_parameters();
+  REQUIRE(ph.size() == pt.size());
+  for (size_t i = 0; i < ph.size(); ++i) {
+    const bool is_conv = dynamic_cast<Conv2d*>(&he->find(ph[i].first.substr(0, ph[i].first.rfind('.')))) != nullptr;
+    bool equal = true;
+    for (int64_t k = 0; k < ph[i].second.numel(); ++k) equal = equal && ph[i].second.data()[k] == pt[i].second.data()[k];
+    if (ph[i].first.rfind("fc.", 0) == 0) continue;  // fc draws after the convs: a different stream position
+    CAPTURE(ph[i].first);
+    CHECK(equal == !is_conv);
+  }
+  CHECK(parse_conv_init("he") == ConvInit::he);
+  CHECK(parse_conv_init("torch") == ConvInit::torch);
+  CHECK_THROWS_WITH_AS(parse_conv_init("xavier"), doctest::Contains("valid: he, torch"), std::invalid_argument);
+}
+
 TEST_CASE("forward shapes, train/eval propagation, groups") {
   auto m = make_model("resnet20", 10, 0);
   Rng rng(3);
