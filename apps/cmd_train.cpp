@@ -30,8 +30,8 @@ presets (flags given after them override single values):
 
 options:
   --model NAME          resnet20|32|44|56|110, resnet18, resnet50, ... (default resnet20)
-  --weight-init he|torch  conv weights: He normal, fan out (default, torchvision's
-                        ResNets) or PyTorch's nn.Conv2d default, U(+-1/sqrt(fan_in))
+  --weight-init torch|he  conv weights: PyTorch's nn.Conv2d default, U(+-1/sqrt(fan_in))
+                        (default, as the peer script), or He normal, fan out (torchvision)
   --data PATH           dataset folder (default: $OCTET_DATA)
   --epochs N  --batch N
   --optimizer sgd|rmsprop|adam   --momentum M  --nesterov[=false]  --wd W

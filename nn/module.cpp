@@ -239,7 +239,7 @@ std::string Module::summary() const {
 ConvInit parse_conv_init(const std::string& name) {
   if (name == "he") return ConvInit::he;
   if (name == "torch") return ConvInit::torch;
-  throw std::invalid_argument("unknown weight init '" + name + "'; valid: he, torch");
+  throw std::invalid_argument("unknown weight init '" + name + "'; valid: torch, he");
 }
 
 const char* conv_init_name(ConvInit init) { return init == ConvInit::he ? "he" : "torch"; }

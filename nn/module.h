@@ -144,16 +144,19 @@ class Identity : public Module {
 };
 
 // How a Conv2d draws its initial weight (the bias, if any, starts at zero):
+//   torch  (default) PyTorch's default for a bare nn.Conv2d,
+//          kaiming_uniform(a=sqrt(5)): U(-b, b) with b = 1 / sqrt(fan_in),
+//          fan_in = Cin*K*K. The peer script (../shared/bench/torch_resnet20.py)
+//          keeps this one.
 //   he     Kaiming normal with fan_out = Cout*K*K and gain sqrt(2), i.e.
-//          N(0, 2 / fan_out): torchvision's ResNets.
-//   torch  PyTorch's default for a bare nn.Conv2d, kaiming_uniform(a=sqrt(5)):
-//          U(-b, b) with b = 1 / sqrt(fan_in), fan_in = Cin*K*K; about 2.4x
-//          smaller for a 3x3 conv of equal widths. The peer script
-//          (../shared/bench/torch_resnet20.py) keeps this one.
+//          N(0, 2 / fan_out): torchvision's ResNets. About 2.4x larger for a
+//          3x3 conv of equal widths.
 // With BN after every conv the scale does not change the function, but with
-// weight decay it sets the effective learning rate early in training.
+// weight decay it sets the effective learning rate (lr / |w|^2) for the first
+// ~1 / (2 lr wd) steps. On the full preset, torch ends 0.7 points higher
+// (docs/results.md), so it is the default.
 enum class ConvInit { he, torch };
-ConvInit parse_conv_init(const std::string& name);  // "he" | "torch"; throws listing both
+ConvInit parse_conv_init(const std::string& name);  // "torch" | "he"; throws listing both
 const char* conv_init_name(ConvInit init);
 
 // Conv2d: x [N, Cin, H, W] -> [N, Cout, H', W']; weight [Cout, Cin, K, K],
@@ -161,7 +164,7 @@ const char* conv_init_name(ConvInit init);
 class Conv2d : public Module {
  public:
   Conv2d(int in_channels, int out_channels, int kernel, int stride, int pad, bool bias, Rng& rng,
-         ConvInit init = ConvInit::he);
+         ConvInit init = ConvInit::torch);
   Tensor forward(const Tensor& x) override;
   std::string describe() const override;
 

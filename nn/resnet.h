@@ -43,7 +43,7 @@ struct ConvBnRelu {
 class BasicBlock : public Module {
  public:
   static constexpr int expansion = 1;
-  BasicBlock(int in_channels, int channels, int stride, Rng& rng, ConvInit init = ConvInit::he);
+  BasicBlock(int in_channels, int channels, int stride, Rng& rng, ConvInit init = ConvInit::torch);
   Tensor forward(const Tensor& x) override;
   // The block's groups with names relative to the block.
   std::vector<ConvBnRelu> groups() const;
@@ -54,7 +54,7 @@ class Bottleneck : public Module {
   static constexpr int expansion = 4;
   // stride_on_3x3: false = ResNet v1 (stride on conv1, the first 1x1), true = v1.5.
   Bottleneck(int in_channels, int channels, int stride, bool stride_on_3x3, Rng& rng,
-             ConvInit init = ConvInit::he);
+             ConvInit init = ConvInit::torch);
   Tensor forward(const Tensor& x) override;
   std::vector<ConvBnRelu> groups() const;
 };
@@ -69,7 +69,7 @@ struct ResNetConfig {
   bool stride_on_3x3 = false;       // Bottleneck only: v1.5
   int num_classes = 10;
   int in_channels = 3;
-  ConvInit conv_init = ConvInit::he;  // how every Conv2d draws its weight
+  ConvInit conv_init = ConvInit::torch;  // how every Conv2d draws its weight
 };
 
 class ResNet : public Module {
@@ -95,6 +95,6 @@ std::vector<std::string> model_names();
 
 // A freshly initialized model from a seeded generator (same seed, same weights).
 std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uint64_t seed,
-                                   ConvInit conv_init = ConvInit::he);
+                                   ConvInit conv_init = ConvInit::torch);
 
 }  // namespace octet::nn

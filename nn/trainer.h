@@ -49,7 +49,7 @@ namespace octet::nn {
 struct TrainConfig {
   std::string preset;  // informational: the preset the values came from
   std::string model = "resnet20";
-  std::string weight_init = "he";  // conv weights: he | torch (nn/module.h, ConvInit)
+  std::string weight_init = "torch";  // conv weights: torch | he (nn/module.h, ConvInit)
   std::string data;  // dataset path (not part of the run's identity)
   int epochs = 40;
   int batch = 128;

@@ -119,7 +119,7 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
   const Result bad_init = octet_cli("train --weight-init xavier --data /nonexistent");
   CHECK(bad_init.code == 2);
   CHECK(contains(bad_init.output, "--weight-init"));
-  CHECK(contains(bad_init.output, "valid: he, torch"));
+  CHECK(contains(bad_init.output, "valid: torch, he"));
 
   const Result bad_preset = octet_cli("train --preset huge --data /nonexistent");
   CHECK(bad_preset.code != 0);

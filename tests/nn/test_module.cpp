@@ -62,8 +62,9 @@ TEST_CASE("dotted names, buffers and state") {
   CHECK(unique.size() == m->named_state().size());
 }
 
-TEST_CASE("initialization: seeded, Kaiming fan_out for convs, BN 1/0") {
-  auto a = make_model("resnet20", 10, 7), b = make_model("resnet20", 10, 7), c = make_model("resnet20", 10, 8);
+TEST_CASE("initialization: seeded, --weight-init he is Kaiming fan_out for convs, BN 1/0") {
+  auto a = make_model("resnet20", 10, 7, ConvInit::he), b = make_model("resnet20", 10, 7, ConvInit::he);
+  auto c = make_model("resnet20", 10, 8, ConvInit::he);
   auto pa = a->named_parameters(), pb = b->named_parameters(), pc = c->named_parameters();
   bool same = true, differ = false;
   for (size_t i = 0; i < pa.size(); ++i)
@@ -87,8 +88,8 @@ TEST_CASE("initialization: seeded, Kaiming fan_out for convs, BN 1/0") {
   for (int64_t k = 0; k < fc.weight().numel(); ++k) CHECK(std::fabs(fc.weight().data()[k]) <= 0.125f);
 }
 
-TEST_CASE("initialization: --weight-init torch draws U(+-1/sqrt(fan_in)) in every conv") {
-  auto he = make_model("resnet20", 10, 7), torch = make_model("resnet20", 10, 7, ConvInit::torch);
+TEST_CASE("initialization: the default, --weight-init torch, draws U(+-1/sqrt(fan_in)) in every conv") {
+  auto he = make_model("resnet20", 10, 7, ConvInit::he), torch = make_model("resnet20", 10, 7);
   // layer2.0.conv1: [32, 16, 3, 3], fan_in 144, bound 1/12; shortcut 1x1: fan_in 16, bound 1/4.
   for (auto [name, fan_in] : {std::pair<const char*, int>{"layer2.0.conv1", 144}, {"layer2.0.shortcut.0", 16},
                               {"conv1", 27}}) {
@@ -121,7 +122,7 @@ TEST_CASE("initialization: --weight-init torch draws U(+-1/sqrt(fan_in)) in ever
   }
   CHECK(parse_conv_init("he") == ConvInit::he);
   CHECK(parse_conv_init("torch") == ConvInit::torch);
-  CHECK_THROWS_WITH_AS(parse_conv_init("xavier"), doctest::Contains("valid: he, torch"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(parse_conv_init("xavier"), doctest::Contains("valid: torch, he"), std::invalid_argument);
 }
 
 TEST_CASE("forward shapes, train/eval propagation, groups") {

@@ -175,13 +175,14 @@ TEST_CASE("configuration round trip and presets") {
   c.schedule.milestones = {3, 7};
   c.label_smoothing = 0.1f;
   c.seed = 12345678901ULL;
-  c.weight_init = "torch";
+  CHECK(c.weight_init == "torch");  // the peer script's init is the default
+  c.weight_init = "he";
   TrainConfig d;
   d.from_map(c.to_map());
   CHECK(d.to_map() == c.to_map());
   CHECK(d.label_smoothing == 0.1f);
   CHECK(d.schedule.milestones == std::vector<int>{3, 7});
-  CHECK(d.weight_init == "torch");
+  CHECK(d.weight_init == "he");
   CHECK_THROWS_WITH_AS(d.from_map({{"epochs", "x"}}), doctest::Contains("'epochs'"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(d.from_map({{"bogus", "1"}}), doctest::Contains("bogus"), std::invalid_argument);
   CHECK_THROWS_AS(TrainConfig::preset_config("slow"), std::invalid_argument);
