@@ -25,8 +25,8 @@ presets (flags given after them override single values):
   quick   resnet20, 2 epochs, the full recipe otherwise (the default)
   full    resnet20, 40 epochs, SGD Nesterov 0.9, wd 5e-4, batch 128,
           one-cycle to lr 0.1 (pct_start 0.25, momentum 0.95..0.85),
-          crop pad 4 + flip, standard normalization (the peer recipe),
-          plus label smoothing 0.1
+          crop pad 4 + flip, standard normalization, PyTorch's default
+          conv init (the peer recipe), plus label smoothing 0.1
 
 options:
   --model NAME          resnet20|32|44|56|110, resnet18, resnet50, ... (default resnet20)
