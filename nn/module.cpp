@@ -242,8 +242,6 @@ ConvInit parse_conv_init(const std::string& name) {
   throw std::invalid_argument("unknown weight init '" + name + "'; valid: torch, he");
 }
 
-const char* conv_init_name(ConvInit init) { return init == ConvInit::he ? "he" : "torch"; }
-
 Conv2d::Conv2d(int in_c, int out_c, int k, int s, int p, bool bias, Rng& rng, ConvInit init)
     : Module("Conv2d"), in_channels(in_c), out_channels(out_c), kernel(k), stride(s), pad(p) {
   if (in_c <= 0 || out_c <= 0 || k <= 0 || s <= 0 || p < 0)
