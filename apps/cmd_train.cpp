@@ -42,6 +42,9 @@ options:
   --milestones E1,E2 --gamma G (step)   --decay-rate R --decay-epochs E --no-staircase (exp)
   --min-lr LR (exp floor, cosine minimum)   --warmup-epochs E (linear warmup, any schedule)
   --label-smoothing EPS  --preprocess standard|vgg|inception  --no-augment
+  --cutout N            after crop and flip, set an N x N square at a random centre
+                        to the pixel that preprocesses to 0, the channel mean
+                        (DeVries & Taylor 2017; default 0, off)
   --seed S  --threads N (0 = all cores)  --subset N (train on N images)  --test-subset N
   --eval-every N        test evaluation every N epochs (and after the last)
   --out DIR             run folder (default runs/<model>)
@@ -103,6 +106,7 @@ int cmd_train(int argc, char** argv) {
   c.label_smoothing = static_cast<float>(a.get_double("--label-smoothing", c.label_smoothing));
   c.preprocess = a.get("--preprocess", c.preprocess);
   c.augment = !get_bool(a, "--no-augment", !c.augment);
+  c.cutout = a.get_int("--cutout", c.cutout);
   c.seed = static_cast<uint64_t>(a.get_int64("--seed", static_cast<long long>(c.seed)));
   c.threads = a.get_int("--threads", c.threads);
   c.subset = a.get_int64("--subset", c.subset);
@@ -141,6 +145,8 @@ int cmd_train(int argc, char** argv) {
   if (c.label_smoothing < 0 || c.label_smoothing >= 1)
     throw UsageError("octet train: --label-smoothing must be in [0, 1)");
   if (c.subset < 0 || c.test_subset < 0) throw UsageError("octet train: --subset must be >= 0");
+  if (c.cutout < 0) throw UsageError("octet train: --cutout must be >= 0");
+  if (c.cutout > 0 && !c.augment) throw UsageError("octet train: --cutout is augmentation; it does not go with --no-augment");
   try {
     nn::parse_conv_init(c.weight_init);
   } catch (const std::invalid_argument& e) {

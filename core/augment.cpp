@@ -2,6 +2,7 @@
 #include "core/augment.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -13,6 +14,16 @@ uint64_t splitmix64(uint64_t x) {
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
   return x ^ (x >> 31);
+}
+
+// Sets rows [top, top + size) x columns [left, left + size) of every channel,
+// clipped to the image, to fill[c].
+void fill_square(uint8_t* img, int C, int H, int W, int top, int left, int size, const uint8_t* fill) {
+  const int y0 = std::max(0, top), y1 = std::min(H, top + size);
+  const int x0 = std::max(0, left), x1 = std::min(W, left + size);
+  if (x0 >= x1) return;
+  for (int c = 0; c < C; ++c)
+    for (int y = y0; y < y1; ++y) std::memset(img + (size_t(c) * H + y) * W + x0, fill[c], size_t(x1 - x0));
 }
 }  // namespace
 
@@ -30,9 +41,18 @@ AugmentParams draw_augment(Rng& rng, int pad, bool flip) {
   return p;
 }
 
+void draw_cutout(Rng& rng, int size, int height, int width, AugmentParams& p) {
+  if (size < 0) throw std::invalid_argument("draw_cutout: size must be >= 0, got " + std::to_string(size));
+  p.cut_size = size;
+  if (size == 0) return;
+  p.cut_y = int(rng.below(uint32_t(height)));
+  p.cut_x = int(rng.below(uint32_t(width)));
+}
+
 // src, dst: C x H x W uint8. dst(c, y, x) = src(c, y + dy, sx) with
-// sx = (flip ? W-1-x : x) + dx, zero outside.
-void augment_image(const uint8_t* src, uint8_t* dst, int C, int H, int W, const AugmentParams& p) {
+// sx = (flip ? W-1-x : x) + dx, zero outside; then the cutout square.
+void augment_image(const uint8_t* src, uint8_t* dst, int C, int H, int W, const AugmentParams& p,
+                   const uint8_t* fill) {
   // The valid output columns, before the mirror: x with 0 <= x + dx < W.
   const int x0 = std::max(0, -p.dx), x1 = std::min(W, W - p.dx);
   for (int c = 0; c < C; ++c) {
@@ -56,6 +76,10 @@ void augment_image(const uint8_t* src, uint8_t* dst, int C, int H, int W, const 
         for (int x = x0; x < x1; ++x) drow[W - 1 - x] = srow[x + p.dx];
       }
     }
+  }
+  if (p.cut_size > 0) {
+    if (!fill) throw std::invalid_argument("augment_image: cutout needs a fill value per channel");
+    fill_square(dst, C, H, W, p.cut_y - p.cut_size / 2, p.cut_x - p.cut_size / 2, p.cut_size, fill);
   }
 }
 
@@ -128,6 +152,15 @@ void preprocess_image(const uint8_t* src, float* dst, int C, int H, int W, const
     float* d = dst + c * plane;
     for (size_t i = 0; i < plane; ++i) d[i] = lut[s[i]];
   }
+}
+
+std::vector<uint8_t> cutout_fill(const Preprocess& p) {
+  std::vector<uint8_t> fill(size_t(p.channels()));
+  for (int c = 0; c < p.channels(); ++c) {
+    const float zero = -p.offset[size_t(c)] / p.scale[size_t(c)];  // the pixel that maps to 0
+    fill[size_t(c)] = uint8_t(std::clamp(std::lround(zero), 0L, 255L));
+  }
+  return fill;
 }
 
 }  // namespace octet

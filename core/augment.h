@@ -6,7 +6,12 @@
 //     equivalently out(y, x) = in(y + dy, x + dx), dy = oy - pad, dx = ox - pad,
 //     and 0 where (y + dy, x + dx) falls outside the image;
 //   horizontal flip with probability 1/2, applied after the crop:
-//     final(y, x) = out(y, W - 1 - x).
+//     final(y, x) = out(y, W - 1 - x);
+//   cutout (optional, DeVries & Taylor 2017), applied last: a size x size
+//     square centred on a uniformly drawn pixel (cy, cx), clipped at the
+//     border, is set to the fill pixel. Cutout zeroes the *normalized* input,
+//     so the fill is the pixel that preprocessing maps closest to 0 (the
+//     channel mean under standard/vgg, 128 under inception): cutout_fill().
 // The parameters of sample `index` in `epoch` come from sample_rng(seed,
 // epoch, index) alone, so they do not depend on batch size, batch order or
 // the number of threads.
@@ -45,6 +50,9 @@ struct AugmentParams {
   int dy = 0;         // crop shift: out(y, x) = in(y + dy, x + dx), in [-pad, pad]
   int dx = 0;
   bool flip = false;  // mirror left-right after the crop
+  int cut_size = 0;   // cutout square side (0: none)
+  int cut_y = 0;      // cutout centre
+  int cut_x = 0;
 };
 
 // A well-mixed 64-bit seed for (seed, epoch) (splitmix64 finalizer).
@@ -57,9 +65,17 @@ Rng sample_rng(uint64_t seed, int64_t epoch, int64_t index);
 // allowed, a fair coin for the mirror.
 AugmentParams draw_augment(Rng& rng, int pad, bool flip);
 
+// Then, from the same generator, the cutout centre: cut_y in [0, height),
+// cut_x in [0, width), and cut_size = size. size 0 draws nothing, so runs
+// without cutout see the same numbers as before it existed.
+void draw_cutout(Rng& rng, int size, int height, int width, AugmentParams& p);
+
 // src, dst: one C x H x W uint8 image each (must not alias). Applies the
-// shift with zero fill, then the mirror.
-void augment_image(const uint8_t* src, uint8_t* dst, int channels, int height, int width, const AugmentParams& p);
+// shift with zero fill, then the mirror, then the cutout square with
+// fill[c] (`fill` has one value per channel; it may be null when p.cut_size
+// is 0).
+void augment_image(const uint8_t* src, uint8_t* dst, int channels, int height, int width, const AugmentParams& p,
+                   const uint8_t* fill = nullptr);
 
 // ---- preprocessing ----
 
@@ -90,6 +106,10 @@ struct Preprocess {
   int channels() const { return int(scale.size()); }
   float apply(int c, uint8_t x) const { return float(x) * scale[size_t(c)] + offset[size_t(c)]; }
 };
+
+// Per channel, the pixel in 0..255 whose preprocessed value is closest to 0:
+// round(-offset[c] / scale[c]), clamped. The cutout fill.
+std::vector<uint8_t> cutout_fill(const Preprocess& p);
 
 // src: one C x H x W uint8 image; dst: C x H x W floats = p.apply(c, x).
 // Throws std::invalid_argument when p has another channel count.

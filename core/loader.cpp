@@ -42,11 +42,14 @@ Loader::Loader(const Dataset& data, LoaderOptions opt) : data_(data), opt_(std::
     throw std::invalid_argument(where + "batch_size must be > 0, got " + std::to_string(opt_.batch_size));
   if (opt_.pad < 0 || (opt_.augment && (opt_.pad > data_.height || opt_.pad > data_.width)))
     throw std::invalid_argument(where + "crop padding must be in 0..image size, got " + std::to_string(opt_.pad));
+  if (opt_.cutout < 0 || opt_.cutout > std::max(data_.height, data_.width))
+    throw std::invalid_argument(where + "cutout size must be in 0..image size, got " + std::to_string(opt_.cutout));
   if (opt_.prefetch < 0) throw std::invalid_argument(where + "prefetch must be >= 0");
   if (data_.size() == 0) throw std::invalid_argument(where + "the dataset is empty");
   if (data_.images.size() != size_t(data_.size() * data_.image_numel()))
     throw std::invalid_argument(where + "image buffer does not match size x channels x height x width");
-  if (opt_.output != BatchOutput::uint8_nhwc && opt_.preprocess.channels() != data_.channels)
+  // The float output needs the preprocessing; so does the cutout fill.
+  if ((opt_.output != BatchOutput::uint8_nhwc || opt_.cutout > 0) && opt_.preprocess.channels() != data_.channels)
     throw std::invalid_argument(where + "preprocessing has " + std::to_string(opt_.preprocess.channels()) +
                                 " channels, the images " + std::to_string(data_.channels));
   const size_t nslots = size_t(std::max(opt_.prefetch, 1));
@@ -97,6 +100,7 @@ void Loader::build(const std::vector<int64_t>& order, int64_t epoch, int64_t ind
   out.indices.resize(size_t(n));
   out.images.resize(want_float ? size_t(n) * numel : 0);
   out.pixels.resize(want_u8 ? size_t(n) * numel : 0);
+  const std::vector<uint8_t> fill = opt_.cutout > 0 ? cutout_fill(opt_.preprocess) : std::vector<uint8_t>();
   parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
     std::vector<uint8_t> tmp(numel);
     for (int64_t i = b; i < e; ++i) {
@@ -106,7 +110,9 @@ void Loader::build(const std::vector<int64_t>& order, int64_t epoch, int64_t ind
       const uint8_t* src = data_.image(idx);
       if (opt_.augment) {
         Rng rng = sample_rng(opt_.seed, epoch, idx);
-        augment_image(src, tmp.data(), C, H, W, draw_augment(rng, opt_.pad, opt_.flip));
+        AugmentParams p = draw_augment(rng, opt_.pad, opt_.flip);
+        draw_cutout(rng, opt_.cutout, H, W, p);
+        augment_image(src, tmp.data(), C, H, W, p, fill.data());
         src = tmp.data();
       }
       if (want_float) preprocess_image(src, out.images.data() + size_t(i) * numel, C, H, W, opt_.preprocess);

@@ -75,6 +75,7 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("label_smoothing", c.label_smoothing);
   f("preprocess", c.preprocess);
   f("augment", c.augment);
+  f("cutout", c.cutout);
   f("seed", c.seed);
   f("threads", c.threads);
   f("out", c.out);
@@ -490,6 +491,7 @@ std::vector<EpochStats> Trainer::fit() {
   lo.shuffle = true;
   lo.drop_last = true;
   lo.augment = cfg_.augment;
+  lo.cutout = cfg_.cutout;
   lo.preprocess = pre_;
   lo.seed = cfg_.seed;
   Loader loader(*train_, lo);

@@ -58,6 +58,7 @@ struct TrainConfig {
   float label_smoothing = 0.0f;
   std::string preprocess = "standard";  // standard (train-set mean/std) | vgg | inception
   bool augment = true;                  // random crop (pad 4) + horizontal flip
+  int cutout = 0;                       // cutout square side after crop + flip (0 = off)
   uint64_t seed = 0;
   int threads = 0;  // 0 = all cores
   std::string out;  // run folder; "" = no files (tests)

@@ -121,6 +121,13 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
   CHECK(contains(bad_init.output, "--weight-init"));
   CHECK(contains(bad_init.output, "valid: torch, he"));
 
+  const Result bad_cutout = octet_cli("train --cutout -2 --data /nonexistent");
+  CHECK(bad_cutout.code == 2);
+  CHECK(contains(bad_cutout.output, "--cutout"));
+  const Result cutout_no_aug = octet_cli("train --cutout 8 --no-augment --data /nonexistent");
+  CHECK(cutout_no_aug.code == 2);
+  CHECK(contains(cutout_no_aug.output, "--no-augment"));
+
   const Result bad_preset = octet_cli("train --preset huge --data /nonexistent");
   CHECK(bad_preset.code != 0);
   CHECK(contains(bad_preset.output, "huge"));

@@ -115,6 +115,69 @@ TEST_CASE("augmentation parameters: uniform offsets in [-pad, pad], fair flips, 
   CHECK_THROWS_AS(draw_augment(rng, -1, true), std::invalid_argument);
 }
 
+TEST_CASE("cutout: a clipped square at the drawn centre takes the fill, after crop and flip") {
+  const std::vector<uint8_t> src = ramp_image();
+  const uint8_t fill[C] = {200, 201, 202};
+  // Shift + flip first, then a 4x4 square centred on (1, 4): rows -1..2 and
+  // columns 2..5 of the output, clipped to rows 0..2 and columns 2..4.
+  AugmentParams p{.dy = 1, .dx = 0, .flip = true, .cut_size = 4, .cut_y = 1, .cut_x = 4};
+  std::vector<uint8_t> want(src.size()), got(src.size());
+  augment_image(src.data(), want.data(), C, H, W, {.dy = 1, .dx = 0, .flip = true});
+  augment_image(src.data(), got.data(), C, H, W, p, fill);
+  int filled = 0;
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < H; ++y)
+      for (int x = 0; x < W; ++x) {
+        const bool inside = y <= 2 && x >= 2;
+        CHECK(at(got, c, y, x) == (inside ? fill[c] : at(want, c, y, x)));
+        filled += inside;
+      }
+  CHECK(filled == C * 3 * 3);
+  // Odd size 3 centred on (3, 2): rows 2..4, columns 1..3, nothing clipped.
+  augment_image(src.data(), got.data(), C, H, W, {.cut_size = 3, .cut_y = 3, .cut_x = 2}, fill);
+  for (int y = 0; y < H; ++y)
+    for (int x = 0; x < W; ++x) {
+      const bool inside = y >= 2 && y <= 4 && x >= 1 && x <= 3;
+      CHECK(at(got, 1, y, x) == (inside ? fill[1] : at(src, 1, y, x)));
+    }
+  CHECK_THROWS_AS(augment_image(src.data(), got.data(), C, H, W, {.cut_size = 3}), std::invalid_argument);  // no fill
+}
+
+TEST_CASE("cutout draws: centres cover the image, size 0 draws nothing, the fill maps to 0") {
+  std::set<int> ys, xs;
+  for (int i = 0; i < 2000; ++i) {
+    Rng rng = sample_rng(3, 1, i);
+    AugmentParams p = draw_augment(rng, 4, true);
+    draw_cutout(rng, 8, 32, 30, p);
+    CHECK(p.cut_size == 8);
+    CHECK(p.cut_y >= 0);
+    CHECK(p.cut_y < 32);
+    CHECK(p.cut_x >= 0);
+    CHECK(p.cut_x < 30);
+    ys.insert(p.cut_y);
+    xs.insert(p.cut_x);
+  }
+  CHECK(ys.size() == 32);
+  CHECK(xs.size() == 30);
+  // Size 0 leaves the generator untouched: runs without cutout keep their draws.
+  Rng a(5, 2), b(5, 2);
+  AugmentParams p;
+  draw_cutout(a, 0, 32, 32, p);
+  CHECK(p.cut_size == 0);
+  CHECK(a.next_u32() == b.next_u32());
+  CHECK_THROWS_AS(draw_cutout(a, -1, 32, 32, p), std::invalid_argument);
+
+  // The fill is the pixel whose preprocessed value is nearest 0.
+  for (const Preprocess& pre : {Preprocess::standard(), Preprocess::vgg(), Preprocess::inception()}) {
+    const std::vector<uint8_t> fill = cutout_fill(pre);
+    REQUIRE(fill.size() == 3);
+    for (int c = 0; c < 3; ++c)
+      for (int v = 0; v < 256; ++v)  // (inception's 127 and 128 tie up to float rounding)
+        CHECK(std::abs(pre.apply(c, fill[size_t(c)])) <= std::abs(pre.apply(c, uint8_t(v))) + 1e-6f);
+  }
+  CHECK(cutout_fill(Preprocess::vgg()) == std::vector<uint8_t>{124, 117, 104});
+}
+
 TEST_CASE("preprocessing: standard, vgg and inception on known pixels") {
   const std::vector<uint8_t> pix = {0, 1, 128, 255};
   // One 3 x 1 x 4 image: every channel holds the same four pixels.

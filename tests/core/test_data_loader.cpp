@@ -130,6 +130,40 @@ TEST_CASE("augmented batches equal the per-sample reference, in both output layo
   CHECK(shifted > b.n / 2);  // augmentation really happened
 }
 
+TEST_CASE("cutout in the loader: the per-sample reference with the mean fill; crop and flip draws unchanged") {
+  Dataset d = random_dataset(200);
+  LoaderOptions o = train_options(4);
+  o.cutout = 8;
+  Loader loader(d, o);
+  const Batch b = run_epoch(loader, 1)[0];
+  LoaderOptions plain = o;
+  plain.cutout = 0;
+  Loader plain_loader(d, plain);
+  const Batch q = run_epoch(plain_loader, 1)[0];
+  const std::vector<uint8_t> fill = cutout_fill(o.preprocess);
+  std::vector<uint8_t> aug(3072), hwc(3072);
+  int64_t differs = 0;
+  for (int i = 0; i < b.n; ++i) {
+    const int64_t idx = b.indices[size_t(i)];
+    CHECK(idx == q.indices[size_t(i)]);  // the same order
+    Rng rng = sample_rng(o.seed, 1, idx);
+    AugmentParams p = draw_augment(rng, o.pad, o.flip);
+    draw_cutout(rng, o.cutout, 32, 32, p);
+    augment_image(d.image(idx), aug.data(), 3, 32, 32, p, fill.data());
+    chw_to_hwc(aug.data(), hwc.data(), 32, 32, 3);
+    CHECK(std::equal(hwc.begin(), hwc.end(), b.pixels.begin() + i * 3072));
+    // Outside the square, the batch equals the batch without cutout.
+    for (int64_t k = 0; k < 3072; ++k) differs += b.pixels[size_t(i * 3072 + k)] != q.pixels[size_t(i * 3072 + k)];
+  }
+  // Each square covers 16..64 pixels x 3 channels; random pixels rarely equal the fill.
+  CHECK(differs > int64_t(b.n) * 16 * 3 / 2);
+  CHECK(differs <= int64_t(b.n) * 64 * 3);
+  o.cutout = 33;
+  CHECK_THROWS_AS(Loader(d, o), std::invalid_argument);
+  o.cutout = -1;
+  CHECK_THROWS_AS(Loader(d, o), std::invalid_argument);
+}
+
 TEST_CASE("next() equals make_batch(); same batches on 1 and 2 threads and any prefetch depth") {
   Dataset d = random_dataset(700);
   std::vector<std::vector<Batch>> runs;

@@ -177,12 +177,22 @@ TEST_CASE("configuration round trip and presets") {
   c.seed = 12345678901ULL;
   CHECK(c.weight_init == "torch");  // the peer script's init is the default
   c.weight_init = "he";
+  CHECK(c.cutout == 0);  // off unless asked for
+  c.cutout = 8;
   TrainConfig d;
   d.from_map(c.to_map());
   CHECK(d.to_map() == c.to_map());
   CHECK(d.label_smoothing == 0.1f);
   CHECK(d.schedule.milestones == std::vector<int>{3, 7});
   CHECK(d.weight_init == "he");
+  CHECK(d.cutout == 8);
+  // A checkpoint from before a key existed reads back with that key's default.
+  std::map<std::string, std::string> old = c.to_map();
+  old.erase("cutout");
+  TrainConfig e;
+  e.from_map(old);
+  CHECK(e.cutout == 0);
+  CHECK(e.weight_init == "he");
   CHECK_THROWS_WITH_AS(d.from_map({{"epochs", "x"}}), doctest::Contains("'epochs'"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(d.from_map({{"bogus", "1"}}), doctest::Contains("bogus"), std::invalid_argument);
   CHECK_THROWS_AS(TrainConfig::preset_config("slow"), std::invalid_argument);
