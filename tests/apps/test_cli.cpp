@@ -121,12 +121,15 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
   CHECK(contains(bad_init.output, "--weight-init"));
   CHECK(contains(bad_init.output, "valid: torch, he"));
 
-  const Result bad_cutout = octet_cli("train --cutout -2 --data /nonexistent");
-  CHECK(bad_cutout.code == 2);
-  CHECK(contains(bad_cutout.output, "--cutout"));
-  const Result cutout_no_aug = octet_cli("train --cutout 8 --no-augment --data /nonexistent");
-  CHECK(cutout_no_aug.code == 2);
-  CHECK(contains(cutout_no_aug.output, "--no-augment"));
+  const std::pair<const char*, const char*> usage_errors[] = {
+      {"train --cutout -2 --data /nonexistent", "--cutout"},
+      {"train --cutout 8 --no-augment --data /nonexistent", "--no-augment"},
+  };
+  for (auto [args, flag] : usage_errors) {
+    const Result r = octet_cli(args);
+    CHECK_MESSAGE(r.code == 2, args);
+    CHECK_MESSAGE(contains(r.output, flag), args);
+  }
 
   const Result bad_preset = octet_cli("train --preset huge --data /nonexistent");
   CHECK(bad_preset.code != 0);
