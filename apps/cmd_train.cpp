@@ -26,8 +26,7 @@ presets (flags given after them override single values):
   full    resnet20, 40 epochs, SGD Nesterov 0.9, wd 5e-4, batch 128,
           one-cycle to lr 0.1 (pct_start 0.25, momentum 0.95..0.85),
           crop pad 4 + flip, standard normalization, PyTorch's default
-          conv init (the peer recipe), plus label smoothing 0.1 and
-          --cutout 8 (--cutout 0 gives the peer recipe with smoothing)
+          conv init (the peer recipe), plus label smoothing 0.1
 
 options:
   --model NAME          resnet20|32|44|56|110, resnet18, resnet50, ... (default resnet20)
@@ -45,7 +44,7 @@ options:
   --label-smoothing EPS  --preprocess standard|vgg|inception  --no-augment
   --cutout N            after crop and flip, set an N x N square at a random centre
                         to the pixel that preprocesses to 0, the channel mean
-                        (DeVries & Taylor 2017; the presets use 8, 0 = off)
+                        (DeVries & Taylor 2017; default 0, off)
   --seed S  --threads N (0 = all cores)  --subset N (train on N images)  --test-subset N
   --eval-every N        test evaluation every N epochs (and after the last)
   --out DIR             run folder (default runs/<model>)
@@ -107,9 +106,7 @@ int cmd_train(int argc, char** argv) {
   c.label_smoothing = static_cast<float>(a.get_double("--label-smoothing", c.label_smoothing));
   c.preprocess = a.get("--preprocess", c.preprocess);
   c.augment = !get_bool(a, "--no-augment", !c.augment);
-  // --no-augment also drops the preset's cutout; an explicit --cutout with it
-  // is a usage error below.
-  c.cutout = a.get_int("--cutout", c.augment ? c.cutout : 0);
+  c.cutout = a.get_int("--cutout", c.cutout);
   c.seed = static_cast<uint64_t>(a.get_int64("--seed", static_cast<long long>(c.seed)));
   c.threads = a.get_int("--threads", c.threads);
   c.subset = a.get_int64("--subset", c.subset);

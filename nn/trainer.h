@@ -70,8 +70,7 @@ struct TrainConfig {
   bool progress = true;   // progress bar on stderr
 
   // The named presets: "full" (the 40-epoch recipe of the peer script, plus
-  // label smoothing 0.1 and cutout 8) and "quick" (the same squeezed into 2
-  // epochs).
+  // label smoothing 0.1) and "quick" (the same squeezed into 2 epochs).
   // Throws for other names.
   static TrainConfig preset_config(const std::string& name);
 

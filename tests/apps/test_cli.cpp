@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -52,12 +51,6 @@ bool contains(const std::string& haystack, const std::string& needle) {
 }
 
 std::string quoted(const std::string& path) { return "'" + path + "'"; }
-
-// The whole file, or "" when it cannot be opened.
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 // A 32x32 RGB image whose class is visible to a tiny network: class 0 is
 // bright on the left half, class 1 on the right half; `k` varies the noise.
@@ -188,16 +181,6 @@ TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> i
     while (std::getline(log, line)) ++rows;
     CHECK(rows == 3);  // header + one row per epoch
   }
-  CHECK(contains(read_text(run + "/config.txt"), "cutout = 8"));  // the presets' cutout
-
-  // --no-augment drops the preset's cutout along with the crop and flip.
-  const Result plain = octet_cli("train --preset quick --no-augment --epochs 1 --batch 16 --threads 1 --no-progress --data " +
-                                 quoted(data) + " --out " + quoted(tmp / "plain-run"));
-  INFO(plain.output);
-  CHECK(plain.code == 0);
-  const std::string plain_config = read_text(tmp / "plain-run/config.txt");
-  CHECK(contains(plain_config, "augment = false"));
-  CHECK(contains(plain_config, "cutout = 0"));
 
   // --resume of the finished run restores it (QAT observers included) and has nothing left to do.
   const Result again = octet_cli("train --preset quick --qat --quant-delay 0 --epochs 2 --batch 16 --lr 0.05 --threads 1 "
