@@ -45,6 +45,10 @@ options:
   --cutout N            after crop and flip, set an N x N square at a random centre
                         to the pixel that preprocesses to 0, the channel mean
                         (DeVries & Taylor 2017; default 0, off)
+  --ema DECAY           also keep an exponential moving average of the weights
+                        (TF's ExponentialMovingAverage, e.g. 0.999), evaluate it
+                        each epoch beside the raw weights and write DIR/ema.ckpt
+                        with it as the model (default 0, off)
   --seed S  --threads N (0 = all cores)  --subset N (train on N images)  --test-subset N
   --eval-every N        test evaluation every N epochs (and after the last)
   --out DIR             run folder (default runs/<model>)
@@ -107,6 +111,7 @@ int cmd_train(int argc, char** argv) {
   c.preprocess = a.get("--preprocess", c.preprocess);
   c.augment = !get_bool(a, "--no-augment", !c.augment);
   c.cutout = a.get_int("--cutout", c.cutout);
+  c.ema_decay = a.get_double("--ema", c.ema_decay);
   c.seed = static_cast<uint64_t>(a.get_int64("--seed", static_cast<long long>(c.seed)));
   c.threads = a.get_int("--threads", c.threads);
   c.subset = a.get_int64("--subset", c.subset);
@@ -146,6 +151,9 @@ int cmd_train(int argc, char** argv) {
     throw UsageError("octet train: --label-smoothing must be in [0, 1)");
   if (c.subset < 0 || c.test_subset < 0) throw UsageError("octet train: --subset must be >= 0");
   if (c.cutout < 0) throw UsageError("octet train: --cutout must be >= 0");
+  if (!(c.ema_decay >= 0 && c.ema_decay < 1)) throw UsageError("octet train: --ema must be in [0, 1), e.g. 0.999");
+  if (c.ema_decay > 0 && qat)
+    throw UsageError("octet train: --ema does not go with --qat (averaging would mix the quantizers' state)");
   if (c.cutout > 0 && !c.augment) throw UsageError("octet train: --cutout is augmentation; it does not go with --no-augment");
   try {
     nn::parse_conv_init(c.weight_init);
@@ -202,8 +210,11 @@ int cmd_train(int argc, char** argv) {
   auto ran = t.fit();
   if (!ran.empty()) {
     const auto& s = ran.back();
-    std::printf("final: epoch %d test top1 %.2f%% top5 %.2f%%; run folder %s\n", s.epoch, 100.0 * s.test_top1,
-                100.0 * s.test_top5, c.out.c_str());
+    std::printf("final: epoch %d test top1 %.2f%% top5 %.2f%%", s.epoch, 100.0 * s.test_top1, 100.0 * s.test_top5);
+    if (s.ema_test_top1 >= 0)
+      std::printf(" (weight average: top1 %.2f%% top5 %.2f%%, %s/ema.ckpt)", 100.0 * s.ema_test_top1,
+                  100.0 * s.ema_test_top5, c.out.c_str());
+    std::printf("; run folder %s\n", c.out.c_str());
   } else {
     std::printf("nothing to do: the run in %s already finished its %d epochs\n", c.out.c_str(), c.epochs);
   }

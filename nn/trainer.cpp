@@ -76,6 +76,7 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("preprocess", c.preprocess);
   f("augment", c.augment);
   f("cutout", c.cutout);
+  f("ema_decay", c.ema_decay);
   f("seed", c.seed);
   f("threads", c.threads);
   f("out", c.out);
@@ -218,13 +219,15 @@ TrainConfig TrainConfig::preset_config(const std::string& name) {
 }
 
 std::string EpochStats::csv_header() {
-  return "epoch,step,lr,train_loss,train_acc,test_loss,test_top1,test_top5,seconds,img_s";
+  return "epoch,step,lr,train_loss,train_acc,test_loss,test_top1,test_top5,seconds,img_s,ema_test_loss,ema_test_top1,"
+         "ema_test_top5";
 }
 
 std::string EpochStats::csv() const {
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%d,%lld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f", epoch, static_cast<long long>(step),
-                lr, train_loss, train_acc, test_loss, test_top1, test_top5, seconds, img_s);
+  char buf[320];
+  std::snprintf(buf, sizeof buf, "%d,%lld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f,%.6f,%.6f,%.6f", epoch,
+                static_cast<long long>(step), lr, train_loss, train_acc, test_loss, test_top1, test_top5, seconds, img_s,
+                ema_test_loss, ema_test_top1, ema_test_top5);
   return buf;
 }
 
@@ -233,8 +236,11 @@ namespace {
 EpochStats parse_csv_row(const std::string& row, const std::string& where) {
   EpochStats s;
   long long step = 0;
-  if (std::sscanf(row.c_str(), "%d,%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &s.epoch, &step, &s.lr, &s.train_loss,
-                  &s.train_acc, &s.test_loss, &s.test_top1, &s.test_top5, &s.seconds, &s.img_s) != 10)
+  // 13 columns; rows written before the EMA columns existed have the first 10.
+  const int n = std::sscanf(row.c_str(), "%d,%lld,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf,%lf", &s.epoch, &step, &s.lr,
+                            &s.train_loss, &s.train_acc, &s.test_loss, &s.test_top1, &s.test_top5, &s.seconds,
+                            &s.img_s, &s.ema_test_loss, &s.ema_test_top1, &s.ema_test_top5);
+  if (n != 10 && n != 13)
     throw std::runtime_error(where + ": malformed history row '" + row + "'");
   s.step = step;
   return s;
@@ -362,6 +368,11 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
   model_ = model ? std::move(model) : make_model(cfg_.model, train.num_classes(), cfg_.seed, conv_init);
   optim_ = make_optimizer(cfg_.optim, model_->named_parameters());
   schedule_ = make_schedule(cfg_.schedule, steps_per_epoch_, cfg_.epochs);
+  if (cfg_.ema_decay != 0) {
+    if (!(cfg_.ema_decay > 0 && cfg_.ema_decay < 1))
+      throw std::invalid_argument("train: ema_decay must be in [0, 1), got " + shortest(cfg_.ema_decay));
+    ema_ = std::make_unique<ExponentialMovingAverage>(*model_, cfg_.ema_decay);
+  }
 }
 
 void Trainer::resume() {
@@ -372,7 +383,8 @@ void Trainer::resume() {
   restore(load_checkpoint(path));
 }
 
-Checkpoint Trainer::make_checkpoint() const {
+Checkpoint Trainer::make_checkpoint(bool averaged) const {
+  if (averaged && !ema_) throw std::logic_error("make_checkpoint: averaged weights asked for, but the run has no EMA");
   Checkpoint ck;
   for (auto& [k, v] : cfg_.to_map()) ck.meta["config." + k] = v;
   ck.meta["model"] = cfg_.model;
@@ -396,8 +408,11 @@ Checkpoint Trainer::make_checkpoint() const {
   std::string hist;
   for (auto& h : history_) hist += h.csv() + "\n";
   ck.meta["history"] = hist;
-  for (auto& [n, t] : model_->named_state()) ck.tensors.emplace_back("model." + n, t);
+  for (auto& [n, t] : averaged ? ema_->shadow() : model_->named_state()) ck.tensors.emplace_back("model." + n, t);
   for (auto& [n, t] : optim_->state()) ck.tensors.emplace_back("optim." + n, t);
+  if (ema_)
+    for (auto& [n, t] : ema_->shadow()) ck.tensors.emplace_back("ema." + n, t);
+  if (averaged) ck.meta["weights"] = "exponential moving average, decay " + shortest(ema_->decay());
   for (auto& [k, v] : extra_config) ck.meta[k] = v;
   if (on_save) on_save(ck);
   return ck;
@@ -434,6 +449,7 @@ void Trainer::restore(const Checkpoint& ck) {
   try {
     model_->load_state(ck.with_prefix("model."));
     optim_->load_state(ck.with_prefix("optim."), std::stoll(ck.get("optim.steps")));
+    if (ema_) ema_->load(ck.with_prefix("ema."));
     epoch_ = std::stoi(ck.get("epoch"));
     step_ = std::stoll(ck.get("step"));
     best_top1_ = std::stod(ck.get("best_top1"));
@@ -534,6 +550,7 @@ std::vector<EpochStats> Trainer::fit() {
       optim_->step();
       model_->zero_grad();
       ++step_;
+      if (ema_) ema_->update(*model_, step_);
 
       const int classes = static_cast<int>(logits.dim(1));
       const float* z = logits.data();
@@ -577,6 +594,13 @@ std::vector<EpochStats> Trainer::fit() {
         best_top1_ = s.test_top1;
         best = true;
       }
+      if (ema_) {
+        AveragedWeights averaged(*ema_, *model_);
+        Metrics e = evaluate(*test_);
+        s.ema_test_loss = e.mean_loss();
+        s.ema_test_top1 = e.top1();
+        s.ema_test_top5 = e.top5();
+      }
     }
     epoch_ = epoch + 1;
     history_.push_back(s);
@@ -585,6 +609,9 @@ std::vector<EpochStats> Trainer::fit() {
                 100.0 * s.train_acc);
     if (s.test_top1 >= 0)
       std::printf("  test_loss %.4f  top1 %.2f%%  top5 %.2f%%", s.test_loss, 100.0 * s.test_top1, 100.0 * s.test_top5);
+    if (s.ema_test_top1 >= 0)
+      std::printf("  ema: test_loss %.4f  top1 %.2f%%  top5 %.2f%%", s.ema_test_loss, 100.0 * s.ema_test_top1,
+                  100.0 * s.ema_test_top5);
     std::printf("  %.1f s  %.0f img/s\n", s.seconds, s.img_s);
     std::fflush(stdout);
     write_outputs(best);
@@ -602,11 +629,13 @@ void Trainer::write_outputs(bool best) {
   write_file_atomic(cfg_.out + "/config.txt", config.data(), config.size());
 
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  Series train_loss, test_loss, train_acc, test_acc;
+  Series train_loss, test_loss, train_acc, test_acc, ema_loss, ema_acc;
   train_loss.name = "train loss";
   test_loss.name = "test loss";
   train_acc.name = "train acc";
   test_acc.name = "test top1";
+  ema_loss.name = "ema test loss";
+  ema_acc.name = "ema test top1";
   for (auto& h : history_) {
     const double e = h.epoch;
     train_loss.x.push_back(e);
@@ -617,6 +646,10 @@ void Trainer::write_outputs(bool best) {
     train_acc.y.push_back(100.0 * h.train_acc);
     test_acc.x.push_back(e);
     test_acc.y.push_back(h.test_top1 >= 0 ? 100.0 * h.test_top1 : nan);
+    ema_loss.x.push_back(e);
+    ema_loss.y.push_back(h.ema_test_top1 >= 0 ? h.ema_test_loss : nan);
+    ema_acc.x.push_back(e);
+    ema_acc.y.push_back(h.ema_test_top1 >= 0 ? 100.0 * h.ema_test_top1 : nan);
   }
   LineChart lc, ac;
   lc.title = cfg_.model + " loss";
@@ -626,12 +659,17 @@ void Trainer::write_outputs(bool best) {
   ac.title = cfg_.model + " accuracy";
   ac.ylabel = "%";
   ac.series = {train_acc, test_acc};
+  if (ema_) {
+    lc.series.push_back(ema_loss);
+    ac.series.push_back(ema_acc);
+  }
   write_line_chart(cfg_.out + "/loss.png", lc);
   write_line_chart(cfg_.out + "/accuracy.png", ac);
 
   const Checkpoint ck = make_checkpoint();
   save_checkpoint(cfg_.out + "/last.ckpt", ck);
   if (best) save_checkpoint(cfg_.out + "/best.ckpt", ck);
+  if (ema_) save_checkpoint(cfg_.out + "/ema.ckpt", make_checkpoint(true));
 }
 
 }  // namespace octet::nn

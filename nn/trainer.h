@@ -12,6 +12,10 @@
 // epochs and at the last), a row in <out>/log.csv, the curves
 // <out>/loss.png and <out>/accuracy.png, and the checkpoint <out>/last.ckpt
 // (plus <out>/best.ckpt when test top-1 improved), written atomically.
+// With cfg.ema_decay > 0 an exponential moving average of the weights
+// (nn/ema.h) is updated after every step and evaluated beside the raw
+// weights; <out>/ema.ckpt is the same checkpoint with the averaged weights as
+// its model (what `octet eval` and `octet export` then read).
 //
 // Determinism and resume: everything random derives from cfg.seed: the
 // weights (make_model(seed)), the epoch order and each sample's augmentation
@@ -23,7 +27,7 @@
 // a pure function of the global step (nn/schedule.h) and keeps no state.
 //
 // Checkpoint layout: tensors "model.<name>" (named_state) and
-// "optim.<param>.<slot>"; metadata "config.<key>" (every TrainConfig field),
+// "optim.<param>.<slot>" (and "ema.<name>", the averaged state); metadata "config.<key>" (every TrainConfig field),
 // "model", "epoch" (completed epochs), "step", "optim.steps",
 // "preprocess.mode/scale/offset" (the exact float affine map, for eval and
 // the exporter), "best_top1", "history" (the CSV rows), "classes".
@@ -39,6 +43,7 @@
 #include "core/augment.h"
 #include "core/checkpoint.h"
 #include "core/dataset.h"
+#include "nn/ema.h"
 #include "nn/metrics.h"
 #include "nn/optim.h"
 #include "nn/resnet.h"
@@ -59,6 +64,7 @@ struct TrainConfig {
   std::string preprocess = "standard";  // standard (train-set mean/std) | vgg | inception
   bool augment = true;                  // random crop (pad 4) + horizontal flip
   int cutout = 0;                       // cutout square side after crop + flip (0 = off)
+  double ema_decay = 0;  // > 0: also keep and evaluate an exponential moving average of the weights (nn/ema.h)
   uint64_t seed = 0;
   int threads = 0;  // 0 = all cores
   std::string out;  // run folder; "" = no files (tests)
@@ -87,6 +93,7 @@ struct EpochStats {
   int64_t step = 0;  // global steps done
   double lr = 0, train_loss = 0, train_acc = 0;
   double test_loss = -1, test_top1 = -1, test_top5 = -1;  // -1: not evaluated
+  double ema_test_loss = -1, ema_test_top1 = -1, ema_test_top5 = -1;  // the averaged weights (-1: no EMA)
   double seconds = 0, img_s = 0;
   std::string csv() const;
   static std::string csv_header();
@@ -125,9 +132,12 @@ class Trainer {
   int64_t global_step() const { return step_; }
   int epochs_done() const { return epoch_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  // The weight average, or nullptr when cfg.ema_decay is 0.
+  ExponentialMovingAverage* ema() { return ema_.get(); }
 
-  // The whole training state as a checkpoint, and back.
-  Checkpoint make_checkpoint() const;
+  // The whole training state as a checkpoint, and back. averaged: the
+  // model tensors ("model.*") are the weight average's (ema.ckpt).
+  Checkpoint make_checkpoint(bool averaged = false) const;
   void restore(const Checkpoint& ck);
 
   // Hooks. on_step_begin(step) runs before each step's forward (QAT uses it,
@@ -157,6 +167,7 @@ class Trainer {
   std::shared_ptr<Module> model_;
   std::unique_ptr<Optimizer> optim_;
   std::unique_ptr<Schedule> schedule_;
+  std::unique_ptr<ExponentialMovingAverage> ema_;
   Preprocess pre_;
   int64_t steps_per_epoch_ = 0;
   int64_t step_ = 0;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <sstream>
 
 #include "core/checkpoint.h"
 #include "nn/trainer.h"
@@ -90,11 +91,13 @@ TEST_CASE("resume ends bit-identical to an uninterrupted run") {
   fs::path d1 = temp_dir("straight"), d2 = temp_dir("resumed");
 
   TrainConfig c1 = tiny_config(d1.string());
+  c1.ema_decay = 0.9;  // the weight average is training state too
   Trainer straight(c1, train, &test);
   straight.fit();
 
   TrainConfig c2 = tiny_config(d2.string());
   c2.epochs = 2;
+  c2.ema_decay = 0.9;
   {
     Trainer first(c2, train, &test);
     // Stop after one epoch by running a 2-epoch trainer's first epoch only:
@@ -118,10 +121,12 @@ TEST_CASE("resume ends bit-identical to an uninterrupted run") {
   CHECK(resumed.global_step() == straight.global_step());
   check_same_state(straight.model().named_state(), resumed.model().named_state());
   check_same_state(straight.optimizer().state(), resumed.optimizer().state());
+  check_same_state(straight.ema()->shadow(), resumed.ema()->shadow());
 
   // The final checkpoints hold the same tensors, and the log has both epochs.
   Checkpoint a = load_checkpoint((d1 / "last.ckpt").string()), b = load_checkpoint((d2 / "last.ckpt").string());
   check_same_state(a.tensors, b.tensors);
+  CHECK(b.with_prefix("ema.").size() == resumed.model().named_state().size());
   CHECK(fs::exists(d2 / "log.csv"));
   CHECK(fs::exists(d2 / "loss.png"));
   CHECK(fs::exists(d2 / "best.ckpt"));
@@ -179,6 +184,8 @@ TEST_CASE("configuration round trip and presets") {
   c.weight_init = "he";
   CHECK(c.cutout == 0);  // off unless asked for
   c.cutout = 8;
+  CHECK(c.ema_decay == 0);
+  c.ema_decay = 0.999;
   TrainConfig d;
   d.from_map(c.to_map());
   CHECK(d.to_map() == c.to_map());
@@ -186,14 +193,94 @@ TEST_CASE("configuration round trip and presets") {
   CHECK(d.schedule.milestones == std::vector<int>{3, 7});
   CHECK(d.weight_init == "he");
   CHECK(d.cutout == 8);
+  CHECK(d.ema_decay == 0.999);
   // A checkpoint from before a key existed reads back with that key's default.
   std::map<std::string, std::string> old = c.to_map();
   old.erase("cutout");
+  old.erase("ema_decay");
   TrainConfig e;
   e.from_map(old);
   CHECK(e.cutout == 0);
+  CHECK(e.ema_decay == 0);
   CHECK(e.weight_init == "he");
   CHECK_THROWS_WITH_AS(d.from_map({{"epochs", "x"}}), doctest::Contains("'epochs'"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(d.from_map({{"bogus", "1"}}), doctest::Contains("bogus"), std::invalid_argument);
   CHECK_THROWS_AS(TrainConfig::preset_config("slow"), std::invalid_argument);
+}
+
+TEST_CASE("exponential moving average: TF's update rule, exact swap, checked load") {
+  BatchNorm2d bn(1);  // state: weight 1, bias 0, running_mean 0, running_var 1
+  ExponentialMovingAverage ema(bn, 0.5);
+  CHECK(ema.decay_at(0) == doctest::Approx(0.1));       // (1 + 0) / (10 + 0)
+  CHECK(ema.decay_at(1) == doctest::Approx(2.0 / 11));  // the warm-up term is smaller than 0.5
+  CHECK(ema.decay_at(100) == 0.5);                      // 101 / 110 > 0.5: the decay itself
+  bn.weight().data()[0] = 3.0f;
+  ema.update(bn, 1);  // 1 - (9/11) (1 - 3) = 2.636364
+  CHECK(ema.shadow()[0].first == "weight");
+  CHECK(ema.shadow()[0].second.data()[0] == doctest::Approx(1.0 + 18.0 / 11).epsilon(1e-6));
+  bn.weight().data()[0] = -1.0f;
+  ema.update(bn, 100);  // 2.636364 - 0.5 (2.636364 + 1) = 0.818182
+  CHECK(ema.shadow()[0].second.data()[0] == doctest::Approx(9.0 / 11).epsilon(1e-6));
+  CHECK(ema.shadow()[1].second.data()[0] == 0.0f);  // bias stayed 0: so does its average
+  {
+    AveragedWeights use(ema, bn);
+    CHECK(bn.weight().data()[0] == doctest::Approx(9.0 / 11).epsilon(1e-6));
+  }
+  CHECK(bn.weight().data()[0] == -1.0f);  // the raw weight is back, exactly
+  CHECK(ema.shadow()[0].second.data()[0] == doctest::Approx(9.0 / 11).epsilon(1e-6));
+
+  NamedTensors partial = ema.shadow();
+  partial.pop_back();
+  CHECK_THROWS_WITH_AS(ema.load(partial), doctest::Contains("missing 'running_var'"), std::runtime_error);
+  BatchNorm2d two(2);
+  CHECK_THROWS_AS(ema.update(two, 2), std::logic_error);
+  CHECK_THROWS_AS(ExponentialMovingAverage(bn, 1.0), std::invalid_argument);
+}
+
+TEST_CASE("a run with a weight average trains the same weights and writes ema.ckpt") {
+  Dataset train = random_dataset(40, 6);
+  Dataset test = random_dataset(16, 7);
+  fs::path d = temp_dir("ema");
+  TrainConfig plain = tiny_config("");
+  Trainer p(plain, train, &test);
+  auto ps = p.fit();
+  CHECK(ps.back().ema_test_top1 == -1);  // no average, no EMA columns
+
+  TrainConfig c = tiny_config(d.string());
+  c.ema_decay = 0.8;
+  Trainer t(c, train, &test);
+  auto stats = t.fit();
+  // Averaging only observes: the trajectory is bit-identical to the plain run.
+  check_same_state(p.model().named_state(), t.model().named_state());
+  REQUIRE(stats.size() == 2);
+  CHECK(stats.back().ema_test_top1 >= 0);
+  CHECK(stats.back().ema_test_loss != stats.back().test_loss);  // other weights, other loss
+
+  // ema.ckpt's model is the average and evaluates to the logged figures.
+  Checkpoint ck = load_checkpoint((d / "ema.ckpt").string());
+  CHECK(ck.get("weights").find("decay 0.8") != std::string::npos);
+  auto averaged = model_from_checkpoint(ck);
+  check_same_state(averaged->named_state(), t.ema()->shadow());
+  Metrics m = evaluate(*averaged, test, t.preprocess(), c.eval_batch);
+  CHECK(m.top1() == stats.back().ema_test_top1);
+  CHECK(m.mean_loss() == doctest::Approx(stats.back().ema_test_loss).epsilon(1e-5));
+  // last.ckpt keeps the raw weights as its model.
+  check_same_state(model_from_checkpoint(load_checkpoint((d / "last.ckpt").string()))->named_state(),
+                   t.model().named_state());
+  // History rows written before the EMA columns existed (10 columns) still read back.
+  Checkpoint last = load_checkpoint((d / "last.ckpt").string());
+  std::string old_rows;
+  std::stringstream rows(last.get("history"));
+  for (std::string row; std::getline(rows, row);) {
+    for (int cut = 0; cut < 3; ++cut) row.erase(row.rfind(','));
+    old_rows += row + "\n";
+  }
+  last.meta["history"] = old_rows;
+  Trainer again(c, train, &test);
+  again.restore(last);
+  CHECK(again.make_checkpoint().get("history").find(",-1.000000,-1.000000,-1.000000\n") != std::string::npos);
+  last.meta["history"] = "1,5,0.1,1.0\n";  // and a truncated one is an error naming the row
+  CHECK_THROWS_WITH_AS(again.restore(last), doctest::Contains("malformed history row '1,5,0.1,1.0'"),
+                       std::runtime_error);
+  fs::remove_all(d);
 }
