@@ -124,6 +124,9 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
   const std::pair<const char*, const char*> usage_errors[] = {
       {"train --cutout -2 --data /nonexistent", "--cutout"},
       {"train --cutout 8 --no-augment --data /nonexistent", "--no-augment"},
+      {"train --ema 1 --data /nonexistent", "--ema"},
+      {"train --ema -0.5 --data /nonexistent", "--ema"},
+      {"train --ema 0.999 --qat --data /nonexistent", "--qat"},
   };
   for (auto [args, flag] : usage_errors) {
     const Result r = octet_cli(args);
