@@ -32,6 +32,8 @@ options:
   --model NAME          resnet20|32|44|56|110, resnet18, resnet50, ... (default resnet20)
   --weight-init torch|he  conv weights: PyTorch's nn.Conv2d default, U(+-1/sqrt(fan_in))
                         (default, as the peer script), or He normal, fan out (torchvision)
+  --zero-init-residual  start the last BN scale of every residual block at 0
+                        (torchvision's zero_init_residual; default off)
   --data PATH           dataset folder (default: $OCTET_DATA)
   --epochs N  --batch N
   --optimizer sgd|rmsprop|adam   --momentum M  --nesterov[=false]  --wd W
@@ -84,6 +86,7 @@ int cmd_train(int argc, char** argv) {
   nn::TrainConfig c = nn::TrainConfig::preset_config(a.get("--preset", "quick"));
   c.model = a.get("--model", c.model);
   c.weight_init = a.get("--weight-init", c.weight_init);
+  c.zero_init_residual = get_bool(a, "--zero-init-residual", c.zero_init_residual);
   c.data = a.get("--data", c.data);
   c.epochs = a.get_int("--epochs", c.epochs);
   c.batch = a.get_int("--batch", c.batch);
@@ -162,6 +165,8 @@ int cmd_train(int argc, char** argv) {
   }
   if (!init.empty() && a.has("--weight-init"))
     throw UsageError("octet train: --weight-init and --init exclude each other (--init loads the weights)");
+  if (!init.empty() && c.zero_init_residual)
+    throw UsageError("octet train: --zero-init-residual and --init exclude each other (--init loads the weights)");
 
   set_num_threads(c.threads);
   const std::string root = resolve_data_path(c.data);
@@ -176,6 +181,7 @@ int cmd_train(int argc, char** argv) {
   if (qat) {
     if (init.empty()) {
       qmodel = nn::make_model(c.model, train.num_classes(), c.seed, nn::parse_conv_init(c.weight_init));
+      if (c.zero_init_residual) nn::zero_init_residual(*qmodel);
     } else {
       quant::LoadedModel lm = quant::load_model(init);
       if (lm.qat) throw std::runtime_error("--init " + init + " is already a quantized checkpoint (use --resume)");

@@ -1,5 +1,6 @@
 #include "nn/resnet.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace octet::nn {
@@ -186,6 +187,19 @@ std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uin
   cfg.conv_init = conv_init;
   Rng rng(seed, /*stream=*/0x1417);
   return std::make_shared<ResNet>(cfg, rng);
+}
+
+int zero_init_residual(Module& model) {
+  int zeroed = 0;
+  for (auto& [name, m] : model.named_modules()) {
+    const char* last_bn = m->type() == "BasicBlock" ? "bn2" : m->type() == "Bottleneck" ? "bn3" : nullptr;
+    if (!last_bn) continue;
+    auto& bn = dynamic_cast<BatchNorm2d&>(m->child(last_bn));
+    float* g = bn.weight().data();
+    std::fill(g, g + bn.weight().numel(), 0.0f);
+    ++zeroed;
+  }
+  return zeroed;
 }
 
 }  // namespace octet::nn

@@ -97,4 +97,10 @@ std::vector<std::string> model_names();
 std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uint64_t seed,
                                    ConvInit conv_init = ConvInit::torch);
 
+// Sets the scale (gamma) of the last BN of every residual block to 0, so each
+// block starts as its shortcut alone and the network as a shallower one
+// (Goyal et al. 2017; torchvision's zero_init_residual=True). Returns the
+// number of BNs it zeroed.
+int zero_init_residual(Module& model);
+
 }  // namespace octet::nn

@@ -44,6 +44,7 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("preset", c.preset);
   f("model", c.model);
   f("weight_init", c.weight_init);
+  f("zero_init_residual", c.zero_init_residual);
   f("data", c.data);
   f("epochs", c.epochs);
   f("batch", c.batch);
@@ -365,7 +366,12 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
     throw std::invalid_argument("train: " + std::to_string(train_->size()) + " training images make no full batch of " +
                                 std::to_string(cfg_.batch));
   const ConvInit conv_init = parse_conv_init(cfg_.weight_init);  // checked even when a model is given
-  model_ = model ? std::move(model) : make_model(cfg_.model, train.num_classes(), cfg_.seed, conv_init);
+  if (model) {
+    model_ = std::move(model);
+  } else {
+    model_ = make_model(cfg_.model, train.num_classes(), cfg_.seed, conv_init);
+    if (cfg_.zero_init_residual) zero_init_residual(*model_);
+  }
   optim_ = make_optimizer(cfg_.optim, model_->named_parameters());
   schedule_ = make_schedule(cfg_.schedule, steps_per_epoch_, cfg_.epochs);
   if (cfg_.ema_decay != 0) {

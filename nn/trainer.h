@@ -55,6 +55,7 @@ struct TrainConfig {
   std::string preset;  // informational: the preset the values came from
   std::string model = "resnet20";
   std::string weight_init = "torch";  // conv weights: torch | he (nn/module.h, ConvInit)
+  bool zero_init_residual = false;    // last BN gamma of each block = 0 (nn/resnet.h); for a model the trainer makes
   std::string data;  // dataset path (not part of the run's identity)
   int epochs = 40;
   int batch = 128;

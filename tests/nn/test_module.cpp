@@ -125,6 +125,30 @@ TEST_CASE("initialization: the default, --weight-init torch, draws U(+-1/sqrt(fa
   CHECK_THROWS_WITH_AS(parse_conv_init("xavier"), doctest::Contains("valid: torch, he"), std::invalid_argument);
 }
 
+TEST_CASE("zero_init_residual: every block starts as its shortcut") {
+  auto m = make_model("resnet20", 10, 0);
+  CHECK(zero_init_residual(*m) == 9);  // 3 stages x 3 BasicBlocks
+  for (const char* bn : {"layer1.0.bn2", "layer2.0.bn2", "layer3.2.bn2"}) {
+    CAPTURE(bn);
+    const Tensor& g = m->find(bn).named_parameters().front().second;  // "weight"
+    CHECK(std::all_of(g.data(), g.data() + g.numel(), [](float v) { return v == 0.0f; }));
+  }
+  const Tensor& kept = m->find("layer1.0.bn1").named_parameters().front().second;
+  CHECK(std::all_of(kept.data(), kept.data() + kept.numel(), [](float v) { return v == 1.0f; }));
+  // An identity-shortcut block then maps a non-negative input to itself:
+  // relu(bn2(...) + x) = relu(0 * ... + 0 + x) = x, in training mode too.
+  Rng rng(4);
+  Tensor x = relu(Tensor::randn({2, 16, 8, 8}, rng));
+  Tensor y = m->find("layer1.1").forward(x);
+  REQUIRE(y.numel() == x.numel());
+  CHECK(std::equal(x.data(), x.data() + x.numel(), y.data()));
+  // Bottleneck models zero bn3: resnet50 has 3 + 4 + 6 + 3 blocks.
+  auto r50 = make_model("resnet50", 10, 0);
+  CHECK(zero_init_residual(*r50) == 16);
+  const Tensor& g3 = r50->find("layer2.3.bn3").named_parameters().front().second;
+  CHECK(std::all_of(g3.data(), g3.data() + g3.numel(), [](float v) { return v == 0.0f; }));
+}
+
 TEST_CASE("forward shapes, train/eval propagation, groups") {
   auto m = make_model("resnet20", 10, 0);
   Rng rng(3);

@@ -186,6 +186,8 @@ TEST_CASE("configuration round trip and presets") {
   c.cutout = 8;
   CHECK(c.ema_decay == 0);
   c.ema_decay = 0.999;
+  CHECK_FALSE(c.zero_init_residual);
+  c.zero_init_residual = true;
   TrainConfig d;
   d.from_map(c.to_map());
   CHECK(d.to_map() == c.to_map());
@@ -194,6 +196,7 @@ TEST_CASE("configuration round trip and presets") {
   CHECK(d.weight_init == "he");
   CHECK(d.cutout == 8);
   CHECK(d.ema_decay == 0.999);
+  CHECK(d.zero_init_residual == c.zero_init_residual);
   // A checkpoint from before a key existed reads back with that key's default.
   std::map<std::string, std::string> old = c.to_map();
   old.erase("cutout");
@@ -206,6 +209,18 @@ TEST_CASE("configuration round trip and presets") {
   CHECK_THROWS_WITH_AS(d.from_map({{"epochs", "x"}}), doctest::Contains("'epochs'"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(d.from_map({{"bogus", "1"}}), doctest::Contains("bogus"), std::invalid_argument);
   CHECK_THROWS_AS(TrainConfig::preset_config("slow"), std::invalid_argument);
+}
+
+TEST_CASE("zero_init_residual: the trainer zeroes the blocks' last BN of the model it makes") {
+  Dataset train = random_dataset(16, 8);
+  TrainConfig c = tiny_config("");
+  c.zero_init_residual = true;
+  Trainer t(c, train, nullptr);
+  auto gamma = [&](const char* bn) { return t.model().find(bn).named_parameters().front().second.data()[0]; };
+  CHECK(gamma("layer3.2.bn2") == 0.0f);
+  CHECK(gamma("layer3.2.bn1") == 1.0f);
+  t.fit();
+  CHECK(gamma("layer3.2.bn2") != 0.0f);  // the gradient reaches a zero gamma: it learns
 }
 
 TEST_CASE("exponential moving average: TF's update rule, exact swap, checked load") {
