@@ -130,10 +130,10 @@ TEST_CASE("zero_init_residual: every block starts as its shortcut") {
   CHECK(zero_init_residual(*m) == 9);  // 3 stages x 3 BasicBlocks
   for (const char* bn : {"layer1.0.bn2", "layer2.0.bn2", "layer3.2.bn2"}) {
     CAPTURE(bn);
-    const Tensor& g = m->find(bn).named_parameters().front().second;  // "weight"
+    const Tensor g = m->find(bn).named_parameters().front().second;  // "weight" (a handle: a copy shares the data)
     CHECK(std::all_of(g.data(), g.data() + g.numel(), [](float v) { return v == 0.0f; }));
   }
-  const Tensor& kept = m->find("layer1.0.bn1").named_parameters().front().second;
+  const Tensor kept = m->find("layer1.0.bn1").named_parameters().front().second;
   CHECK(std::all_of(kept.data(), kept.data() + kept.numel(), [](float v) { return v == 1.0f; }));
   // An identity-shortcut block then maps a non-negative input to itself:
   // relu(bn2(...) + x) = relu(0 * ... + 0 + x) = x, in training mode too.
@@ -145,7 +145,7 @@ TEST_CASE("zero_init_residual: every block starts as its shortcut") {
   // Bottleneck models zero bn3: resnet50 has 3 + 4 + 6 + 3 blocks.
   auto r50 = make_model("resnet50", 10, 0);
   CHECK(zero_init_residual(*r50) == 16);
-  const Tensor& g3 = r50->find("layer2.3.bn3").named_parameters().front().second;
+  const Tensor g3 = r50->find("layer2.3.bn3").named_parameters().front().second;
   CHECK(std::all_of(g3.data(), g3.data() + g3.numel(), [](float v) { return v == 0.0f; }));
 }
 
