@@ -1,4 +1,5 @@
 // apps/cmd_train.cpp: `octet train`, the training command (nn/trainer.h).
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -51,6 +52,10 @@ options:
                         (TF's ExponentialMovingAverage, e.g. 0.999), evaluate it
                         each epoch beside the raw weights and write DIR/ema.ckpt
                         with it as the model (default 0, off)
+  --sam RHO             sharpness-aware minimization (Foret et al. 2021): each
+                        step also takes the gradient at w + RHO * g / ||g|| and
+                        steps with that one; two passes per step (e.g. 0.05;
+                        default 0, off)
   --seed S  --threads N (0 = all cores)  --subset N (train on N images)  --test-subset N
   --eval-every N        test evaluation every N epochs (and after the last)
   --out DIR             run folder (default runs/<model>)
@@ -115,6 +120,7 @@ int cmd_train(int argc, char** argv) {
   c.augment = !get_bool(a, "--no-augment", !c.augment);
   c.cutout = a.get_int("--cutout", c.cutout);
   c.ema_decay = a.get_double("--ema", c.ema_decay);
+  c.sam_rho = static_cast<float>(a.get_double("--sam", c.sam_rho));
   c.seed = static_cast<uint64_t>(a.get_int64("--seed", static_cast<long long>(c.seed)));
   c.threads = a.get_int("--threads", c.threads);
   c.subset = a.get_int64("--subset", c.subset);
@@ -157,6 +163,9 @@ int cmd_train(int argc, char** argv) {
   if (!(c.ema_decay >= 0 && c.ema_decay < 1)) throw UsageError("octet train: --ema must be in [0, 1), e.g. 0.999");
   if (c.ema_decay > 0 && qat)
     throw UsageError("octet train: --ema does not go with --qat (averaging would mix the quantizers' state)");
+  if (!(c.sam_rho >= 0 && std::isfinite(c.sam_rho))) throw UsageError("octet train: --sam must be >= 0, e.g. 0.05");
+  if (c.sam_rho > 0 && qat)
+    throw UsageError("octet train: --sam does not go with --qat (the second pass would move the quantizers' ranges)");
   if (c.cutout > 0 && !c.augment) throw UsageError("octet train: --cutout is augmentation; it does not go with --no-augment");
   try {
     nn::parse_conv_init(c.weight_init);

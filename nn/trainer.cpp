@@ -78,6 +78,7 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("augment", c.augment);
   f("cutout", c.cutout);
   f("ema_decay", c.ema_decay);
+  f("sam_rho", c.sam_rho);
   f("seed", c.seed);
   f("threads", c.threads);
   f("out", c.out);
@@ -379,6 +380,11 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
       throw std::invalid_argument("train: ema_decay must be in [0, 1), got " + shortest(cfg_.ema_decay));
     ema_ = std::make_unique<ExponentialMovingAverage>(*model_, cfg_.ema_decay);
   }
+  if (cfg_.sam_rho != 0) {
+    if (!(cfg_.sam_rho > 0 && std::isfinite(cfg_.sam_rho)))
+      throw std::invalid_argument("train: sam_rho must be > 0, got " + shortest(cfg_.sam_rho));
+    sam_ = std::make_unique<SharpnessAwareMinimization>(cfg_.sam_rho);
+  }
 }
 
 void Trainer::resume() {
@@ -542,17 +548,36 @@ std::vector<EpochStats> Trainer::fit() {
       Tensor loss = cross_entropy(logits, b.labels, cfg_.label_smoothing);
       if (on_loss) on_loss(step_, loss);
       const float lv = loss.item();
-      if (!std::isfinite(lv)) {
+      // A non-finite loss stops the run; `at` says which pass produced it.
+      auto stop_unless_finite = [&](float value, const char* at) {
+        if (std::isfinite(value)) return;
         std::string kept = cfg_.out.empty() ? std::string("no checkpoint (no --out)")
                            : epoch_ > 0     ? "the last good checkpoint is " + cfg_.out + "/last.ckpt (epoch " +
                                               std::to_string(epoch_) + ")"
                                             : "no checkpoint was written yet (failed in the first epoch)";
-        throw NonFiniteLoss(std::string("training loss is ") + (std::isnan(lv) ? "NaN" : "infinite") + " at epoch " +
-                            std::to_string(epoch + 1) + ", step " + std::to_string(step_) + " (batch " +
-                            std::to_string(b.index) + " of the epoch, lr " + fmt_float(lr, 6) +
+        throw NonFiniteLoss(std::string("training loss") + at + " is " + (std::isnan(value) ? "NaN" : "infinite") +
+                            " at epoch " + std::to_string(epoch + 1) + ", step " + std::to_string(step_) +
+                            " (batch " + std::to_string(b.index) + " of the epoch, lr " + fmt_float(lr, 6) +
                             "); the run stopped; " + kept);
-      }
+      };
+      stop_unless_finite(lv, "");
       loss.backward();
+      if (sam_) {
+        // The gradient at the worst point within rho of w, then back to w.
+        const NamedTensors params = model_->named_parameters();
+        sam_->ascend(params);
+        model_->zero_grad();
+        try {
+          FrozenBatchNormStatistics frozen(*model_);
+          Tensor perturbed = cross_entropy(model_->forward(x), b.labels, cfg_.label_smoothing);
+          stop_unless_finite(perturbed.item(), " at the sharpness-aware point");
+          perturbed.backward();
+        } catch (...) {
+          sam_->descend(params);  // leave the model at w, not w + e
+          throw;
+        }
+        sam_->descend(params);
+      }
       optim_->step();
       model_->zero_grad();
       ++step_;

@@ -7,8 +7,9 @@
 //
 // One step, in order: lr/momentum from the schedule at the global step;
 // forward on an augmented, preprocessed batch; softmax cross-entropy (label
-// smoothing optional); a non-finite loss stops the run; backward; optimizer
-// step; zero_grad. After each epoch: test evaluation (every eval_every
+// smoothing optional); a non-finite loss stops the run; backward; with
+// cfg.sam_rho > 0 the second, sharpness-aware pass on the same batch
+// (nn/sam.h); optimizer step; zero_grad. After each epoch: test evaluation (every eval_every
 // epochs and at the last), a row in <out>/log.csv, the curves
 // <out>/loss.png and <out>/accuracy.png, and the checkpoint <out>/last.ckpt
 // (plus <out>/best.ckpt when test top-1 improved), written atomically.
@@ -47,6 +48,7 @@
 #include "nn/metrics.h"
 #include "nn/optim.h"
 #include "nn/resnet.h"
+#include "nn/sam.h"
 #include "nn/schedule.h"
 
 namespace octet::nn {
@@ -66,6 +68,7 @@ struct TrainConfig {
   bool augment = true;                  // random crop (pad 4) + horizontal flip
   int cutout = 0;                       // cutout square side after crop + flip (0 = off)
   double ema_decay = 0;  // > 0: also keep and evaluate an exponential moving average of the weights (nn/ema.h)
+  float sam_rho = 0;     // > 0: sharpness-aware minimization with this radius (nn/sam.h; two passes per step)
   uint64_t seed = 0;
   int threads = 0;  // 0 = all cores
   std::string out;  // run folder; "" = no files (tests)
@@ -169,6 +172,7 @@ class Trainer {
   std::unique_ptr<Optimizer> optim_;
   std::unique_ptr<Schedule> schedule_;
   std::unique_ptr<ExponentialMovingAverage> ema_;
+  std::unique_ptr<SharpnessAwareMinimization> sam_;
   Preprocess pre_;
   int64_t steps_per_epoch_ = 0;
   int64_t step_ = 0;

@@ -127,6 +127,9 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
       {"train --ema 1 --data /nonexistent", "--ema"},
       {"train --ema -0.5 --data /nonexistent", "--ema"},
       {"train --ema 0.999 --qat --data /nonexistent", "--qat"},
+      {"train --sam -0.05 --data /nonexistent", "--sam"},
+      {"train --sam nan --data /nonexistent", "--sam"},
+      {"train --sam 0.05 --qat --data /nonexistent", "--qat"},
       {"train --qat --init x.ckpt --zero-init-residual --data /nonexistent", "--zero-init-residual"},
   };
   for (auto [args, flag] : usage_errors) {

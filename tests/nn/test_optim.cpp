@@ -5,7 +5,10 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "core/ops.h"
+#include "core/rng.h"
 #include "nn/optim.h"
+#include "nn/sam.h"
 
 // Every case: one parameter p = [1, -2] and a hand-set gradient, either
 // g = p (the gradient of 0.5 * |p|^2) or the constant c = [0.5, -1]. The
@@ -162,4 +165,62 @@ TEST_CASE("bad optimizer input") {
   // No gradient: the parameter is left alone.
   opt->step();
   CHECK(a.data()[0] == 1.0f);
+}
+
+TEST_CASE("sharpness-aware minimization: the ascent step, the exact way back, one SAM + SGD step") {
+  Tensor p = make_param();                                           // [1, -2]
+  Tensor idle = Tensor::from({1}, std::vector<float>{7.0f}).requires_grad_(true);  // gets no gradient
+  const NamedTensors params{{"w", p}, {"idle", idle}};
+  set_grad(p, {1.5f, 2.0f});  // ||g|| = 2.5
+  SharpnessAwareMinimization sam(0.5f);
+  CHECK(sam.ascend(params) == doctest::Approx(2.5));
+  // e = 0.5 * [1.5, 2] / 2.5 = [0.3, 0.4]
+  CHECK(p.data()[0] == doctest::Approx(1.3f));
+  CHECK(p.data()[1] == doctest::Approx(-1.6f));
+  CHECK(idle.data()[0] == 7.0f);
+  CHECK_THROWS_AS(sam.ascend(params), std::logic_error);  // already at w + e
+  sam.descend(params);
+  CHECK(p.data()[0] == 1.0f);  // exactly w again, not w + e - e
+  CHECK(p.data()[1] == -2.0f);
+  CHECK(p.grad().data()[1] == 2.0f);  // the gradients stay for the optimizer
+
+  set_grad(p, {0.0f, 0.0f});  // a zero gradient: no direction, no move
+  CHECK(sam.ascend(params) == 0.0);
+  CHECK(p.data()[0] == 1.0f);
+  sam.descend(params);
+
+  // loss 0.5 |p|^2, so g = p. With rho = ||p|| = sqrt(5), e = p and the
+  // gradient at p + e is 2p; SGD lr 0.1 then gives p - 0.2 p = [0.8, -1.6].
+  SharpnessAwareMinimization wide(std::sqrt(5.0f));
+  auto opt = make_optimizer({.kind = "sgd", .lr = 0.1f, .momentum = 0.0f}, {{"w", p}});
+  set_grad(p, {p.data()[0], p.data()[1]});
+  wide.ascend({{"w", p}});
+  set_grad(p, {p.data()[0], p.data()[1]});  // the gradient at the perturbed point
+  wide.descend({{"w", p}});
+  opt->step();
+  CHECK(p.data()[0] == doctest::Approx(0.8f));
+  CHECK(p.data()[1] == doctest::Approx(-1.6f));
+
+  CHECK_THROWS_AS(SharpnessAwareMinimization(0.0f), std::invalid_argument);
+  CHECK_THROWS_AS(SharpnessAwareMinimization(-0.05f), std::invalid_argument);
+}
+
+TEST_CASE("FrozenBatchNormStatistics: batch statistics in the forward, running statistics unmoved") {
+  BatchNorm2d bn(2);
+  Rng rng(3);
+  Tensor x = add(Tensor::randn({4, 2, 3, 3}, rng), Tensor::full({1}, 5.0f));  // batch mean near 5
+  Tensor y;
+  {
+    FrozenBatchNormStatistics frozen(bn);
+    y = bn.forward(x);
+    CHECK(bn.momentum == 0.0f);
+  }
+  CHECK(bn.momentum == 0.1f);
+  CHECK(bn.running_mean().data()[0] == 0.0f);
+  CHECK(bn.running_var().data()[1] == 1.0f);
+  double mean = 0;  // normalized with the batch's own statistics: mean 0, not ~5
+  for (int64_t i = 0; i < 9; ++i) mean += y.data()[i] / 9.0;  // image 0, channel 0
+  CHECK(std::abs(mean) < 2.0);
+  bn.forward(x);  // outside the scope the statistics move again
+  CHECK(bn.running_mean().data()[0] > 0.3f);
 }
