@@ -45,6 +45,8 @@ options:
   --intsim              with MODEL (or --mode engine): also run the integer simulation and
                         count the images whose int8 logits equal the engine's exactly
   --limit N             a class-mixed sample of N images (seeded)
+  --tta flip            test-time augmentation, --mode float or fakequant: average the logits
+                        of each image and its mirror image (default none; training is unchanged)
   --batch N  --threads N
 )";
 
@@ -117,12 +119,15 @@ int cmd_eval(int argc, char** argv) {
   const long long limit = a.get_int64("--limit", 0);
   const int batch = a.get_int("--batch", 500);
   const int threads = a.get_int("--threads", 0);
+  const std::string tta_name = a.get("--tta", "none");
   const PtqFlags ptq = PtqFlags::read(a, data);
   a.finish();
   const std::string path = a.positional_at(0, "the checkpoint or model file (CKPT|MODEL)");
   if (split != "test" && split != "train") throw UsageError("octet eval: --split must be test or train");
   if (batch < 1) throw UsageError("octet eval: --batch must be >= 1");
   if (limit < 0) throw UsageError("octet eval: --limit must be >= 0");
+  if (tta_name != "none" && tta_name != "flip") throw UsageError("octet eval: --tta must be none or flip");
+  const nn::TestTimeAugment tta = tta_name == "flip" ? nn::TestTimeAugment::flip : nn::TestTimeAugment::none;
   set_num_threads(threads);
   engine::set_num_threads(threads);
 
@@ -131,6 +136,10 @@ int cmd_eval(int argc, char** argv) {
     throw UsageError("octet eval: " + path + " is a model file: it runs in the engine (--mode is for checkpoints)");
   if (!model_file && !mode.empty() && mode != "float" && mode != "fakequant" && mode != "intsim" && mode != "engine")
     throw UsageError("octet eval: --mode must be float, fakequant, intsim or engine");
+
+  const bool float_forward = !model_file && (mode.empty() || mode == "float" || mode == "fakequant");
+  if (tta != nn::TestTimeAugment::none && !float_forward)
+    throw UsageError("octet eval: --tta is for the float and fake-quant forward of a checkpoint, not the integer engine");
 
   const Dataset all = load_dataset(resolve_data_path(data), split == "test" ? Split::test : Split::train);
   // --limit: a seeded class-mixed sample (image trees are sorted by class).
@@ -160,12 +169,12 @@ int cmd_eval(int argc, char** argv) {
       if (lm.qat) {
         const quant::QuantSwitches sw =
             quant::set_quant_mode(*lm.model, m == "float" ? quant::QuantMode::kFloat : quant::QuantMode::kFakeQuant);
-        metrics = nn::evaluate(*lm.model, ds, lm.preprocess, batch);
+        metrics = nn::evaluate(*lm.model, ds, lm.preprocess, batch, tta);
         quant::restore_quant_mode(sw);
       } else {
-        metrics = nn::evaluate(*lm.model, ds, lm.preprocess, batch);
+        metrics = nn::evaluate(*lm.model, ds, lm.preprocess, batch, tta);
       }
-      std::printf("mode %s\n", m.c_str());
+      std::printf("mode %s%s\n", m.c_str(), tta == nn::TestTimeAugment::flip ? ", test-time flip (logits averaged)" : "");
     } else {
       quant::ExportResult r = quant::export_model(lm);
       std::printf("mode %s: exported in memory, %s model (%.1f%% of the float weights)\n", m.c_str(),

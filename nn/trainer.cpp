@@ -484,7 +484,19 @@ void Trainer::restore(const Checkpoint& ck) {
   restored_ = true;
 }
 
-Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int batch) {
+namespace {
+
+// Mirrors every row of an NCHW float batch left-right, in place.
+void mirror_rows(std::vector<float>& nchw, int64_t rows, int w) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = nchw.data() + r * w;
+    std::reverse(row, row + w);
+  }
+}
+
+}  // namespace
+
+Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int batch, TestTimeAugment tta) {
   Metrics m(data.num_classes());
   const bool was_training = model.training();
   model.eval();
@@ -501,6 +513,11 @@ Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int 
   while (loader.next(b)) {
     Tensor x = Tensor::from({b.n, b.c, b.h, b.w}, b.images);
     Tensor logits = model.forward(x);
+    if (tta == TestTimeAugment::flip) {
+      mirror_rows(b.images, static_cast<int64_t>(b.n) * b.c * b.h, b.w);
+      const Tensor mirrored = model.forward(Tensor::from({b.n, b.c, b.h, b.w}, b.images));
+      logits = mul(add(logits, mirrored), 0.5f);
+    }
     m.add(logits, b.labels);
     m.add_loss(static_cast<double>(cross_entropy(logits, b.labels).item()) * b.n, b.n);
   }

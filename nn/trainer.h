@@ -191,9 +191,16 @@ Preprocess preprocess_from_checkpoint(const Checkpoint& ck);
 // A class-mixed sample of n images (seeded shuffle, first n); n >= size: a copy.
 Dataset take_subset(const Dataset& data, int64_t n, uint64_t seed);
 
+// Test-time augmentation for evaluate(). flip: the network sees each image
+// and its mirror image (left-right), and the two logit vectors are averaged
+// before the arg-max and the loss (as in the CIFAR speed-run recipes). It
+// costs a second forward pass; training is unchanged.
+enum class TestTimeAugment { none, flip };
+
 // Top-1/top-5/mean loss/confusion of `model` (switched to eval mode for the
 // pass, then back) on every image of `data`, in order, batches of `batch`.
-Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int batch = 500);
+Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int batch = 500,
+                 TestTimeAugment tta = TestTimeAugment::none);
 
 // A model rebuilt from a training checkpoint (architecture from "model",
 // classes from "classes", state from "model.*").

@@ -131,6 +131,7 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
       {"train --sam nan --data /nonexistent", "--sam"},
       {"train --sam 0.05 --qat --data /nonexistent", "--qat"},
       {"train --qat --init x.ckpt --zero-init-residual --data /nonexistent", "--zero-init-residual"},
+      {"eval x.ckpt --tta mirror --data /nonexistent", "--tta"},
   };
   for (auto [args, flag] : usage_errors) {
     const Result r = octet_cli(args);
@@ -202,6 +203,16 @@ TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> i
   INFO(nothing.output);
   CHECK(nothing.code == 1);
   CHECK(contains(nothing.output, tmp / "empty-run/last.ckpt"));
+
+  // Test-time flip on the fake-quant forward of the checkpoint; the engine has no such mode.
+  const Result tta = octet_cli("eval " + quoted(run + "/last.ckpt") + " --mode fakequant --tta flip --threads 1 --data " +
+                               quoted(data));
+  INFO(tta.output);
+  CHECK(tta.code == 0);
+  CHECK(contains(tta.output, "mode fakequant, test-time flip"));
+  const Result tta_engine = octet_cli("eval " + quoted(run + "/last.ckpt") + " --mode engine --tta flip --data " + quoted(data));
+  CHECK(tta_engine.code == 2);
+  CHECK(contains(tta_engine.output, "--tta"));
 
   const Result exported = octet_cli("export " + quoted(run + "/last.ckpt") + " -o " + quoted(model));
   INFO(exported.output);

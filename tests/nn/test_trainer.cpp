@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -302,6 +303,60 @@ TEST_CASE("a run with a weight average trains the same weights and writes ema.ck
   CHECK_THROWS_WITH_AS(again.restore(last), doctest::Contains("malformed history row '1,5,0.1,1.0'"),
                        std::runtime_error);
   fs::remove_all(d);
+}
+
+// The same images mirrored left-right (each CHW image, each row reversed).
+Dataset mirrored(const Dataset& d) {
+  Dataset m = d;
+  for (int64_t i = 0; i < m.size(); ++i)
+    for (int row = 0; row < m.channels * m.height; ++row) {
+      uint8_t* r = m.image(i) + int64_t(row) * m.width;
+      std::reverse(r, r + m.width);
+    }
+  return m;
+}
+
+TEST_CASE("test-time flip: the mean of each image's logits and its mirror image's") {
+  const Dataset test = random_dataset(12, 9);
+  const Preprocess pre = Preprocess::standard();
+  auto model = make_model("resnet20", 4, 3);
+  model->eval();
+
+  // By hand, image by image: the two forward passes, their mean, its loss and arg-max.
+  double loss_sum = 0;
+  int64_t correct = 0;
+  {
+    NoGradGuard no_grad;
+    const int c = test.channels, h = test.height, w = test.width;
+    for (int64_t i = 0; i < test.size(); ++i) {
+      Tensor x = Tensor::empty({1, c, h, w}), xm = Tensor::empty({1, c, h, w});
+      for (int ch = 0; ch < c; ++ch)
+        for (int y = 0; y < h; ++y)
+          for (int col = 0; col < w; ++col) {
+            const float v = pre.apply(ch, test.image(i)[(ch * h + y) * w + col]);
+            x.data()[(ch * h + y) * w + col] = v;
+            xm.data()[(ch * h + y) * w + (w - 1 - col)] = v;
+          }
+      const Tensor logits = mul(add(model->forward(x), model->forward(xm)), 0.5f);
+      const int label = test.labels[size_t(i)];
+      loss_sum += cross_entropy(logits, std::span<const int>(&label, 1)).item();
+      const float* l = logits.data();
+      correct += std::max_element(l, l + 4) - l == label;
+    }
+  }
+  const Metrics flip = evaluate(*model, test, pre, 5, TestTimeAugment::flip);
+  CHECK(flip.mean_loss() == doctest::Approx(loss_sum / double(test.size())).epsilon(1e-5));
+  CHECK(flip.top1() == doctest::Approx(double(correct) / double(test.size())));
+
+  // Averaging over {x, mirror(x)} does not see which of the two came in;
+  // one pass over the plain images does.
+  const Metrics flip_of_mirrored = evaluate(*model, mirrored(test), pre, 5, TestTimeAugment::flip);
+  CHECK(flip_of_mirrored.mean_loss() == doctest::Approx(flip.mean_loss()).epsilon(1e-6));
+  CHECK(flip_of_mirrored.top1() == flip.top1());
+  const Metrics plain = evaluate(*model, test, pre, 5);
+  const Metrics plain_of_mirrored = evaluate(*model, mirrored(test), pre, 5);
+  CHECK(plain.mean_loss() != doctest::Approx(plain_of_mirrored.mean_loss()).epsilon(1e-4));
+  CHECK(flip.mean_loss() != doctest::Approx(plain.mean_loss()).epsilon(1e-4));
 }
 
 TEST_CASE("a sharpness-aware run: the two-pass step by hand, BN statistics moved once per step") {
