@@ -45,6 +45,8 @@ options:
   --milestones E1,E2 --gamma G (step)   --decay-rate R --decay-epochs E --no-staircase (exp)
   --min-lr LR (exp floor, cosine minimum)   --warmup-epochs E (linear warmup, any schedule)
   --label-smoothing EPS  --preprocess standard|vgg|inception  --no-augment
+  --alternate-flip      draw each image's flip coin once, then mirror it in
+                        alternate epochs (Jordan 2024; default: a fresh coin each epoch)
   --cutout N            after crop and flip, set an N x N square at a random centre
                         to the pixel that preprocesses to 0, the channel mean
                         (DeVries & Taylor 2017; default 0, off)
@@ -118,6 +120,7 @@ int cmd_train(int argc, char** argv) {
   c.label_smoothing = static_cast<float>(a.get_double("--label-smoothing", c.label_smoothing));
   c.preprocess = a.get("--preprocess", c.preprocess);
   c.augment = !get_bool(a, "--no-augment", !c.augment);
+  c.alternate_flip = get_bool(a, "--alternate-flip", c.alternate_flip);
   c.cutout = a.get_int("--cutout", c.cutout);
   c.ema_decay = a.get_double("--ema", c.ema_decay);
   c.sam_rho = static_cast<float>(a.get_double("--sam", c.sam_rho));
@@ -167,6 +170,8 @@ int cmd_train(int argc, char** argv) {
   if (c.sam_rho > 0 && qat)
     throw UsageError("octet train: --sam does not go with --qat (the second pass would move the quantizers' ranges)");
   if (c.cutout > 0 && !c.augment) throw UsageError("octet train: --cutout is augmentation; it does not go with --no-augment");
+  if (c.alternate_flip && !c.augment)
+    throw UsageError("octet train: --alternate-flip is augmentation; it does not go with --no-augment");
   try {
     nn::parse_conv_init(c.weight_init);
   } catch (const std::invalid_argument& e) {

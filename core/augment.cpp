@@ -41,6 +41,12 @@ AugmentParams draw_augment(Rng& rng, int pad, bool flip) {
   return p;
 }
 
+bool alternating_flip(uint64_t seed, int64_t epoch, int64_t index, int pad) {
+  Rng first = sample_rng(seed, 0, index);
+  const bool coin = draw_augment(first, pad, true).flip;
+  return coin != (epoch % 2 != 0);
+}
+
 void draw_cutout(Rng& rng, int size, int height, int width, AugmentParams& p) {
   if (size < 0) throw std::invalid_argument("draw_cutout: size must be >= 0, got " + std::to_string(size));
   p.cut_size = size;

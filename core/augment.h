@@ -65,6 +65,15 @@ Rng sample_rng(uint64_t seed, int64_t epoch, int64_t index);
 // allowed, a fair coin for the mirror.
 AugmentParams draw_augment(Rng& rng, int pad, bool flip);
 
+// Alternating flip (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds"): rather
+// than a fresh coin every epoch, sample `index` keeps its epoch-0 coin c and
+// is mirrored in epoch e iff c XOR (e is odd). Epoch 0 is the random flip
+// itself; from then on every image is seen once each way in every pair of
+// epochs (epochs 2k, 2k + 1), so no image goes several epochs unmirrored or
+// mirrored by chance. c is the coin draw_augment(sample_rng(seed, 0, index),
+// pad, true) draws.
+bool alternating_flip(uint64_t seed, int64_t epoch, int64_t index, int pad);
+
 // Then, from the same generator, the cutout centre: cut_y in [0, height),
 // cut_x in [0, width), and cut_size = size. size 0 draws nothing, so runs
 // without cutout see the same numbers as before it existed.

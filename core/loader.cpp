@@ -111,6 +111,7 @@ void Loader::build(const std::vector<int64_t>& order, int64_t epoch, int64_t ind
       if (opt_.augment) {
         Rng rng = sample_rng(opt_.seed, epoch, idx);
         AugmentParams p = draw_augment(rng, opt_.pad, opt_.flip);
+        if (opt_.flip && opt_.alternate_flip) p.flip = alternating_flip(opt_.seed, epoch, idx, opt_.pad);
         draw_cutout(rng, opt_.cutout, H, W, p);
         augment_image(src, tmp.data(), C, H, W, p, fill.data());
         src = tmp.data();

@@ -63,6 +63,7 @@ struct LoaderOptions {
   bool augment = false;    // random crop (zero padding) + horizontal flip
   int pad = 4;             // crop padding, pixels per side
   bool flip = true;        // horizontal flip with p = 1/2 (when augment)
+  bool alternate_flip = false;  // ... drawn once, then alternating by epoch (core/augment.h, alternating_flip)
   int cutout = 0;          // cutout square side in pixels, 0 = off (when augment; core/augment.h)
   Preprocess preprocess = Preprocess::standard();
   BatchOutput output = BatchOutput::float_nchw;

@@ -76,6 +76,7 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("label_smoothing", c.label_smoothing);
   f("preprocess", c.preprocess);
   f("augment", c.augment);
+  f("alternate_flip", c.alternate_flip);
   f("cutout", c.cutout);
   f("ema_decay", c.ema_decay);
   f("sam_rho", c.sam_rho);
@@ -536,6 +537,7 @@ std::vector<EpochStats> Trainer::fit() {
   lo.shuffle = true;
   lo.drop_last = true;
   lo.augment = cfg_.augment;
+  lo.alternate_flip = cfg_.alternate_flip;
   lo.cutout = cfg_.cutout;
   lo.preprocess = pre_;
   lo.seed = cfg_.seed;

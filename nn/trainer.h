@@ -66,6 +66,7 @@ struct TrainConfig {
   float label_smoothing = 0.0f;
   std::string preprocess = "standard";  // standard (train-set mean/std) | vgg | inception
   bool augment = true;                  // random crop (pad 4) + horizontal flip
+  bool alternate_flip = false;          // flip coin drawn once per image, then alternating by epoch
   int cutout = 0;                       // cutout square side after crop + flip (0 = off)
   double ema_decay = 0;  // > 0: also keep and evaluate an exponential moving average of the weights (nn/ema.h)
   float sam_rho = 0;     // > 0: sharpness-aware minimization with this radius (nn/sam.h; two passes per step)

@@ -273,3 +273,23 @@ TEST_CASE("compute_channel_stats: exact per-channel mean and std in [0, 1] units
   Dataset empty;
   CHECK_THROWS_AS(compute_channel_stats(empty), std::invalid_argument);
 }
+
+TEST_CASE("alternating flip: epoch 0 is the random coin, then every image alternates; half the images mirrored each epoch") {
+  const int n = 2000;
+  int mirrored0 = 0, mirrored1 = 0;
+  for (int i = 0; i < n; ++i) {
+    Rng first = sample_rng(11, 0, i);
+    const bool coin = draw_augment(first, 4, true).flip;
+    CHECK(alternating_flip(11, 0, i, 4) == coin);  // epoch 0: the ordinary random flip
+    for (int64_t e = 1; e < 6; ++e) CHECK(alternating_flip(11, e, i, 4) == !alternating_flip(11, e - 1, i, 4));
+    CHECK(alternating_flip(11, 7, i, 4) != alternating_flip(11, 40, i, 4));  // odd vs even epoch
+    mirrored0 += alternating_flip(11, 0, i, 4);
+    mirrored1 += alternating_flip(11, 1, i, 4);
+  }
+  CHECK(mirrored0 + mirrored1 == n);  // each image exactly once in the pair of epochs
+  CHECK(std::abs(mirrored0 - n / 2) < 150);  // a fair coin (6.7 sigma)
+  // Another seed draws other coins.
+  int same = 0;
+  for (int i = 0; i < n; ++i) same += alternating_flip(11, 0, i, 4) == alternating_flip(12, 0, i, 4);
+  CHECK(std::abs(same - n / 2) < 150);
+}

@@ -164,6 +164,36 @@ TEST_CASE("cutout in the loader: the per-sample reference with the mean fill; cr
   CHECK_THROWS_AS(Loader(d, o), std::invalid_argument);
 }
 
+TEST_CASE("alternating flip in the loader: the crop draws unchanged, the mirror from alternating_flip") {
+  Dataset d = random_dataset(200);
+  LoaderOptions o = train_options(6);
+  o.alternate_flip = true;
+  Loader loader(d, o);
+  LoaderOptions plain = o;
+  plain.alternate_flip = false;
+  Loader plain_loader(d, plain);
+  std::vector<uint8_t> aug(3072), hwc(3072);
+  for (int64_t epoch : {0, 1, 2}) {
+    const Batch b = run_epoch(loader, epoch)[0];
+    const Batch q = run_epoch(plain_loader, epoch)[0];
+    int64_t differ = 0;
+    for (int i = 0; i < b.n; ++i) {
+      const int64_t idx = b.indices[size_t(i)];
+      CHECK(idx == q.indices[size_t(i)]);  // the same order
+      Rng rng = sample_rng(o.seed, epoch, idx);
+      AugmentParams p = draw_augment(rng, o.pad, o.flip);
+      const bool random_coin = p.flip;
+      p.flip = alternating_flip(o.seed, epoch, idx, o.pad);
+      differ += p.flip != random_coin;
+      augment_image(d.image(idx), aug.data(), 3, 32, 32, p);
+      chw_to_hwc(aug.data(), hwc.data(), 32, 32, 3);
+      CHECK(std::equal(hwc.begin(), hwc.end(), b.pixels.begin() + i * 3072));
+    }
+    if (epoch == 0) CHECK(differ == 0);  // epoch 0 is the random flip itself
+    else CHECK(differ > 0);              // later epochs are not fresh coins
+  }
+}
+
 TEST_CASE("next() equals make_batch(); same batches on 1 and 2 threads and any prefetch depth") {
   Dataset d = random_dataset(700);
   std::vector<std::vector<Batch>> runs;
