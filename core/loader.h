@@ -14,7 +14,8 @@
 // Determinism: batch k of epoch e is a pure function of (dataset, options,
 // seed, e, k): the epoch order is a Fisher-Yates shuffle drawn from
 // Rng(derive_seed(seed, e), kShuffleStream), and each sample's augmentation
-// from sample_rng(seed, e, dataset_index) (core/augment.h). So results do not
+// from sample_rng(seed, e, dataset_index) (core/augment.h; an alternating
+// flip from alternating_flip(seed, e, dataset_index)). So results do not
 // depend on the thread count or the prefetch depth, and a run resumed with
 // start_epoch(e, k) yields exactly the batches an uninterrupted run would.
 //
