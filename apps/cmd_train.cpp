@@ -7,6 +7,7 @@
 #include "apps/args.h"
 #include "apps/commands.h"
 #include "apps/qat_flags.h"
+#include "core/blas.h"
 #include "core/dataset.h"
 #include "core/parallel.h"
 #include "nn/trainer.h"
@@ -61,7 +62,8 @@ options:
   --seed S  --threads N (0 = all cores)  --subset N (train on N images)  --test-subset N
   --eval-every N        test evaluation every N epochs (and after the last)
   --out DIR             run folder (default runs/<model>)
-  --resume              continue the run in --out from its last.ckpt (same flags)
+  --resume              continue the run in --out from its last.ckpt (same flags;
+                        bit for bit with the same threads and OpenBLAS core)
   --no-progress         no progress bar
 
 quantization-aware training (quant/qat.h; the study's defaults: QDQv2,
@@ -185,7 +187,8 @@ int cmd_train(int argc, char** argv) {
   set_num_threads(c.threads);
   const std::string root = resolve_data_path(c.data);
   c.data = root;
-  std::printf("octet train: threads %d, data %s\n", num_threads(), root.c_str());
+  std::printf("octet train: threads %d, OpenBLAS core %s, data %s\n", num_threads(), openblas_corename().c_str(),
+              root.c_str());
   Dataset train = load_dataset(root, Split::train);
   Dataset test = load_dataset(root, Split::test);
   std::printf("train %lld images, test %lld images, %d classes\n", static_cast<long long>(train.size()),
@@ -225,6 +228,7 @@ int cmd_train(int argc, char** argv) {
     if (c.out.empty()) throw UsageError("octet train: --resume needs --out (the run folder)");
     t.resume();  // after the QAT hooks: they restore the observers' states
     std::printf("resuming after epoch %d (step %lld)\n", t.epochs_done(), static_cast<long long>(t.global_step()));
+    if (!t.resume_notice().empty()) std::fprintf(stderr, "octet train: note: %s\n", t.resume_notice().c_str());
   }
   std::fflush(stdout);
   auto ran = t.fit();

@@ -13,7 +13,9 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/blas.h"
 #include "core/loader.h"
+#include "core/parallel.h"
 #include "core/plot.h"
 #include "core/progress.h"
 
@@ -413,6 +415,9 @@ Checkpoint Trainer::make_checkpoint(bool averaged) const {
   ck.meta["optim.steps"] = std::to_string(optim_->step_count());
   ck.meta["seed"] = std::to_string(cfg_.seed);
   ck.meta["rng"] = "none: every random draw is a pure function of (seed, epoch, index)";
+  // What else fixes the float sums' order, hence the bits (see resume_notice()).
+  ck.meta["numerics.threads"] = std::to_string(num_threads());
+  ck.meta["numerics.blas_core"] = openblas_corename();
   ck.meta["preprocess.mode"] = preprocess_name(pre_.mode);
   ck.meta["preprocess.scale"] = join_floats(pre_.scale);
   ck.meta["preprocess.offset"] = join_floats(pre_.offset);
@@ -483,6 +488,17 @@ void Trainer::restore(const Checkpoint& ck) {
     if (!row.empty()) history_.push_back(parse_csv_row(row, where));
   if (on_restore) on_restore(ck);
   restored_ = true;
+  // Checkpoints older than these keys say nothing, and nothing is claimed.
+  std::string drift;
+  const auto differs = [&](const std::string& key, const std::string& now, const std::string& what) {
+    const std::string was = ck.get(key, "");
+    if (!was.empty() && was != now) drift += (drift.empty() ? "" : ", ") + what + " " + was + " then, " + now + " now";
+  };
+  differs("numerics.threads", std::to_string(num_threads()), "threads");
+  differs("numerics.blas_core", openblas_corename(), "OpenBLAS core");
+  resume_notice_ = drift.empty() ? "" : where + " was written under other numerics (" + drift +
+                                            "): the run goes on, but its floats will not match an "
+                                            "uninterrupted run's bit for bit";
 }
 
 namespace {

@@ -24,8 +24,12 @@
 // holds the model's parameters and BN buffers, the optimizer slots and step
 // count, the epoch and global step, the configuration and the log history.
 // So `resume` from last.ckpt after epoch e runs epochs e+1.. exactly as an
-// uninterrupted run would (same thread count), bit for bit. The schedule is
-// a pure function of the global step (nn/schedule.h) and keeps no state.
+// uninterrupted run would, bit for bit, given the same thread count and the
+// same OpenBLAS kernels (the float sums run in another order otherwise).
+// Every checkpoint records both ("numerics.threads", "numerics.blas_core");
+// a resume under others goes on, and resume_notice() says why its numbers
+// will drift from the uninterrupted run's. The schedule is a pure function
+// of the global step (nn/schedule.h) and keeps no state.
 //
 // Checkpoint layout: tensors "model.<name>" (named_state) and
 // "optim.<param>.<slot>" (and "ema.<name>", the averaged state); metadata "config.<key>" (every TrainConfig field),
@@ -139,6 +143,9 @@ class Trainer {
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   // The weight average, or nullptr when cfg.ema_decay is 0.
   ExponentialMovingAverage* ema() { return ema_.get(); }
+  // After restore(): empty, or why the resumed run will not be bit-identical
+  // to an uninterrupted one (another thread count or OpenBLAS core).
+  const std::string& resume_notice() const { return resume_notice_; }
 
   // The whole training state as a checkpoint, and back. averaged: the
   // model tensors ("model.*") are the weight average's (ema.ckpt).
@@ -179,6 +186,7 @@ class Trainer {
   int64_t step_ = 0;
   int epoch_ = 0;  // completed epochs
   bool restored_ = false;  // restore() ran (fit() then does not resume again)
+  std::string resume_notice_;
   double best_top1_ = -1;
   std::vector<EpochStats> history_;
 };

@@ -10,9 +10,11 @@
 #include <limits>
 #include <sstream>
 
+#include "core/blas.h"
 #include "core/checkpoint.h"
 #include "core/loader.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 #include "nn/trainer.h"
 
 using namespace octet;
@@ -136,6 +138,28 @@ TEST_CASE("resume ends bit-identical to an uninterrupted run") {
   CHECK(fs::exists(d2 / "loss.png"));
   CHECK(fs::exists(d2 / "best.ckpt"));
   CHECK(b.get("history").find("\n2,10,") != std::string::npos);
+
+  // Same threads, same OpenBLAS kernels: nothing to warn about. Under other
+  // numerics the resume goes on and says why its bits will drift.
+  CHECK(resumed.resume_notice().empty());
+  CHECK(mid.get("numerics.threads") == std::to_string(num_threads()));
+  CHECK(mid.get("numerics.blas_core") == openblas_corename());
+  {
+    Checkpoint elsewhere = mid;
+    elsewhere.meta["numerics.blas_core"] = "NotThisCore";
+    elsewhere.meta["numerics.threads"] = std::to_string(num_threads() + 7);
+    Trainer moved(c2, train, &test);
+    moved.restore(elsewhere);
+    CHECK(moved.epochs_done() == 1);
+    CHECK(moved.resume_notice().find("OpenBLAS core NotThisCore then, " + openblas_corename() + " now") !=
+          std::string::npos);
+    CHECK(moved.resume_notice().find("threads " + std::to_string(num_threads() + 7) + " then") != std::string::npos);
+    elsewhere.meta.erase("numerics.blas_core");  // written before the key existed: no claim either way
+    elsewhere.meta.erase("numerics.threads");
+    Trainer old(c2, train, &test);
+    old.restore(elsewhere);
+    CHECK(old.resume_notice().empty());
+  }
 
   // Resuming with another recipe is refused with the differing key.
   TrainConfig c3 = c2;
