@@ -59,6 +59,10 @@ options:
                         step also takes the gradient at w + RHO * g / ||g|| and
                         steps with that one; two passes per step (e.g. 0.05;
                         default 0, off)
+  --self-distill A      progressive self-distillation (Kim et al. 2021): in epoch e
+                        of E the target is (1 - a) * label + a * the image's own
+                        prediction of the last epoch, a = A * e / E; no extra pass
+                        (e.g. 0.8; default 0, off)
   --seed S  --threads N (0 = all cores)  --subset N (train on N images)  --test-subset N
   --eval-every N        test evaluation every N epochs (and after the last)
   --out DIR             run folder (default runs/<model>)
@@ -126,6 +130,7 @@ int cmd_train(int argc, char** argv) {
   c.cutout = a.get_int("--cutout", c.cutout);
   c.ema_decay = a.get_double("--ema", c.ema_decay);
   c.sam_rho = static_cast<float>(a.get_double("--sam", c.sam_rho));
+  c.self_distill = static_cast<float>(a.get_double("--self-distill", c.self_distill));
   c.seed = static_cast<uint64_t>(a.get_int64("--seed", static_cast<long long>(c.seed)));
   c.threads = a.get_int("--threads", c.threads);
   c.subset = a.get_int64("--subset", c.subset);
@@ -171,6 +176,8 @@ int cmd_train(int argc, char** argv) {
   if (!(c.sam_rho >= 0 && std::isfinite(c.sam_rho))) throw UsageError("octet train: --sam must be >= 0, e.g. 0.05");
   if (c.sam_rho > 0 && qat)
     throw UsageError("octet train: --sam does not go with --qat (the second pass would move the quantizers' ranges)");
+  if (!(c.self_distill >= 0 && c.self_distill <= 1))
+    throw UsageError("octet train: --self-distill must be in [0, 1], e.g. 0.8");
   if (c.cutout > 0 && !c.augment) throw UsageError("octet train: --cutout is augmentation; it does not go with --no-augment");
   if (c.alternate_flip && !c.augment)
     throw UsageError("octet train: --alternate-flip is augmentation; it does not go with --no-augment");

@@ -454,6 +454,71 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 
 // ---------------------------------------------------------------- cross-entropy
 
+namespace {
+
+// Softmax cross-entropy of logits [N, C] against target distributions, one
+// per row, averaged over the rows:
+//   loss_n = logsumexp(z_n) - sum_j t_nj z_nj,   dL/dz_nj = (softmax(z_n)_j - t_nj) / N.
+// Targets supplies t: at(n, j), and dot(n, row) = sum_j t_nj row_j (the
+// one-hot form sums in fewer terms). The targets get no gradient.
+template <class Targets>
+Tensor softmax_cross_entropy(const char* op, const Tensor& logits, Targets targets) {
+  const int64_t N = logits.dim(0), C = logits.dim(1);
+  const bool g = needs_grad(logits);
+  Tensor prob = g ? Tensor::empty({N, C}) : Tensor();  // softmax, saved for backward
+  const float* z = logits.data();
+  double total = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const float* row = z + n * C;
+    double m = row[0];
+    for (int64_t j = 1; j < C; ++j) m = std::max(m, double(row[j]));
+    double se = 0;
+    for (int64_t j = 0; j < C; ++j) se += std::exp(double(row[j]) - m);
+    const double lse = m + std::log(se);
+    total += lse - targets.dot(n, row);
+    if (g)
+      for (int64_t j = 0; j < C; ++j) prob.data()[n * C + j] = static_cast<float>(std::exp(double(row[j]) - lse));
+  }
+  Tensor out = Tensor::scalar(static_cast<float>(total / static_cast<double>(N)));
+  if (!g) return out;
+  return record(op, out, {logits}, [prob, targets = std::move(targets), N, C](const Tensor& go) -> std::vector<Tensor> {
+    Tensor dz = Tensor::empty({N, C});
+    const double scale = go.item() / static_cast<double>(N);
+    const float* p = prob.data();
+    float* d = dz.data();
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < C; ++j) d[n * C + j] = static_cast<float>((p[n * C + j] - targets.at(n, j)) * scale);
+    return {dz};
+  });
+}
+
+// t = (1 - eps) * onehot(label) + eps / C.
+struct SmoothedOneHot {
+  std::vector<int> labels;
+  double on, off;  // t is on + off at the label, off elsewhere
+  int64_t C;
+  double at(int64_t n, int64_t j) const { return off + (j == labels[static_cast<size_t>(n)] ? on : 0.0); }
+  double dot(int64_t n, const float* row) const {
+    double sz = 0;
+    for (int64_t j = 0; j < C; ++j) sz += row[j];
+    return on * row[labels[static_cast<size_t>(n)]] + off * sz;
+  }
+};
+
+// t given as a [N, C] tensor.
+struct GivenTargets {
+  Tensor t;
+  int64_t C;
+  double at(int64_t n, int64_t j) const { return t.data()[n * C + j]; }
+  double dot(int64_t n, const float* row) const {
+    double s = 0;
+    for (int64_t j = 0; j < C; ++j) s += double(t.data()[n * C + j]) * row[j];
+    return s;
+  }
+};
+
+}  // namespace
+
 Tensor cross_entropy(const Tensor& logits, std::span<const int> labels, float label_smoothing) {
   require_ndim("cross_entropy", logits, "logits", 2);
   int64_t N = logits.dim(0), C = logits.dim(1);
@@ -467,43 +532,32 @@ Tensor cross_entropy(const Tensor& logits, std::span<const int> labels, float la
     if (labels[n] < 0 || labels[n] >= C)
       fail("cross_entropy", "label " + std::to_string(labels[n]) + " at index " + std::to_string(n) +
                                 " is outside [0, " + std::to_string(C) + ")");
-  // Per row: loss = logsumexp(z) - sum_j t_j z_j with t = (1 - eps) onehot + eps / C.
-  const double eps = label_smoothing, on = 1.0 - eps, off = eps / static_cast<double>(C);
-  bool g = needs_grad(logits);
-  Tensor prob = g ? Tensor::empty({N, C}) : Tensor();  // softmax, saved for backward
-  const float* z = logits.data();
-  double total = 0;
+  const double eps = label_smoothing;
+  return softmax_cross_entropy("cross_entropy", logits,
+                               SmoothedOneHot{std::vector<int>(labels.begin(), labels.end()), 1.0 - eps,
+                                              eps / static_cast<double>(C), C});
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
+  require_ndim("cross_entropy", logits, "logits", 2);
+  const int64_t N = logits.dim(0), C = logits.dim(1);
+  if (N == 0 || C == 0) fail("cross_entropy", "empty logits " + shape_str(logits.shape()));
+  if (targets.shape() != logits.shape())
+    fail("cross_entropy", "targets " + shape_str(targets.shape()) + " do not match logits " + shape_str(logits.shape()));
+  const Tensor& t = targets;
   for (int64_t n = 0; n < N; ++n) {
-    const float* row = z + n * C;
-    double m = row[0];
-    for (int64_t j = 1; j < C; ++j) m = std::max(m, double(row[j]));
-    double se = 0, sz = 0;
+    double sum = 0;
     for (int64_t j = 0; j < C; ++j) {
-      se += std::exp(double(row[j]) - m);
-      sz += row[j];
+      const float v = t.data()[n * C + j];
+      if (!(v >= 0.0f && v <= 1.0f))
+        fail("cross_entropy", "target row " + std::to_string(n) + " has entry " + std::to_string(v) +
+                                  " at class " + std::to_string(j) + ", outside [0, 1]");
+      sum += v;
     }
-    double lse = m + std::log(se);
-    total += lse - on * row[labels[n]] - off * sz;
-    if (g)
-      for (int64_t j = 0; j < C; ++j) prob.data()[n * C + j] = static_cast<float>(std::exp(double(row[j]) - lse));
+    if (std::abs(sum - 1.0) > 1e-3)
+      fail("cross_entropy", "target row " + std::to_string(n) + " sums to " + std::to_string(sum) + ", not 1");
   }
-  Tensor out = Tensor::scalar(static_cast<float>(total / static_cast<double>(N)));
-  if (!g) return out;
-  std::vector<int> lab(labels.begin(), labels.end());
-  return record("cross_entropy", out, {logits},
-                [prob, lab = std::move(lab), N, C, on, off](const Tensor& go) -> std::vector<Tensor> {
-                  // dL/dz = (softmax - t) * g / N
-                  Tensor dz = Tensor::empty({N, C});
-                  const double scale = go.item() / static_cast<double>(N);
-                  const float* p = prob.data();
-                  float* d = dz.data();
-                  for (int64_t n = 0; n < N; ++n)
-                    for (int64_t j = 0; j < C; ++j) {
-                      double t = off + (j == lab[static_cast<size_t>(n)] ? on : 0.0);
-                      d[n * C + j] = static_cast<float>((p[n * C + j] - t) * scale);
-                    }
-                  return {dz};
-                });
+  return softmax_cross_entropy("cross_entropy", logits, GivenTargets{t, C});
 }
 
 }  // namespace octet

@@ -60,6 +60,10 @@ Tensor flatten(const Tensor& x);                      // [N, ...] -> [N, rest]
 // integer labels in [0, C). With label_smoothing eps the target is
 // (1 - eps) * onehot + eps / C.
 Tensor cross_entropy(const Tensor& logits, std::span<const int> labels, float label_smoothing = 0.0f);
+// ... against given target distributions [N, C] (soft labels, e.g. a
+// teacher's softmax): each row in [0, 1] summing to 1 (within 1e-3). The
+// targets are constants: no gradient flows into them.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
 
 Tensor sum(const Tensor& x);   // -> scalar
 Tensor mean(const Tensor& x);  // -> scalar

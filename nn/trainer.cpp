@@ -82,6 +82,7 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("cutout", c.cutout);
   f("ema_decay", c.ema_decay);
   f("sam_rho", c.sam_rho);
+  f("self_distill", c.self_distill);
   f("seed", c.seed);
   f("threads", c.threads);
   f("out", c.out);
@@ -388,6 +389,45 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
       throw std::invalid_argument("train: sam_rho must be > 0, got " + shortest(cfg_.sam_rho));
     sam_ = std::make_unique<SharpnessAwareMinimization>(cfg_.sam_rho);
   }
+  if (cfg_.self_distill != 0) {
+    if (!(cfg_.self_distill > 0 && cfg_.self_distill <= 1))
+      throw std::invalid_argument("train: self_distill must be in [0, 1], got " + shortest(cfg_.self_distill));
+    // Before any prediction, each image's target is its own label's.
+    const int64_t C = train_->num_classes();
+    predictions_ = Tensor::empty({train_->size(), C});
+    for (int64_t i = 0; i < train_->size(); ++i)
+      for (int64_t j = 0; j < C; ++j)
+        predictions_.data()[i * C + j] = smoothed_label(train_->labels[static_cast<size_t>(i)], j, C);
+  }
+}
+
+float Trainer::smoothed_label(int label, int64_t j, int64_t classes) const {
+  const double eps = cfg_.label_smoothing;
+  return static_cast<float>(eps / static_cast<double>(classes) + (j == label ? 1.0 - eps : 0.0));
+}
+
+double Trainer::self_distill_weight(int epoch) const {
+  return cfg_.self_distill * static_cast<double>(epoch) / static_cast<double>(cfg_.epochs);
+}
+
+Tensor Trainer::distill_targets(const Batch& b, const Tensor& logits, double alpha) {
+  const int64_t C = logits.dim(1);
+  Tensor t = Tensor::empty({b.n, C});
+  const float* z = logits.data();
+  for (int i = 0; i < b.n; ++i) {
+    float* past = predictions_.data() + b.indices[static_cast<size_t>(i)] * C;
+    float* ti = t.data() + static_cast<int64_t>(i) * C;
+    for (int64_t j = 0; j < C; ++j)
+      ti[j] = static_cast<float>((1.0 - alpha) * smoothed_label(b.labels[static_cast<size_t>(i)], j, C) +
+                                 alpha * past[j]);
+    // This epoch's prediction replaces the last one, for the next epoch.
+    const float* row = z + static_cast<int64_t>(i) * C;
+    double m = row[0], se = 0;
+    for (int64_t j = 1; j < C; ++j) m = std::max(m, double(row[j]));
+    for (int64_t j = 0; j < C; ++j) se += std::exp(double(row[j]) - m);
+    for (int64_t j = 0; j < C; ++j) past[j] = static_cast<float>(std::exp(double(row[j]) - m) / se);
+  }
+  return t;
 }
 
 void Trainer::resume() {
@@ -430,6 +470,7 @@ Checkpoint Trainer::make_checkpoint(bool averaged) const {
   for (auto& [n, t] : optim_->state()) ck.tensors.emplace_back("optim." + n, t);
   if (ema_)
     for (auto& [n, t] : ema_->shadow()) ck.tensors.emplace_back("ema." + n, t);
+  if (predictions_.defined()) ck.tensors.emplace_back("self_distill.predictions", predictions_);
   if (averaged) ck.meta["weights"] = "exponential moving average, decay " + shortest(ema_->decay());
   for (auto& [k, v] : extra_config) ck.meta[k] = v;
   if (on_save) on_save(ck);
@@ -468,6 +509,13 @@ void Trainer::restore(const Checkpoint& ck) {
     model_->load_state(ck.with_prefix("model."));
     optim_->load_state(ck.with_prefix("optim."), std::stoll(ck.get("optim.steps")));
     if (ema_) ema_->load(ck.with_prefix("ema."));
+    if (predictions_.defined()) {
+      const Tensor& p = ck.tensor("self_distill.predictions");
+      if (p.shape() != predictions_.shape())
+        throw std::runtime_error("'self_distill.predictions' has shape " + shape_str(p.shape()) + ", this run needs " +
+                                 shape_str(predictions_.shape()));
+      std::copy(p.data(), p.data() + p.numel(), predictions_.data());
+    }
     epoch_ = std::stoi(ck.get("epoch"));
     step_ = std::stoll(ck.get("step"));
     best_top1_ = std::stod(ck.get("best_top1"));
@@ -580,7 +628,14 @@ std::vector<EpochStats> Trainer::fit() {
 
       Tensor x = Tensor::from({b.n, b.c, b.h, b.w}, b.images);
       Tensor logits = model_->forward(x);
-      Tensor loss = cross_entropy(logits, b.labels, cfg_.label_smoothing);
+      // The hard targets, or with self-distillation their mix with each
+      // image's prediction of the last epoch (read before it is replaced).
+      Tensor targets;
+      if (predictions_.defined()) targets = distill_targets(b, logits, self_distill_weight(epoch));
+      const auto loss_of = [&](const Tensor& z) {
+        return targets.defined() ? cross_entropy(z, targets) : cross_entropy(z, b.labels, cfg_.label_smoothing);
+      };
+      Tensor loss = loss_of(logits);
       if (on_loss) on_loss(step_, loss);
       const float lv = loss.item();
       // A non-finite loss stops the run; `at` says which pass produced it.
@@ -604,7 +659,7 @@ std::vector<EpochStats> Trainer::fit() {
         model_->zero_grad();
         try {
           FrozenBatchNormStatistics frozen(*model_);
-          Tensor perturbed = cross_entropy(model_->forward(x), b.labels, cfg_.label_smoothing);
+          Tensor perturbed = loss_of(model_->forward(x));
           stop_unless_finite(perturbed.item(), " at the sharpness-aware point");
           perturbed.backward();
         } catch (...) {

@@ -7,7 +7,9 @@
 //
 // One step, in order: lr/momentum from the schedule at the global step;
 // forward on an augmented, preprocessed batch; softmax cross-entropy (label
-// smoothing optional); a non-finite loss stops the run; backward; with
+// smoothing optional; with cfg.self_distill > 0 against the label mixed with
+// the image's prediction of the last epoch, see below); a non-finite loss
+// stops the run; backward; with
 // cfg.sam_rho > 0 the second, sharpness-aware pass on the same batch
 // (nn/sam.h); optimizer step; zero_grad. After each epoch: test evaluation (every eval_every
 // epochs and at the last), a row in <out>/log.csv, the curves
@@ -17,6 +19,17 @@
 // (nn/ema.h) is updated after every step and evaluated beside the raw
 // weights; <out>/ema.ckpt is the same checkpoint with the averaged weights as
 // its model (what `octet eval` and `octet export` then read).
+//
+// Self-distillation (cfg.self_distill = A > 0; Kim et al. 2021, "progressive
+// self-knowledge distillation"): the model is its own teacher, one epoch
+// behind. The trainer keeps each training image's latest softmax (recorded
+// at its step, under that step's augmentation; free: no extra pass), and in
+// epoch e (0-based) of E trains on the target
+//     (1 - a_e) * label + a_e * last prediction,   a_e = A * e / E,
+// where label is the (smoothed) one-hot target. So epoch 0 trains on labels
+// alone, and the weight of the model's own past opinion grows linearly. An
+// image without a prediction yet (drop_last may skip it) uses its label.
+// The training loss in the log is then this mixed cross-entropy.
 //
 // Determinism and resume: everything random derives from cfg.seed: the
 // weights (make_model(seed)), the epoch order and each sample's augmentation
@@ -32,7 +45,8 @@
 // of the global step (nn/schedule.h) and keeps no state.
 //
 // Checkpoint layout: tensors "model.<name>" (named_state) and
-// "optim.<param>.<slot>" (and "ema.<name>", the averaged state); metadata "config.<key>" (every TrainConfig field),
+// "optim.<param>.<slot>" (and "ema.<name>", the averaged state;
+// "self_distill.predictions", [images, classes]); metadata "config.<key>" (every TrainConfig field),
 // "model", "epoch" (completed epochs), "step", "optim.steps",
 // "preprocess.mode/scale/offset" (the exact float affine map, for eval and
 // the exporter), "best_top1", "history" (the CSV rows), "classes".
@@ -55,6 +69,10 @@
 #include "nn/sam.h"
 #include "nn/schedule.h"
 
+namespace octet {
+struct Batch;  // core/loader.h
+}
+
 namespace octet::nn {
 
 struct TrainConfig {
@@ -74,6 +92,7 @@ struct TrainConfig {
   int cutout = 0;                       // cutout square side after crop + flip (0 = off)
   double ema_decay = 0;  // > 0: also keep and evaluate an exponential moving average of the weights (nn/ema.h)
   float sam_rho = 0;     // > 0: sharpness-aware minimization with this radius (nn/sam.h; two passes per step)
+  float self_distill = 0;  // > 0: progressive self-distillation, the final weight of the last epoch's predictions
   uint64_t seed = 0;
   int threads = 0;  // 0 = all cores
   std::string out;  // run folder; "" = no files (tests)
@@ -171,6 +190,12 @@ class Trainer {
 
  private:
   void write_outputs(bool best);  // log.csv, config.txt, plots, checkpoints
+  // Self-distillation: the label's target probability for class j; the
+  // weight of the past predictions in epoch `epoch` (0-based); the batch's
+  // mixed targets, recording this step's predictions for the next epoch.
+  float smoothed_label(int label, int64_t j, int64_t classes) const;
+  double self_distill_weight(int epoch) const;
+  Tensor distill_targets(const Batch& b, const Tensor& logits, double alpha);
 
   TrainConfig cfg_;
   Dataset train_sub_, test_sub_;  // used when cfg.subset / cfg.test_subset are set
@@ -181,6 +206,7 @@ class Trainer {
   std::unique_ptr<Schedule> schedule_;
   std::unique_ptr<ExponentialMovingAverage> ema_;
   std::unique_ptr<SharpnessAwareMinimization> sam_;
+  Tensor predictions_;  // self-distillation: [train images, classes], each image's latest softmax
   Preprocess pre_;
   int64_t steps_per_epoch_ = 0;
   int64_t step_ = 0;

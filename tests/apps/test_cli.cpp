@@ -131,6 +131,8 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
       {"train --sam -0.05 --data /nonexistent", "--sam"},
       {"train --sam nan --data /nonexistent", "--sam"},
       {"train --sam 0.05 --qat --data /nonexistent", "--qat"},
+      {"train --self-distill 1.5 --data /nonexistent", "--self-distill"},
+      {"train --self-distill nan --data /nonexistent", "--self-distill"},
       {"train --qat --init x.ckpt --zero-init-residual --data /nonexistent", "--zero-init-residual"},
       {"eval x.ckpt --tta mirror --data /nonexistent", "--tta"},
   };

@@ -17,6 +17,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -215,6 +216,45 @@ TEST_CASE("cross_entropy with and without label smoothing") {
   // One sample, two classes.
   expect_ok(gradcheck([](const std::vector<Tensor>& in) { return cross_entropy(in[0], std::vector<int>{1}, 0.2f); },
                       {leaf({1, 2}, rng)}));
+}
+
+TEST_CASE("cross_entropy against given target distributions") {
+  Rng rng(33);
+  // Soft targets: random rows of a softmax, so each is a distribution.
+  auto distributions = [&](int64_t n, int64_t c) {
+    Tensor t = Tensor::randn({n, c}, rng, 1.5f);
+    for (int64_t i = 0; i < n; ++i) {
+      float* row = t.data() + i * c;
+      const float m = *std::max_element(row, row + c);
+      double s = 0;
+      for (int64_t j = 0; j < c; ++j) s += row[j] = std::exp(row[j] - m);
+      for (int64_t j = 0; j < c; ++j) row[j] = static_cast<float>(row[j] / s);
+    }
+    return t;
+  };
+  Tensor t = distributions(4, 6);
+  expect_ok(gradcheck([&](const std::vector<Tensor>& in) { return cross_entropy(in[0], t); },
+                      {leaf({4, 6}, rng, 2.0f)}));
+  // The smoothed one-hot rows as given targets: the label form's loss and gradient.
+  const std::vector<int> labels{3, 0, 5};
+  const float eps = 0.1f;
+  Tensor onehot = Tensor::full({3, 6}, eps / 6);
+  for (int64_t i = 0; i < 3; ++i) onehot.data()[i * 6 + labels[static_cast<size_t>(i)]] += 1 - eps;
+  Tensor z1 = leaf({3, 6}, rng, 2.0f), z2 = Tensor::from({3, 6}, std::vector<float>(z1.data(), z1.data() + 18));
+  z2.requires_grad_();
+  Tensor a = cross_entropy(z1, labels, eps), b = cross_entropy(z2, onehot);
+  CHECK(a.item() == doctest::Approx(b.item()).epsilon(1e-6));
+  a.backward();
+  b.backward();
+  for (int64_t k = 0; k < 18; ++k) CHECK(z1.grad().data()[k] == doctest::Approx(z2.grad().data()[k]).epsilon(1e-6));
+  // Against its own target the loss is the target's entropy: KL = 0, and the gradient vanishes.
+  Tensor logp = Tensor::from({1, 3}, std::vector<float>{std::log(0.5f), std::log(0.3f), std::log(0.2f)});
+  logp.requires_grad_();
+  Tensor self = cross_entropy(logp, Tensor::from({1, 3}, std::vector<float>{0.5f, 0.3f, 0.2f}));
+  const double entropy = -(0.5 * std::log(0.5) + 0.3 * std::log(0.3) + 0.2 * std::log(0.2));
+  CHECK(self.item() == doctest::Approx(entropy).epsilon(1e-6));
+  self.backward();
+  for (int64_t j = 0; j < 3; ++j) CHECK(std::abs(logp.grad().data()[j]) < 1e-7);
 }
 
 TEST_CASE("sum and mean") {

@@ -292,6 +292,15 @@ TEST_CASE("shape errors name the op and the shapes") {
   m = msg([&] { cross_entropy(Tensor::zeros({2, 4}), bad_label); });
   CHECK(contains(m, "label 4"));
   CHECK(contains(msg([&] { cross_entropy(Tensor::zeros({2, 4}), labels, 1.5f); }), "label_smoothing"));
+  m = msg([&] { cross_entropy(Tensor::zeros({2, 4}), Tensor::full({2, 3}, 1.0f / 3)); });
+  CHECK(contains(m, "targets [2, 3]"));
+  CHECK(contains(m, "logits [2, 4]"));
+  Tensor soft = Tensor::full({2, 4}, 0.25f);
+  soft.data()[5] = -0.25f;
+  soft.data()[6] = 0.75f;
+  CHECK(contains(msg([&] { cross_entropy(Tensor::zeros({2, 4}), soft); }), "target row 1 has entry -0.25"));
+  soft.data()[5] = 0.5f;  // row 1 now sums to 1.75
+  CHECK(contains(msg([&] { cross_entropy(Tensor::zeros({2, 4}), soft); }), "target row 1 sums to 1.75"));
   CHECK(contains(msg([&] { relu(Tensor()); }), "relu"));
   CHECK(contains(msg([&] { mean(Tensor::zeros({0})); }), "mean"));
 }

@@ -98,6 +98,7 @@ TEST_CASE("resume ends bit-identical to an uninterrupted run") {
   TrainConfig c1 = tiny_config(d1.string());
   c1.ema_decay = 0.9;  // the weight average is training state too
   c1.sam_rho = 0.05f;  // and the sharpness-aware pass must resume as it ran
+  c1.self_distill = 0.8f;  // and so must the past predictions self-distillation trains on
   Trainer straight(c1, train, &test);
   straight.fit();
 
@@ -105,6 +106,7 @@ TEST_CASE("resume ends bit-identical to an uninterrupted run") {
   c2.epochs = 2;
   c2.ema_decay = 0.9;
   c2.sam_rho = 0.05f;
+  c2.self_distill = 0.8f;
   {
     Trainer first(c2, train, &test);
     // Stop after one epoch by running a 2-epoch trainer's first epoch only:
@@ -134,6 +136,7 @@ TEST_CASE("resume ends bit-identical to an uninterrupted run") {
   Checkpoint a = load_checkpoint((d1 / "last.ckpt").string()), b = load_checkpoint((d2 / "last.ckpt").string());
   check_same_state(a.tensors, b.tensors);
   CHECK(b.with_prefix("ema.").size() == resumed.model().named_state().size());
+  CHECK(b.tensor("self_distill.predictions").shape() == Shape{40, 4});
   CHECK(fs::exists(d2 / "log.csv"));
   CHECK(fs::exists(d2 / "loss.png"));
   CHECK(fs::exists(d2 / "best.ckpt"));
@@ -331,6 +334,82 @@ TEST_CASE("a run with a weight average trains the same weights and writes ema.ck
   last.meta["history"] = "1,5,0.1,1.0\n";  // and a truncated one is an error naming the row
   CHECK_THROWS_WITH_AS(again.restore(last), doctest::Contains("malformed history row '1,5,0.1,1.0'"),
                        std::runtime_error);
+  fs::remove_all(d);
+}
+
+TEST_CASE("self-distillation: the label mixed with the last epoch's prediction, recorded at each step") {
+  Dataset train = random_dataset(40, 8);  // 5 steps per epoch of 8: every image once per epoch
+  fs::path d = temp_dir("self_distill");
+  TrainConfig c = tiny_config(d.string());
+  c.label_smoothing = 0.1f;
+  c.self_distill = 0.8f;
+  const int64_t spe = 5;
+
+  // The first step of epoch 2 (0-based 1) by hand, from the checkpoint after
+  // epoch 1: the same batch, the same weights, the targets of the rule
+  //   (1 - a) * smoothed label + a * last prediction,  a = 0.8 * 1 / 2.
+  Checkpoint after1;
+  float loss_at_step5 = 0;
+  Trainer t(c, train, nullptr);
+  t.on_step_begin = [&](int64_t step) {
+    if (step == spe) after1 = load_checkpoint((d / "last.ckpt").string());
+  };
+  t.on_loss = [&](int64_t step, Tensor& loss) {
+    if (step == spe) loss_at_step5 = loss.item();
+  };
+  t.fit();
+  REQUIRE(after1.has_tensor("self_distill.predictions"));
+
+  const Tensor& past = after1.tensor("self_distill.predictions");
+  REQUIRE(past.shape() == Shape{40, 4});
+  Loader loader(train, {.batch_size = 8, .shuffle = true, .drop_last = true, .augment = true,
+                        .preprocess = t.preprocess(), .seed = c.seed});
+  Batch b = loader.make_batch(1, 0);
+  auto model = model_from_checkpoint(after1);
+  model->train();
+  Tensor logits = model->forward(Tensor::from({b.n, b.c, b.h, b.w}, b.images));
+  const double a = 0.8 * 1 / 2;
+  Tensor targets = Tensor::empty({b.n, 4});
+  for (int i = 0; i < b.n; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const double label = 0.1 / 4 + (j == b.labels[static_cast<size_t>(i)] ? 0.9 : 0.0);
+      targets.data()[i * 4 + j] =
+          static_cast<float>((1 - a) * label + a * past.data()[b.indices[static_cast<size_t>(i)] * 4 + j]);
+    }
+  CHECK(cross_entropy(logits, targets).item() == doctest::Approx(loss_at_step5).epsilon(1e-6));
+
+  // Epoch 1 recorded every image's softmax: rows are distributions, not the
+  // initial label targets. Epoch 2 replaced those of its first batch with
+  // that step's softmax (each image is seen once per epoch).
+  for (int64_t i = 0; i < 40; ++i) {
+    double sum = 0;
+    for (int j = 0; j < 4; ++j) sum += past.data()[i * 4 + j];
+    CHECK(sum == doctest::Approx(1.0).epsilon(1e-5));
+    CHECK(past.data()[i * 4 + train.labels[static_cast<size_t>(i)]] != doctest::Approx(0.9 + 0.1 / 4));
+  }
+  Checkpoint end = load_checkpoint((d / "last.ckpt").string());
+  const Tensor& now = end.tensor("self_distill.predictions");
+  for (int i = 0; i < b.n; ++i) {
+    const float* z = logits.data() + i * 4;
+    const double m = *std::max_element(z, z + 4);
+    double se = 0;
+    for (int j = 0; j < 4; ++j) se += std::exp(z[j] - m);
+    for (int j = 0; j < 4; ++j)
+      CHECK(now.data()[b.indices[static_cast<size_t>(i)] * 4 + j] == doctest::Approx(std::exp(z[j] - m) / se).epsilon(1e-6));
+  }
+
+  // A checkpoint whose table does not fit the run is refused, naming it.
+  Checkpoint wrong = after1;
+  for (auto& [name, tensor] : wrong.tensors)
+    if (name == "self_distill.predictions") tensor = Tensor::zeros({3, 4});
+  Trainer other(c, train, nullptr);
+  CHECK_THROWS_WITH_AS(other.restore(wrong), doctest::Contains("'self_distill.predictions' has shape [3, 4]"),
+                       std::runtime_error);
+  // And the weight is checked.
+  TrainConfig bad = c;
+  bad.self_distill = 1.5f;
+  CHECK_THROWS_WITH_AS(Trainer(bad, train, nullptr), doctest::Contains("self_distill must be in [0, 1]"),
+                       std::invalid_argument);
   fs::remove_all(d);
 }
 
