@@ -51,6 +51,8 @@ options:
   --cutout N            after crop and flip, set an N x N square at a random centre
                         to the pixel that preprocesses to 0, the channel mean
                         (DeVries & Taylor 2017; default 0, off)
+  --cutout-until E      cutout in epochs 1..E only, clean images in the rest, e.g.
+                        the last annealing epochs (default: every epoch)
   --ema DECAY           also keep an exponential moving average of the weights
                         (TF's ExponentialMovingAverage, e.g. 0.999), evaluate it
                         each epoch beside the raw weights and write DIR/ema.ckpt
@@ -128,6 +130,7 @@ int cmd_train(int argc, char** argv) {
   c.augment = !get_bool(a, "--no-augment", !c.augment);
   c.alternate_flip = get_bool(a, "--alternate-flip", c.alternate_flip);
   c.cutout = a.get_int("--cutout", c.cutout);
+  c.cutout_until = a.get_int("--cutout-until", c.cutout_until);
   c.ema_decay = a.get_double("--ema", c.ema_decay);
   c.sam_rho = static_cast<float>(a.get_double("--sam", c.sam_rho));
   c.self_distill = static_cast<float>(a.get_double("--self-distill", c.self_distill));
@@ -170,6 +173,8 @@ int cmd_train(int argc, char** argv) {
     throw UsageError("octet train: --label-smoothing must be in [0, 1)");
   if (c.subset < 0 || c.test_subset < 0) throw UsageError("octet train: --subset must be >= 0");
   if (c.cutout < 0) throw UsageError("octet train: --cutout must be >= 0");
+  if (a.has("--cutout-until") && (c.cutout_until < 1 || c.cutout == 0))
+    throw UsageError("octet train: --cutout-until needs --cutout N and an epoch >= 1");
   if (!(c.ema_decay >= 0 && c.ema_decay < 1)) throw UsageError("octet train: --ema must be in [0, 1), e.g. 0.999");
   if (c.ema_decay > 0 && qat)
     throw UsageError("octet train: --ema does not go with --qat (averaging would mix the quantizers' state)");

@@ -44,6 +44,8 @@ Loader::Loader(const Dataset& data, LoaderOptions opt) : data_(data), opt_(std::
     throw std::invalid_argument(where + "crop padding must be in 0..image size, got " + std::to_string(opt_.pad));
   if (opt_.cutout < 0 || opt_.cutout > std::max(data_.height, data_.width))
     throw std::invalid_argument(where + "cutout size must be in 0..image size, got " + std::to_string(opt_.cutout));
+  if (opt_.cutout_epochs < 0)
+    throw std::invalid_argument(where + "cutout_epochs must be >= 0, got " + std::to_string(opt_.cutout_epochs));
   if (opt_.prefetch < 0) throw std::invalid_argument(where + "prefetch must be >= 0");
   if (data_.size() == 0) throw std::invalid_argument(where + "the dataset is empty");
   if (data_.images.size() != size_t(data_.size() * data_.image_numel()))
@@ -100,7 +102,10 @@ void Loader::build(const std::vector<int64_t>& order, int64_t epoch, int64_t ind
   out.indices.resize(size_t(n));
   out.images.resize(want_float ? size_t(n) * numel : 0);
   out.pixels.resize(want_u8 ? size_t(n) * numel : 0);
-  const std::vector<uint8_t> fill = opt_.cutout > 0 ? cutout_fill(opt_.preprocess) : std::vector<uint8_t>();
+  // Cutout may stop after a number of epochs; its draw comes last, so stopping
+  // it leaves the crop and flip draws of every image unchanged.
+  const int cutout = opt_.cutout_epochs > 0 && epoch >= opt_.cutout_epochs ? 0 : opt_.cutout;
+  const std::vector<uint8_t> fill = cutout > 0 ? cutout_fill(opt_.preprocess) : std::vector<uint8_t>();
   parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
     std::vector<uint8_t> tmp(numel);
     for (int64_t i = b; i < e; ++i) {
@@ -112,7 +117,7 @@ void Loader::build(const std::vector<int64_t>& order, int64_t epoch, int64_t ind
         Rng rng = sample_rng(opt_.seed, epoch, idx);
         AugmentParams p = draw_augment(rng, opt_.pad, opt_.flip);
         if (opt_.flip && opt_.alternate_flip) p.flip = alternating_flip(opt_.seed, epoch, idx, opt_.pad);
-        draw_cutout(rng, opt_.cutout, H, W, p);
+        draw_cutout(rng, cutout, H, W, p);
         augment_image(src, tmp.data(), C, H, W, p, fill.data());
         src = tmp.data();
       }

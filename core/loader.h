@@ -66,6 +66,7 @@ struct LoaderOptions {
   bool flip = true;        // horizontal flip with p = 1/2 (when augment)
   bool alternate_flip = false;  // ... drawn once, then alternating by epoch (core/augment.h, alternating_flip)
   int cutout = 0;          // cutout square side in pixels, 0 = off (when augment; core/augment.h)
+  int cutout_epochs = 0;   // > 0: cutout only in epochs 0..cutout_epochs-1, clean images after (0 = every epoch)
   Preprocess preprocess = Preprocess::standard();
   BatchOutput output = BatchOutput::float_nchw;
   uint64_t seed = 0;

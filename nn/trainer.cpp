@@ -80,6 +80,7 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("augment", c.augment);
   f("alternate_flip", c.alternate_flip);
   f("cutout", c.cutout);
+  f("cutout_until", c.cutout_until);
   f("ema_decay", c.ema_decay);
   f("sam_rho", c.sam_rho);
   f("self_distill", c.self_distill);
@@ -603,6 +604,7 @@ std::vector<EpochStats> Trainer::fit() {
   lo.augment = cfg_.augment;
   lo.alternate_flip = cfg_.alternate_flip;
   lo.cutout = cfg_.cutout;
+  lo.cutout_epochs = cfg_.cutout_until;
   lo.preprocess = pre_;
   lo.seed = cfg_.seed;
   Loader loader(*train_, lo);

@@ -90,6 +90,7 @@ struct TrainConfig {
   bool augment = true;                  // random crop (pad 4) + horizontal flip
   bool alternate_flip = false;          // flip coin drawn once per image, then alternating by epoch
   int cutout = 0;                       // cutout square side after crop + flip (0 = off)
+  int cutout_until = 0;                 // > 0: cutout in epochs 1..cutout_until only, clean images after
   double ema_decay = 0;  // > 0: also keep and evaluate an exponential moving average of the weights (nn/ema.h)
   float sam_rho = 0;     // > 0: sharpness-aware minimization with this radius (nn/sam.h; two passes per step)
   float self_distill = 0;  // > 0: progressive self-distillation, the final weight of the last epoch's predictions

@@ -124,6 +124,8 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
   const std::pair<const char*, const char*> usage_errors[] = {
       {"train --cutout -2 --data /nonexistent", "--cutout"},
       {"train --cutout 8 --no-augment --data /nonexistent", "--no-augment"},
+      {"train --cutout-until 30 --data /nonexistent", "--cutout-until needs --cutout"},
+      {"train --cutout 8 --cutout-until 0 --data /nonexistent", "--cutout-until"},
       {"train --alternate-flip --no-augment --data /nonexistent", "--alternate-flip"},
       {"train --ema 1 --data /nonexistent", "--ema"},
       {"train --ema -0.5 --data /nonexistent", "--ema"},

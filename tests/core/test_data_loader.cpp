@@ -164,6 +164,31 @@ TEST_CASE("cutout in the loader: the per-sample reference with the mean fill; cr
   CHECK_THROWS_AS(Loader(d, o), std::invalid_argument);
 }
 
+TEST_CASE("cutout_epochs: cutout in the epochs before it, then the plain batches with the same crops and flips") {
+  Dataset d = random_dataset(200);
+  LoaderOptions o = train_options(4);
+  o.cutout = 8;
+  o.cutout_epochs = 2;  // epochs 0 and 1
+  LoaderOptions always = o, plain = o;
+  always.cutout_epochs = 0;
+  plain.cutout = 0;
+  Loader loader(d, o), always_loader(d, always), plain_loader(d, plain);
+  for (int64_t epoch = 0; epoch < 4; ++epoch) {
+    const std::vector<Batch> got = run_epoch(loader, epoch);
+    const std::vector<Batch> want = run_epoch(epoch < 2 ? always_loader : plain_loader, epoch);
+    REQUIRE(got.size() == want.size());
+    for (size_t k = 0; k < got.size(); ++k) {
+      CHECK(got[k].indices == want[k].indices);
+      CHECK(got[k].pixels == want[k].pixels);
+      CHECK(got[k].images == want[k].images);
+    }
+    // ... and the two references really differ, so the check above can fail.
+    CHECK(run_epoch(always_loader, epoch)[0].pixels != run_epoch(plain_loader, epoch)[0].pixels);
+  }
+  o.cutout_epochs = -1;
+  CHECK_THROWS_AS(Loader(d, o), std::invalid_argument);
+}
+
 TEST_CASE("alternating flip in the loader: the crop draws unchanged, the mirror from alternating_flip") {
   Dataset d = random_dataset(200);
   LoaderOptions o = train_options(6);

@@ -216,6 +216,8 @@ TEST_CASE("configuration round trip and presets") {
   c.weight_init = "he";
   CHECK(c.cutout == 0);  // off unless asked for
   c.cutout = 8;
+  CHECK(c.cutout_until == 0);  // every epoch unless asked for
+  c.cutout_until = 32;
   CHECK_FALSE(c.alternate_flip);  // a fresh coin each epoch unless asked for
   c.alternate_flip = true;
   CHECK(c.ema_decay == 0);
@@ -229,17 +231,20 @@ TEST_CASE("configuration round trip and presets") {
   CHECK(d.schedule.milestones == std::vector<int>{3, 7});
   CHECK(d.weight_init == "he");
   CHECK(d.cutout == 8);
+  CHECK(d.cutout_until == 32);
   CHECK(d.alternate_flip);
   CHECK(d.ema_decay == 0.999);
   CHECK(d.zero_init_residual == c.zero_init_residual);
   // A checkpoint from before a key existed reads back with that key's default.
   std::map<std::string, std::string> old = c.to_map();
   old.erase("cutout");
+  old.erase("cutout_until");
   old.erase("ema_decay");
   old.erase("alternate_flip");
   TrainConfig e;
   e.from_map(old);
   CHECK(e.cutout == 0);
+  CHECK(e.cutout_until == 0);
   CHECK(e.ema_decay == 0);
   CHECK_FALSE(e.alternate_flip);
   CHECK(e.weight_init == "he");
