@@ -452,9 +452,39 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
                 });
 }
 
-// ---------------------------------------------------------------- cross-entropy
+// ---------------------------------------------------------------- softmax and cross-entropy
 
 namespace {
+
+// log(sum_j exp(row_j)), shifted by the row's maximum so no exp overflows.
+double logsumexp(const float* row, int64_t C) {
+  double m = row[0];
+  for (int64_t j = 1; j < C; ++j) m = std::max(m, double(row[j]));
+  double se = 0;
+  for (int64_t j = 0; j < C; ++j) se += std::exp(double(row[j]) - m);
+  return m + std::log(se);
+}
+
+// p[n, :] = softmax(z[n, :]) for rows of C classes.
+void softmax_rows(const float* z, float* p, int64_t N, int64_t C) {
+  for (int64_t n = 0; n < N; ++n) {
+    const float* row = z + n * C;
+    const double lse = logsumexp(row, C);
+    for (int64_t j = 0; j < C; ++j) p[n * C + j] = static_cast<float>(std::exp(double(row[j]) - lse));
+  }
+}
+
+void require_logits(const char* op, const Tensor& logits) {
+  require_ndim(op, logits, "logits", 2);
+  if (logits.dim(0) == 0 || logits.dim(1) == 0) fail(op, "empty logits " + shape_str(logits.shape()));
+}
+
+void require_labels(const char* op, std::span<const int> labels, int64_t C) {
+  for (size_t n = 0; n < labels.size(); ++n)
+    if (labels[n] < 0 || labels[n] >= C)
+      fail(op, "label " + std::to_string(labels[n]) + " at index " + std::to_string(n) + " is outside [0, " +
+                   std::to_string(C) + ")");
+}
 
 // Softmax cross-entropy of logits [N, C] against target distributions, one
 // per row, averaged over the rows:
@@ -464,23 +494,13 @@ namespace {
 template <class Targets>
 Tensor softmax_cross_entropy(const char* op, const Tensor& logits, Targets targets) {
   const int64_t N = logits.dim(0), C = logits.dim(1);
-  const bool g = needs_grad(logits);
-  Tensor prob = g ? Tensor::empty({N, C}) : Tensor();  // softmax, saved for backward
   const float* z = logits.data();
   double total = 0;
-  for (int64_t n = 0; n < N; ++n) {
-    const float* row = z + n * C;
-    double m = row[0];
-    for (int64_t j = 1; j < C; ++j) m = std::max(m, double(row[j]));
-    double se = 0;
-    for (int64_t j = 0; j < C; ++j) se += std::exp(double(row[j]) - m);
-    const double lse = m + std::log(se);
-    total += lse - targets.dot(n, row);
-    if (g)
-      for (int64_t j = 0; j < C; ++j) prob.data()[n * C + j] = static_cast<float>(std::exp(double(row[j]) - lse));
-  }
+  for (int64_t n = 0; n < N; ++n) total += logsumexp(z + n * C, C) - targets.dot(n, z + n * C);
   Tensor out = Tensor::scalar(static_cast<float>(total / static_cast<double>(N)));
-  if (!g) return out;
+  if (!needs_grad(logits)) return out;
+  Tensor prob = Tensor::empty({N, C});  // saved for backward
+  softmax_rows(z, prob.data(), N, C);
   return record(op, out, {logits}, [prob, targets = std::move(targets), N, C](const Tensor& go) -> std::vector<Tensor> {
     Tensor dz = Tensor::empty({N, C});
     const double scale = go.item() / static_cast<double>(N);
@@ -492,11 +512,13 @@ Tensor softmax_cross_entropy(const char* op, const Tensor& logits, Targets targe
   });
 }
 
-// t = (1 - eps) * onehot(label) + eps / C.
+// t = (1 - eps) * onehot(label) + eps / C: the one place this rule is written.
 struct SmoothedOneHot {
   std::vector<int> labels;
   double on, off;  // t is on + off at the label, off elsewhere
   int64_t C;
+  SmoothedOneHot(std::span<const int> l, int64_t classes, double eps)
+      : labels(l.begin(), l.end()), on(1.0 - eps), off(eps / static_cast<double>(classes)), C(classes) {}
   double at(int64_t n, int64_t j) const { return off + (j == labels[static_cast<size_t>(n)] ? on : 0.0); }
   double dot(int64_t n, const float* row) const {
     double sz = 0;
@@ -519,36 +541,61 @@ struct GivenTargets {
 
 }  // namespace
 
+Tensor softmax(const Tensor& logits) {
+  require_logits("softmax", logits);
+  const int64_t N = logits.dim(0), C = logits.dim(1);
+  Tensor p = Tensor::empty({N, C});
+  softmax_rows(logits.data(), p.data(), N, C);
+  if (!needs_grad(logits)) return p;
+  const Tensor saved = p.detach();
+  return record("softmax", p, {logits}, [saved, N, C](const Tensor& g) -> std::vector<Tensor> {
+    Tensor dz = Tensor::empty({N, C});
+    const float* pp = saved.data();
+    const float* gg = g.data();
+    float* d = dz.data();
+    for (int64_t n = 0; n < N; ++n) {
+      double gp = 0;
+      for (int64_t j = 0; j < C; ++j) gp += double(gg[n * C + j]) * pp[n * C + j];
+      for (int64_t j = 0; j < C; ++j) d[n * C + j] = static_cast<float>(pp[n * C + j] * (gg[n * C + j] - gp));
+    }
+    return {dz};
+  });
+}
+
+Tensor one_hot(std::span<const int> labels, int64_t classes, float label_smoothing) {
+  if (classes <= 0) fail("one_hot", "classes must be > 0, got " + std::to_string(classes));
+  if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
+    fail("one_hot", "label_smoothing must be in [0, 1], got " + std::to_string(label_smoothing));
+  require_labels("one_hot", labels, classes);
+  const SmoothedOneHot rule(labels, classes, label_smoothing);
+  const int64_t N = static_cast<int64_t>(labels.size());
+  Tensor t = Tensor::empty({N, classes});
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t j = 0; j < classes; ++j) t.data()[n * classes + j] = static_cast<float>(rule.at(n, j));
+  return t;
+}
+
 Tensor cross_entropy(const Tensor& logits, std::span<const int> labels, float label_smoothing) {
-  require_ndim("cross_entropy", logits, "logits", 2);
-  int64_t N = logits.dim(0), C = logits.dim(1);
+  require_logits("cross_entropy", logits);
+  const int64_t N = logits.dim(0), C = logits.dim(1);
   if (static_cast<int64_t>(labels.size()) != N)
     fail("cross_entropy", "logits " + shape_str(logits.shape()) + " has " + std::to_string(N) + " rows but " +
                               std::to_string(labels.size()) + " labels were given");
-  if (N == 0 || C == 0) fail("cross_entropy", "empty logits " + shape_str(logits.shape()));
   if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
     fail("cross_entropy", "label_smoothing must be in [0, 1], got " + std::to_string(label_smoothing));
-  for (int64_t n = 0; n < N; ++n)
-    if (labels[n] < 0 || labels[n] >= C)
-      fail("cross_entropy", "label " + std::to_string(labels[n]) + " at index " + std::to_string(n) +
-                                " is outside [0, " + std::to_string(C) + ")");
-  const double eps = label_smoothing;
-  return softmax_cross_entropy("cross_entropy", logits,
-                               SmoothedOneHot{std::vector<int>(labels.begin(), labels.end()), 1.0 - eps,
-                                              eps / static_cast<double>(C), C});
+  require_labels("cross_entropy", labels, C);
+  return softmax_cross_entropy("cross_entropy", logits, SmoothedOneHot(labels, C, label_smoothing));
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
-  require_ndim("cross_entropy", logits, "logits", 2);
+  require_logits("cross_entropy", logits);
   const int64_t N = logits.dim(0), C = logits.dim(1);
-  if (N == 0 || C == 0) fail("cross_entropy", "empty logits " + shape_str(logits.shape()));
   if (targets.shape() != logits.shape())
     fail("cross_entropy", "targets " + shape_str(targets.shape()) + " do not match logits " + shape_str(logits.shape()));
-  const Tensor& t = targets;
   for (int64_t n = 0; n < N; ++n) {
     double sum = 0;
     for (int64_t j = 0; j < C; ++j) {
-      const float v = t.data()[n * C + j];
+      const float v = targets.data()[n * C + j];
       if (!(v >= 0.0f && v <= 1.0f))
         fail("cross_entropy", "target row " + std::to_string(n) + " has entry " + std::to_string(v) +
                                   " at class " + std::to_string(j) + ", outside [0, 1]");
@@ -557,7 +604,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
     if (std::abs(sum - 1.0) > 1e-3)
       fail("cross_entropy", "target row " + std::to_string(n) + " sums to " + std::to_string(sum) + ", not 1");
   }
-  return softmax_cross_entropy("cross_entropy", logits, GivenTargets{t, C});
+  return softmax_cross_entropy("cross_entropy", logits, GivenTargets{targets, C});
 }
 
 }  // namespace octet

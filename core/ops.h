@@ -56,6 +56,15 @@ Tensor global_avg_pool(const Tensor& x);  // [N, C, H, W] -> [N, C]
 Tensor reshape(const Tensor& x, const Shape& shape);  // shares storage; one dim may be -1
 Tensor flatten(const Tensor& x);                      // [N, ...] -> [N, rest]
 
+// Softmax of each row of logits [N, C]: p_nj = exp(z_nj - logsumexp(z_n)).
+// Backward: dz_n = p_n * (g_n - sum_j g_nj p_nj).
+Tensor softmax(const Tensor& logits);
+
+// The target rows of cross_entropy(logits, labels, eps) as a tensor [N, C]:
+// (1 - eps) * onehot(label) + eps / C. A constant (no gradient); labels are
+// checked to lie in [0, classes).
+Tensor one_hot(std::span<const int> labels, int64_t classes, float label_smoothing = 0.0f);
+
 // Mean over the batch of the softmax cross-entropy of logits [N, C] against
 // integer labels in [0, C). With label_smoothing eps the target is
 // (1 - eps) * onehot + eps / C.

@@ -394,17 +394,8 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
     if (!(cfg_.self_distill > 0 && cfg_.self_distill <= 1))
       throw std::invalid_argument("train: self_distill must be in [0, 1], got " + shortest(cfg_.self_distill));
     // Before any prediction, each image's target is its own label's.
-    const int64_t C = train_->num_classes();
-    predictions_ = Tensor::empty({train_->size(), C});
-    for (int64_t i = 0; i < train_->size(); ++i)
-      for (int64_t j = 0; j < C; ++j)
-        predictions_.data()[i * C + j] = smoothed_label(train_->labels[static_cast<size_t>(i)], j, C);
+    predictions_ = one_hot(train_->labels, train_->num_classes(), cfg_.label_smoothing);
   }
-}
-
-float Trainer::smoothed_label(int label, int64_t j, int64_t classes) const {
-  const double eps = cfg_.label_smoothing;
-  return static_cast<float>(eps / static_cast<double>(classes) + (j == label ? 1.0 - eps : 0.0));
 }
 
 double Trainer::self_distill_weight(int epoch) const {
@@ -413,20 +404,16 @@ double Trainer::self_distill_weight(int epoch) const {
 
 Tensor Trainer::distill_targets(const Batch& b, const Tensor& logits, double alpha) {
   const int64_t C = logits.dim(1);
+  const Tensor label = one_hot(b.labels, C, cfg_.label_smoothing);
+  const Tensor now = softmax(logits.detach());
   Tensor t = Tensor::empty({b.n, C});
-  const float* z = logits.data();
   for (int i = 0; i < b.n; ++i) {
     float* past = predictions_.data() + b.indices[static_cast<size_t>(i)] * C;
-    float* ti = t.data() + static_cast<int64_t>(i) * C;
+    const int64_t row = static_cast<int64_t>(i) * C;
     for (int64_t j = 0; j < C; ++j)
-      ti[j] = static_cast<float>((1.0 - alpha) * smoothed_label(b.labels[static_cast<size_t>(i)], j, C) +
-                                 alpha * past[j]);
+      t.data()[row + j] = static_cast<float>((1.0 - alpha) * label.data()[row + j] + alpha * past[j]);
     // This epoch's prediction replaces the last one, for the next epoch.
-    const float* row = z + static_cast<int64_t>(i) * C;
-    double m = row[0], se = 0;
-    for (int64_t j = 1; j < C; ++j) m = std::max(m, double(row[j]));
-    for (int64_t j = 0; j < C; ++j) se += std::exp(double(row[j]) - m);
-    for (int64_t j = 0; j < C; ++j) past[j] = static_cast<float>(std::exp(double(row[j]) - m) / se);
+    std::copy(now.data() + row, now.data() + row + C, past);
   }
   return t;
 }

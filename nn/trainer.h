@@ -191,10 +191,9 @@ class Trainer {
 
  private:
   void write_outputs(bool best);  // log.csv, config.txt, plots, checkpoints
-  // Self-distillation: the label's target probability for class j; the
-  // weight of the past predictions in epoch `epoch` (0-based); the batch's
-  // mixed targets, recording this step's predictions for the next epoch.
-  float smoothed_label(int label, int64_t j, int64_t classes) const;
+  // Self-distillation: the weight of the past predictions in epoch `epoch`
+  // (0-based); the batch's mixed targets, recording this step's predictions
+  // for the next epoch.
   double self_distill_weight(int epoch) const;
   Tensor distill_targets(const Batch& b, const Tensor& logits, double alpha);
 

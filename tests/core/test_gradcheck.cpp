@@ -257,6 +257,18 @@ TEST_CASE("cross_entropy against given target distributions") {
   for (int64_t j = 0; j < 3; ++j) CHECK(std::abs(logp.grad().data()[j]) < 1e-7);
 }
 
+TEST_CASE("softmax") {
+  Rng rng(34);
+  // Weighted sum of the outputs, so each output's gradient is a different number.
+  Tensor w = Tensor::randn({3, 5}, rng, 1.0f);
+  expect_ok(gradcheck([&](const std::vector<Tensor>& in) { return sum(mul(softmax(in[0]), w)); },
+                      {leaf({3, 5}, rng, 2.0f)}));
+  // Each row sums to 1, so a gradient of ones gives zero back.
+  Tensor z = leaf({2, 4}, rng, 2.0f);
+  sum(softmax(z)).backward();
+  for (int64_t k = 0; k < 8; ++k) CHECK(std::abs(z.grad().data()[k]) < 1e-7);
+}
+
 TEST_CASE("sum and mean") {
   Rng rng(31);
   expect_ok(gradcheck([](const std::vector<Tensor>& in) { return sum(in[0]); }, {leaf({3, 5, 2}, rng)}));

@@ -350,6 +350,38 @@ TEST_CASE("cross_entropy matches the definition, with and without label smoothin
   CHECK(cross_entropy(big, std::vector<int>{1}).item() == doctest::Approx(1000.0));
 }
 
+TEST_CASE("softmax rows and one_hot targets match their definitions") {
+  Rng rng(16);
+  const int64_t N = 4, C = 7;
+  Tensor z = Tensor::randn({N, C}, rng, 3.0f);
+  const Tensor p = softmax(z);
+  REQUIRE(p.shape() == Shape{N, C});
+  for (int64_t n = 0; n < N; ++n) {
+    double se = 0;
+    for (int64_t j = 0; j < C; ++j) se += std::exp(double(z.data()[n * C + j]));
+    for (int64_t j = 0; j < C; ++j)
+      CHECK(p.data()[n * C + j] == doctest::Approx(std::exp(double(z.data()[n * C + j])) / se).epsilon(1e-6));
+  }
+  // Shift-invariant, and finite where a naive exp would overflow.
+  const Tensor big = softmax(Tensor::from({1, 3}, std::vector<float>{1000.0f, 999.0f, -1000.0f}));
+  CHECK(big.data()[0] == doctest::Approx(1.0 / (1.0 + std::exp(-1.0))));
+  CHECK(big.data()[1] == doctest::Approx(std::exp(-1.0) / (1.0 + std::exp(-1.0))));
+  CHECK(big.data()[2] == 0.0f);
+
+  const std::vector<int> labels{2, 0, 6, 2};
+  for (float eps : {0.0f, 0.1f, 1.0f}) {
+    CAPTURE(eps);
+    const Tensor t = one_hot(labels, C, eps);
+    REQUIRE(t.shape() == Shape{N, C});
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < C; ++j)
+        CHECK(t.data()[n * C + j] ==
+              doctest::Approx(eps / C + (j == labels[static_cast<size_t>(n)] ? 1.0 - eps : 0.0)).epsilon(1e-7));
+    // The tensor form is the label form's target: the same loss.
+    CHECK(cross_entropy(z, t).item() == doctest::Approx(cross_entropy(z, labels, eps).item()).epsilon(1e-6));
+  }
+}
+
 TEST_CASE("matmul and linear match sgemm_ref; bias is added per row") {
   Rng rng(16);
   Tensor a = Tensor::randn({67, 45}, rng), b = Tensor::randn({45, 29}, rng);

@@ -301,6 +301,11 @@ TEST_CASE("shape errors name the op and the shapes") {
   CHECK(contains(msg([&] { cross_entropy(Tensor::zeros({2, 4}), soft); }), "target row 1 has entry -0.25"));
   soft.data()[5] = 0.5f;  // row 1 now sums to 1.75
   CHECK(contains(msg([&] { cross_entropy(Tensor::zeros({2, 4}), soft); }), "target row 1 sums to 1.75"));
+  CHECK(contains(msg([&] { softmax(Tensor::zeros({2, 3, 4})); }), "softmax"));
+  CHECK(contains(msg([&] { softmax(Tensor::zeros({0, 4})); }), "empty logits"));
+  CHECK(contains(msg([&] { one_hot(bad_label, 4); }), "one_hot: label 4 at index 1"));
+  CHECK(contains(msg([&] { one_hot(labels, 0); }), "classes must be > 0"));
+  CHECK(contains(msg([&] { one_hot(labels, 4, -0.1f); }), "label_smoothing"));
   CHECK(contains(msg([&] { relu(Tensor()); }), "relu"));
   CHECK(contains(msg([&] { mean(Tensor::zeros({0})); }), "mean"));
 }
