@@ -70,6 +70,14 @@ options:
   --out DIR             run folder (default runs/<model>)
   --resume              continue the run in --out from its last.ckpt (same flags;
                         bit for bit with the same threads and OpenBLAS core)
+  --fork CKPT           start from CKPT, a checkpoint of another run (e.g. one kept by
+                        --snapshots-from), with all its training state: weights,
+                        optimizer, step, weight average, log; then train on under the
+                        flags given here, which may differ from that run's except
+                        --model, --batch and --subset. Under that run's own flags
+                        the fork repeats it bit for bit. --out must be a new folder
+  --snapshots-from E    also keep DIR/epoch_N.ckpt after every epoch N >= E (default
+                        0, none): points to --fork from
   --no-progress         no progress bar
 
 quantization-aware training (quant/qat.h; the study's defaults: QDQv2,
@@ -141,6 +149,8 @@ int cmd_train(int argc, char** argv) {
   c.eval_every = a.get_int("--eval-every", c.eval_every);
   c.out = a.get("--out", "runs/" + c.model);
   c.resume = a.flag("--resume");
+  c.fork = a.get("--fork", c.fork);
+  c.snapshots_from = a.get_int("--snapshots-from", c.snapshots_from);
   c.progress = !a.flag("--no-progress");
   // QAT knobs
   const bool qat = a.flag("--qat");
@@ -191,6 +201,13 @@ int cmd_train(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("octet train: --weight-init: ") + e.what());
   }
+  if (c.snapshots_from < 0) throw UsageError("octet train: --snapshots-from must be >= 0");
+  if (!c.fork.empty() && !init.empty())
+    throw UsageError("octet train: --fork and --init exclude each other (--fork loads the whole training state)");
+  std::error_code no_such_folder;
+  if (!c.fork.empty() &&
+      std::filesystem::equivalent(std::filesystem::absolute(c.fork).parent_path(), c.out, no_such_folder))
+    throw UsageError("octet train: --fork " + c.fork + " comes from the --out folder; give the fork a new folder");
   if (!init.empty() && a.has("--weight-init"))
     throw UsageError("octet train: --weight-init and --init exclude each other (--init loads the weights)");
   if (!init.empty() && c.zero_init_residual)
@@ -240,6 +257,10 @@ int cmd_train(int argc, char** argv) {
     if (c.out.empty()) throw UsageError("octet train: --resume needs --out (the run folder)");
     t.resume();  // after the QAT hooks: they restore the observers' states
     std::printf("resuming after epoch %d (step %lld)\n", t.epochs_done(), static_cast<long long>(t.global_step()));
+    if (!t.resume_notice().empty()) std::fprintf(stderr, "octet train: note: %s\n", t.resume_notice().c_str());
+  } else if (!c.fork.empty()) {
+    t.fork(c.fork);  // after the QAT hooks, as for --resume
+    std::printf("%s\n", t.fork_notice().c_str());
     if (!t.resume_notice().empty()) std::fprintf(stderr, "octet train: note: %s\n", t.resume_notice().c_str());
   }
   std::fflush(stdout);

@@ -88,6 +88,8 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("threads", c.threads);
   f("out", c.out);
   f("resume", c.resume);
+  f("fork", c.fork);
+  f("snapshots_from", c.snapshots_from);
   f("subset", c.subset);
   f("test_subset", c.test_subset);
   f("eval_every", c.eval_every);
@@ -285,7 +287,11 @@ bool all_finite(const Module& m) {
 }
 
 // Keys that do not change what a run computes: they may differ on resume.
-const std::set<std::string> kFreeKeys = {"data", "out", "resume", "threads", "progress", "eval_every", "preset"};
+const std::set<std::string> kFreeKeys = {"data",     "out",        "resume", "fork",          "threads",
+                                          "progress", "eval_every", "preset", "snapshots_from"};
+// What a fork may not change: the shapes of the training state and the
+// number of steps per epoch. Every other key may differ from the trunk's.
+const std::set<std::string> kForkFixedKeys = {"model", "batch", "subset"};
 
 }  // namespace
 
@@ -461,13 +467,23 @@ Checkpoint Trainer::make_checkpoint(bool averaged) const {
   if (predictions_.defined()) ck.tensors.emplace_back("self_distill.predictions", predictions_);
   if (averaged) ck.meta["weights"] = "exponential moving average, decay " + shortest(ema_->decay());
   for (auto& [k, v] : extra_config) ck.meta[k] = v;
+  for (auto& [k, v] : lineage_) ck.meta[k] = v;
   if (on_save) on_save(ck);
   return ck;
 }
 
-void Trainer::restore(const Checkpoint& ck) {
+void Trainer::fork(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw std::runtime_error("train: --fork: no checkpoint " + path);
+  restore_state(load_checkpoint(path), true);
+}
+
+void Trainer::restore(const Checkpoint& ck) { restore_state(ck, false); }
+
+void Trainer::restore_state(const Checkpoint& ck, bool fork) {
   const std::string where = "checkpoint " + ck.source;
-  // The run's identity must match: a resumed run continues the same run.
+  // A resumed run continues the same run, so its identity must match; a fork
+  // continues another run's state under flags that may differ, except those
+  // that fix the state's shapes (kForkFixedKeys).
   std::map<std::string, std::string> raw;
   for (auto& [k, v] : ck.meta)
     if (k.rfind("config.", 0) == 0) raw[k.substr(7)] = v;
@@ -479,20 +495,32 @@ void Trainer::restore(const Checkpoint& ck) {
     throw std::runtime_error(where + ": " + e.what());
   }
   const std::map<std::string, std::string> saved = was_cfg.to_map();
-  std::string diffs;
+  std::string diffs, changes;
   for (auto& [k, v] : cfg_.to_map()) {
     if (kFreeKeys.count(k)) continue;
     auto it = saved.find(k);
     const std::string was = it == saved.end() ? "(absent)" : it->second;
-    if (was != v) diffs += "\n  " + k + ": checkpoint " + was + ", now " + v;
+    if (was == v) continue;
+    if (fork && !kForkFixedKeys.count(k))
+      changes += (changes.empty() ? "" : ", ") + k + " " + was + " -> " + v;
+    else
+      diffs += "\n  " + k + ": checkpoint " + was + ", now " + v;
   }
   for (auto& [k, v] : extra_config) {
     const std::string was = ck.get(k, "(absent)");
     if (was != v) diffs += "\n  " + k + ": checkpoint " + was + ", now " + v;
   }
   if (!diffs.empty())
-    throw std::runtime_error(where + " was written by a run with another configuration; give the same flags to resume:" +
+    throw std::runtime_error(where + " was written by a run with another configuration; " +
+                             (fork ? "a fork may change any flag but these:" : "give the same flags to resume:") +
                              diffs);
+  // State this run keeps must be in the checkpoint (a fork may drop state,
+  // not invent it mid-run).
+  if (ema_ && ck.with_prefix("ema.").empty())
+    throw std::runtime_error(where + " holds no weight average (its run had no --ema), and this run keeps one");
+  if (predictions_.defined() && !ck.has_tensor("self_distill.predictions"))
+    throw std::runtime_error(where + " holds no self-distillation predictions (its run had no --self-distill), and "
+                                     "this run needs them");
   try {
     model_->load_state(ck.with_prefix("model."));
     optim_->load_state(ck.with_prefix("optim."), std::stoll(ck.get("optim.steps")));
@@ -524,6 +552,19 @@ void Trainer::restore(const Checkpoint& ck) {
     if (!row.empty()) history_.push_back(parse_csv_row(row, where));
   if (on_restore) on_restore(ck);
   restored_ = true;
+  // Where the run's state came from: a fork records its trunk, and a
+  // resumed fork keeps saying so.
+  lineage_.clear();
+  if (fork) {
+    lineage_["fork.source"] = ck.source;
+    lineage_["fork.epoch"] = std::to_string(epoch_);
+    lineage_["fork.changes"] = changes.empty() ? "none" : changes;
+    fork_notice_ = "forked from " + ck.source + " after epoch " + std::to_string(epoch_) +
+                   (changes.empty() ? ", no flag changed" : "; changed: " + changes);
+  } else {
+    for (auto& [k, v] : ck.meta)
+      if (k.rfind("fork.", 0) == 0) lineage_[k] = v;
+  }
   // Checkpoints older than these keys say nothing, and nothing is claimed.
   std::string drift;
   const auto differs = [&](const std::string& key, const std::string& now, const std::string& what) {
@@ -582,6 +623,7 @@ Metrics Trainer::evaluate(const Dataset& data) { return nn::evaluate(*model_, da
 
 std::vector<EpochStats> Trainer::fit() {
   if (cfg_.resume && !restored_) resume();
+  if (!cfg_.fork.empty() && !restored_) fork(cfg_.fork);
   if (!cfg_.out.empty()) std::filesystem::create_directories(cfg_.out);
   std::vector<EpochStats> ran;
   LoaderOptions lo;
@@ -778,6 +820,8 @@ void Trainer::write_outputs(bool best) {
 
   const Checkpoint ck = make_checkpoint();
   save_checkpoint(cfg_.out + "/last.ckpt", ck);
+  if (cfg_.snapshots_from > 0 && epoch_ >= cfg_.snapshots_from)
+    save_checkpoint(cfg_.out + "/epoch_" + std::to_string(epoch_) + ".ckpt", ck);
   if (best) save_checkpoint(cfg_.out + "/best.ckpt", ck);
   if (ema_) save_checkpoint(cfg_.out + "/ema.ckpt", make_checkpoint(true));
 }

@@ -98,6 +98,8 @@ struct TrainConfig {
   int threads = 0;  // 0 = all cores
   std::string out;  // run folder; "" = no files (tests)
   bool resume = false;
+  std::string fork;        // start from this checkpoint of another run, under changed flags (Trainer::fork)
+  int snapshots_from = 0;  // > 0: also keep out/epoch_N.ckpt for every epoch N >= this (trunks to fork from)
   int64_t subset = 0;     // > 0: train on this many images (a seeded, class-mixed sample)
   int64_t test_subset = 0;
   int eval_every = 1;     // test evaluation every N epochs (and after the last)
@@ -146,6 +148,16 @@ class Trainer {
   // epochs_done() before fit(). Set the hooks below first.
   void resume();
 
+  // Starts from a checkpoint of another run (the trunk): its weights,
+  // optimizer state, step, weight average, self-distillation table and log,
+  // and continues under this run's configuration, which may differ from the
+  // trunk's in every key but model, batch and subset. Under the trunk's own
+  // configuration the fork computes what the trunk computed, bit for bit.
+  // fit() calls it when cfg.fork is set and nothing was restored yet
+  // (cfg.resume, continuing a killed fork, comes first). Checkpoints of the
+  // fork record the trunk ("fork.source", "fork.epoch", "fork.changes").
+  void fork(const std::string& checkpoint_path);
+
   // Trains the remaining epochs (all, or those after the checkpoint when
   // cfg.resume). Returns the stats of the epochs it ran.
   std::vector<EpochStats> fit();
@@ -166,6 +178,8 @@ class Trainer {
   // After restore(): empty, or why the resumed run will not be bit-identical
   // to an uninterrupted one (another thread count or OpenBLAS core).
   const std::string& resume_notice() const { return resume_notice_; }
+  // After fork(): the trunk, the epoch and the changed flags, for the log.
+  const std::string& fork_notice() const { return fork_notice_; }
 
   // The whole training state as a checkpoint, and back. averaged: the
   // model tensors ("model.*") are the weight average's (ema.ckpt).
@@ -191,6 +205,7 @@ class Trainer {
 
  private:
   void write_outputs(bool best);  // log.csv, config.txt, plots, checkpoints
+  void restore_state(const Checkpoint& ck, bool fork);  // restore() and fork()
   // Self-distillation: the weight of the past predictions in epoch `epoch`
   // (0-based); the batch's mixed targets, recording this step's predictions
   // for the next epoch.
@@ -212,7 +227,8 @@ class Trainer {
   int64_t step_ = 0;
   int epoch_ = 0;  // completed epochs
   bool restored_ = false;  // restore() ran (fit() then does not resume again)
-  std::string resume_notice_;
+  std::string resume_notice_, fork_notice_;
+  std::map<std::string, std::string> lineage_;  // "fork.*": the trunk this run was forked from
   double best_top1_ = -1;
   std::vector<EpochStats> history_;
 };

@@ -125,6 +125,8 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
       {"train --cutout -2 --data /nonexistent", "--cutout"},
       {"train --cutout 8 --no-augment --data /nonexistent", "--no-augment"},
       {"train --cutout-until 30 --data /nonexistent", "--cutout-until needs --cutout"},
+      {"train --snapshots-from -1 --data /nonexistent", "--snapshots-from"},
+      {"train --qat --init a.ckpt --fork b.ckpt --data /nonexistent", "--fork and --init"},
       {"train --cutout 8 --cutout-until 0 --data /nonexistent", "--cutout-until"},
       {"train --alternate-flip --no-augment --data /nonexistent", "--alternate-flip"},
       {"train --ema 1 --data /nonexistent", "--ema"},
@@ -181,12 +183,14 @@ TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> i
 
   // Two epochs of QAT from scratch (fake quant from the start), one thread.
   const Result train = octet_cli("train --preset quick --qat --quant-delay 0 --epochs 2 --batch 16 --lr 0.05 --threads 1 "
-                                 "--no-progress --data " + quoted(data) + " --out " + quoted(run));
+                                 "--snapshots-from 1 --no-progress --data " + quoted(data) + " --out " + quoted(run));
   INFO(train.output);
   REQUIRE(train.code == 0);
   CHECK(fs::exists(run + "/last.ckpt"));
   CHECK(fs::exists(run + "/loss.png"));
   CHECK(fs::exists(run + "/accuracy.png"));
+  CHECK(fs::exists(run + "/epoch_1.ckpt"));
+  CHECK(fs::exists(run + "/epoch_2.ckpt"));
   {
     std::ifstream log(run + "/log.csv");
     std::string line;
@@ -208,6 +212,34 @@ TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> i
   INFO(nothing.output);
   CHECK(nothing.code == 1);
   CHECK(contains(nothing.output, tmp / "empty-run/last.ckpt"));
+
+  // A fork of the run after its first epoch, with one more epoch: the QAT
+  // observers come along, the changed flag is named, the log has all three.
+  const Result fork = octet_cli("train --preset quick --qat --quant-delay 0 --epochs 3 --batch 16 --lr 0.05 --threads 1 "
+                                "--no-progress --fork " + quoted(run + "/epoch_1.ckpt") + " --data " + quoted(data) +
+                                " --out " + quoted(tmp / "fork"));
+  INFO(fork.output);
+  CHECK(fork.code == 0);
+  CHECK(contains(fork.output, "forked from " + run + "/epoch_1.ckpt after epoch 1; changed: epochs 2 -> 3"));
+  CHECK(contains(fork.output, "final: epoch 3"));
+  {
+    std::ifstream log(tmp / "fork/log.csv");
+    std::string line;
+    int rows = 0;
+    while (std::getline(log, line)) ++rows;
+    CHECK(rows == 4);
+  }
+  // Another QAT configuration is not a fork of this run.
+  const Result other = octet_cli("train --preset quick --qat --quant-delay 0 --bits 4 --epochs 3 --batch 16 --threads 1 "
+                                 "--no-progress --fork " + quoted(run + "/epoch_1.ckpt") + " --data " + quoted(data) +
+                                 " --out " + quoted(tmp / "fork4"));
+  CHECK(other.code == 1);
+  CHECK(contains(other.output, "a fork may change any flag but these"));
+  // A fork into its trunk's folder would overwrite the trunk.
+  const Result onto = octet_cli("train --preset quick --fork " + quoted(run + "/epoch_1.ckpt") + " --data " +
+                                quoted(data) + " --out " + quoted(run));
+  CHECK(onto.code == 2);
+  CHECK(contains(onto.output, "give the fork a new folder"));
 
   // Test-time flip on the fake-quant forward of the checkpoint; the engine has no such mode.
   const Result tta = octet_cli("eval " + quoted(run + "/last.ckpt") + " --mode fakequant --tta flip --threads 1 --data " +

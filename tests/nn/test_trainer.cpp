@@ -58,7 +58,8 @@ fs::path temp_dir(const std::string& name) {
   return d;
 }
 
-void check_same_state(const NamedTensors& a, const NamedTensors& b) {
+// How many of the tensors differ in any bit (the names and sizes must match).
+int64_t differing_tensors(const NamedTensors& a, const NamedTensors& b) {
   REQUIRE(a.size() == b.size());
   int64_t differing = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -66,8 +67,10 @@ void check_same_state(const NamedTensors& a, const NamedTensors& b) {
     REQUIRE(a[i].second.numel() == b[i].second.numel());
     differing += std::memcmp(a[i].second.data(), b[i].second.data(), a[i].second.numel() * sizeof(float)) != 0;
   }
-  CHECK(differing == 0);
+  return differing;
 }
+
+void check_same_state(const NamedTensors& a, const NamedTensors& b) { CHECK(differing_tensors(a, b) == 0); }
 
 }  // namespace
 
@@ -175,6 +178,102 @@ TEST_CASE("resume ends bit-identical to an uninterrupted run") {
   CHECK(done.fit().empty());
   fs::remove_all(d1);
   fs::remove_all(d2);
+}
+
+TEST_CASE("a fork continues another run's state: bit for bit under its flags, and under changed ones from then on") {
+  Dataset train = random_dataset(40, 2);  // 5 steps per epoch of 8
+  Dataset test = random_dataset(16, 3);
+  const fs::path trunk_dir = temp_dir("trunk");
+  TrainConfig trunk_cfg = tiny_config(trunk_dir.string());
+  trunk_cfg.epochs = 3;
+  trunk_cfg.cutout = 4;  // in every epoch
+  trunk_cfg.ema_decay = 0.9;
+  trunk_cfg.snapshots_from = 1;
+  Trainer trunk(trunk_cfg, train, &test);
+  trunk.fit();
+  for (int e = 1; e <= 3; ++e) CHECK(fs::exists(trunk_dir / ("epoch_" + std::to_string(e) + ".ckpt")));
+  CHECK_FALSE(fs::exists(trunk_dir / "epoch_0.ckpt"));
+  const std::string after1 = (trunk_dir / "epoch_1.ckpt").string(), after2 = (trunk_dir / "epoch_2.ckpt").string();
+  CHECK(load_checkpoint(after2).get("epoch") == "2");
+
+  SUBCASE("under the trunk's flags the fork repeats the trunk") {
+    TrainConfig c = trunk_cfg;
+    c.out = temp_dir("fork_same").string();
+    c.snapshots_from = 0;
+    c.fork = after1;
+    Trainer f(c, train, &test);
+    CHECK(f.fit().size() == 2);  // epochs 2 and 3
+    check_same_state(trunk.model().named_state(), f.model().named_state());
+    check_same_state(trunk.optimizer().state(), f.optimizer().state());
+    check_same_state(trunk.ema()->shadow(), f.ema()->shadow());
+    CHECK(f.fork_notice().find("no flag changed") != std::string::npos);
+    const Checkpoint last = load_checkpoint(c.out + "/last.ckpt");
+    CHECK(last.get("fork.source") == after1);
+    CHECK(last.get("fork.epoch") == "1");
+    CHECK(last.get("fork.changes") == "none");
+    // The log holds the trunk's epoch 1 row (timings included) and the fork's 2 and 3.
+    const std::string h = last.get("history"), th = load_checkpoint(after1).get("history");
+    CHECK(h.rfind(th, 0) == 0);
+    CHECK(std::count(h.begin(), h.end(), '\n') == 3);
+  }
+
+  SUBCASE("a changed flag: the fork equals a straight run with it, and a killed fork resumes to the same bits") {
+    TrainConfig straight_cfg = trunk_cfg;  // cutout in epochs 1 and 2 only: the trunk until epoch 2
+    straight_cfg.out = temp_dir("straight_cut2").string();
+    straight_cfg.snapshots_from = 0;
+    straight_cfg.cutout_until = 2;
+    Trainer straight(straight_cfg, train, &test);
+    straight.fit();
+    // The change matters, so the comparisons below can fail.
+    CHECK(differing_tensors(trunk.model().named_state(), straight.model().named_state()) > 0);
+
+    TrainConfig c = straight_cfg;
+    c.out = temp_dir("fork_cut2").string();
+    c.fork = after1;
+    {
+      Trainer killed(c, train, &test);
+      killed.on_step_begin = [&](int64_t step) {
+        if (step == 2 * killed.steps_per_epoch()) throw std::runtime_error("killed");
+      };
+      CHECK_THROWS_WITH(killed.fit(), "killed");
+      CHECK(killed.fork_notice().find("cutout_until 0 -> 2") != std::string::npos);
+    }
+    CHECK(load_checkpoint(c.out + "/last.ckpt").get("epoch") == "2");
+    c.resume = true;  // --resume wins over --fork: the fork's own last.ckpt
+    Trainer resumed(c, train, &test);
+    CHECK(resumed.fit().size() == 1);
+    check_same_state(straight.model().named_state(), resumed.model().named_state());
+    check_same_state(straight.optimizer().state(), resumed.optimizer().state());
+    const Checkpoint last = load_checkpoint(c.out + "/last.ckpt");
+    CHECK(last.get("fork.epoch") == "1");  // a resumed fork still names its trunk
+    CHECK(last.get("fork.changes").find("cutout_until 0 -> 2") != std::string::npos);
+  }
+
+  SUBCASE("what a fork may not change, and state it cannot invent") {
+    TrainConfig c = trunk_cfg;
+    c.out = temp_dir("fork_bad").string();
+    c.fork = after1;
+    c.batch = 4;
+    try {
+      Trainer(c, train, &test).fit();
+      FAIL("a fork with another batch size ran");
+    } catch (const std::runtime_error& e) {
+      const std::string m = e.what();
+      CHECK(m.find("a fork may change any flag but these") != std::string::npos);
+      CHECK(m.find("batch: checkpoint 8, now 4") != std::string::npos);
+    }
+    TrainConfig plain = tiny_config(temp_dir("plain_trunk").string());
+    plain.snapshots_from = 1;
+    Trainer(plain, train, &test).fit();
+    TrainConfig with_ema = plain;
+    with_ema.out = temp_dir("fork_ema").string();
+    with_ema.fork = plain.out + "/epoch_1.ckpt";
+    with_ema.ema_decay = 0.9;
+    CHECK_THROWS_WITH_AS(Trainer(with_ema, train, &test).fit(), doctest::Contains("holds no weight average"),
+                         std::runtime_error);
+    with_ema.fork = plain.out + "/epoch_9.ckpt";
+    CHECK_THROWS_WITH_AS(Trainer(with_ema, train, &test).fit(), doctest::Contains("no checkpoint"), std::runtime_error);
+  }
 }
 
 TEST_CASE("a NaN loss stops the run and keeps the last good checkpoint") {
