@@ -479,7 +479,7 @@ void Trainer::fork(const std::string& path) {
 
 void Trainer::restore(const Checkpoint& ck) { restore_state(ck, false); }
 
-void Trainer::restore_state(const Checkpoint& ck, bool fork) {
+void Trainer::restore_state(const Checkpoint& ck, bool is_fork) {
   const std::string where = "checkpoint " + ck.source;
   // A resumed run continues the same run, so its identity must match; a fork
   // continues another run's state under flags that may differ, except those
@@ -501,7 +501,7 @@ void Trainer::restore_state(const Checkpoint& ck, bool fork) {
     auto it = saved.find(k);
     const std::string was = it == saved.end() ? "(absent)" : it->second;
     if (was == v) continue;
-    if (fork && !kForkFixedKeys.count(k))
+    if (is_fork && !kForkFixedKeys.count(k))
       changes += (changes.empty() ? "" : ", ") + k + " " + was + " -> " + v;
     else
       diffs += "\n  " + k + ": checkpoint " + was + ", now " + v;
@@ -512,7 +512,7 @@ void Trainer::restore_state(const Checkpoint& ck, bool fork) {
   }
   if (!diffs.empty())
     throw std::runtime_error(where + " was written by a run with another configuration; " +
-                             (fork ? "a fork may change any flag but these:" : "give the same flags to resume:") +
+                             (is_fork ? "a fork may change any flag but these:" : "give the same flags to resume:") +
                              diffs);
   // State this run keeps must be in the checkpoint (a fork may drop state,
   // not invent it mid-run).
@@ -555,7 +555,7 @@ void Trainer::restore_state(const Checkpoint& ck, bool fork) {
   // Where the run's state came from: a fork records its trunk, and a
   // resumed fork keeps saying so.
   lineage_.clear();
-  if (fork) {
+  if (is_fork) {
     lineage_["fork.source"] = ck.source;
     lineage_["fork.epoch"] = std::to_string(epoch_);
     lineage_["fork.changes"] = changes.empty() ? "none" : changes;

@@ -205,7 +205,7 @@ class Trainer {
 
  private:
   void write_outputs(bool best);  // log.csv, config.txt, plots, checkpoints
-  void restore_state(const Checkpoint& ck, bool fork);  // restore() and fork()
+  void restore_state(const Checkpoint& ck, bool is_fork);  // restore() and fork()
   // Self-distillation: the weight of the past predictions in epoch `epoch`
   // (0-based); the batch's mixed targets, recording this step's predictions
   // for the next epoch.
