@@ -36,6 +36,11 @@ options:
                         (default, as the peer script), or He normal, fan out (torchvision)
   --zero-init-residual  start the last BN scale of every residual block at 0
                         (torchvision's zero_init_residual; default off)
+  --reparam none|1x1    train every 3x3 conv of a residual block with a parallel
+                        1x1 conv + BN (structural re-parameterization, Ding et al.
+                        2019/2021); every checkpoint holds the model with the
+                        branches folded into the 3x3 convs, the plain ResNet
+                        (default none; float training only)
   --data PATH           dataset folder (default: $OCTET_DATA)
   --epochs N  --batch N
   --optimizer sgd|rmsprop|adam   --momentum M  --nesterov[=false]  --wd W
@@ -110,6 +115,7 @@ int cmd_train(int argc, char** argv) {
   c.model = a.get("--model", c.model);
   c.weight_init = a.get("--weight-init", c.weight_init);
   c.zero_init_residual = get_bool(a, "--zero-init-residual", c.zero_init_residual);
+  c.reparam = a.get("--reparam", c.reparam);
   c.data = a.get("--data", c.data);
   c.epochs = a.get_int("--epochs", c.epochs);
   c.batch = a.get_int("--batch", c.batch);
@@ -210,6 +216,11 @@ int cmd_train(int argc, char** argv) {
     throw UsageError("octet train: --fork " + c.fork + " comes from the --out folder; give the fork a new folder");
   if (!init.empty() && a.has("--weight-init"))
     throw UsageError("octet train: --weight-init and --init exclude each other (--init loads the weights)");
+  if (c.reparam != "none" && c.reparam != "1x1")
+    throw UsageError("octet train: --reparam must be none or 1x1, got '" + c.reparam + "'");
+  if (qat && c.reparam != "none")
+    throw UsageError("octet train: --reparam is for float training; train float with it, then give its checkpoint "
+                     "(the folded, plain model) to --qat --init");
   if (!init.empty() && c.zero_init_residual)
     throw UsageError("octet train: --zero-init-residual and --init exclude each other (--init loads the weights)");
 
@@ -250,8 +261,15 @@ int cmd_train(int argc, char** argv) {
     std::printf("QAT: fake quant from step %lld of %lld%s\n", static_cast<long long>(q.quant_delay_at(total)),
                 static_cast<long long>(total), init.empty() ? "" : (", initialized from " + init).c_str());
   }
-  std::printf("model %s: %lld parameters\nconfiguration:\n%s", c.model.c_str(),
-              static_cast<long long>(t.model().num_parameters()), c.to_string().c_str());
+  int64_t branch_params = 0;
+  for (auto& [name, p] : t.model().named_parameters())
+    if (name.find("_1x1.") != std::string::npos) branch_params += p.numel();
+  std::printf("model %s: %lld parameters", c.model.c_str(),
+              static_cast<long long>(t.model().num_parameters() - branch_params));
+  if (branch_params > 0)
+    std::printf(" (+ %lld in train-time 1x1 branches, folded away in every checkpoint)",
+                static_cast<long long>(branch_params));
+  std::printf("\nconfiguration:\n%s", c.to_string().c_str());
   if (qat) std::printf("qat configuration:\n%s", q.to_string().c_str());
   if (c.resume) {
     if (c.out.empty()) throw UsageError("octet train: --resume needs --out (the run folder)");

@@ -1,6 +1,8 @@
 #include "nn/resnet.h"
 
 #include <algorithm>
+#include <cmath>
+#include <map>
 #include <stdexcept>
 
 namespace octet::nn {
@@ -21,7 +23,32 @@ bool has_projection(const Module& block) { return block.child("shortcut").type()
 
 // ---------------------------------------------------------------- blocks
 
-BasicBlock::BasicBlock(int in_c, int c, int stride, Rng& rng, ConvInit init) : Module("BasicBlock") {
+namespace {
+std::string conv_name(int i) { return "conv" + std::to_string(i); }
+std::string bn_name(int i) { return "bn" + std::to_string(i); }
+const std::string kBranch = "_1x1";
+}  // namespace
+
+Tensor ResidualBlock::conv_bn(const Tensor& x, int i) {
+  Tensor y = child(bn_name(i)).forward(child(conv_name(i)).forward(x));
+  if (!has_child(conv_name(i) + kBranch)) return y;
+  return add(y, child(bn_name(i) + kBranch).forward(child(conv_name(i) + kBranch).forward(x)));
+}
+
+int ResidualBlock::add_1x1_branches(Rng& rng, ConvInit init) {
+  int added = 0;
+  for (int i = 1; has_child(conv_name(i)); ++i) {
+    const auto& conv = dynamic_cast<const Conv2d&>(child(conv_name(i)));
+    if (conv.kernel != 3 || has_child(conv_name(i) + kBranch)) continue;
+    register_module(conv_name(i) + kBranch,
+                    std::make_shared<Conv2d>(conv.in_channels, conv.out_channels, 1, conv.stride, 0, false, rng, init));
+    register_module(bn_name(i) + kBranch, std::make_shared<BatchNorm2d>(conv.out_channels));
+    ++added;
+  }
+  return added;
+}
+
+BasicBlock::BasicBlock(int in_c, int c, int stride, Rng& rng, ConvInit init) : ResidualBlock("BasicBlock") {
   register_module("conv1", std::make_shared<Conv2d>(in_c, c, 3, stride, 1, false, rng, init));
   register_module("bn1", std::make_shared<BatchNorm2d>(c));
   register_module("relu1", std::make_shared<ReLU>());
@@ -33,8 +60,8 @@ BasicBlock::BasicBlock(int in_c, int c, int stride, Rng& rng, ConvInit init) : M
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor y = child("relu1").forward(child("bn1").forward(child("conv1").forward(x)));
-  y = child("bn2").forward(child("conv2").forward(y));
+  Tensor y = child("relu1").forward(conv_bn(x, 1));
+  y = conv_bn(y, 2);
   return child("relu2").forward(child("add").forward(y, child("shortcut").forward(x)));
 }
 
@@ -45,7 +72,7 @@ std::vector<ConvBnRelu> BasicBlock::groups() const {
 }
 
 Bottleneck::Bottleneck(int in_c, int c, int stride, bool stride_on_3x3, Rng& rng, ConvInit init)
-    : Module("Bottleneck") {
+    : ResidualBlock("Bottleneck") {
   const int out_c = c * expansion;
   register_module("conv1", std::make_shared<Conv2d>(in_c, c, 1, stride_on_3x3 ? 1 : stride, 0, false, rng, init));
   register_module("bn1", std::make_shared<BatchNorm2d>(c));
@@ -61,9 +88,9 @@ Bottleneck::Bottleneck(int in_c, int c, int stride, bool stride_on_3x3, Rng& rng
 }
 
 Tensor Bottleneck::forward(const Tensor& x) {
-  Tensor y = child("relu1").forward(child("bn1").forward(child("conv1").forward(x)));
-  y = child("relu2").forward(child("bn2").forward(child("conv2").forward(y)));
-  y = child("bn3").forward(child("conv3").forward(y));
+  Tensor y = child("relu1").forward(conv_bn(x, 1));
+  y = child("relu2").forward(conv_bn(y, 2));
+  y = conv_bn(y, 3);
   return child("relu3").forward(child("add").forward(y, child("shortcut").forward(x)));
 }
 
@@ -189,14 +216,105 @@ std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uin
   return std::make_shared<ResNet>(cfg, rng);
 }
 
+int add_1x1_branches(Module& model, uint64_t seed, ConvInit init) {
+  Rng rng(seed, /*stream=*/0x1418);  // make_model draws the other weights from stream 0x1417
+  int added = 0;
+  for (auto& [name, m] : model.named_modules())
+    if (auto* block = dynamic_cast<ResidualBlock*>(m)) added += block->add_1x1_branches(rng, init);
+  return added;
+}
+
+NamedTensors fold_1x1_branches(const NamedTensors& state, float eps) {
+  std::map<std::string, Tensor> by_name(state.begin(), state.end());
+  auto find = [&](const std::string& name, const std::string& branch) -> const Tensor& {
+    auto it = by_name.find(name);
+    if (it == by_name.end())
+      throw std::invalid_argument("fold_1x1_branches: branch " + branch + " has no '" + name + "'");
+    return it->second;
+  };
+  auto get = [&](const std::string& name, const Shape& shape, const std::string& branch) -> const Tensor& {
+    const Tensor& t = find(name, branch);
+    if (t.shape() != shape)
+      throw std::invalid_argument("fold_1x1_branches: '" + name + "' has shape " + shape_str(t.shape()) + ", branch " +
+                                  branch + " needs " + shape_str(shape));
+    return t;
+  };
+  // Folded values by name; every other entry passes through.
+  std::map<std::string, Tensor> folded;
+  const std::string suffix = kBranch + ".weight";
+  for (auto& [name, w1] : state) {
+    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    // name = <block>.conv<i>_1x1.weight
+    const std::string conv = name.substr(0, name.size() - suffix.size());  // <block>.conv<i>
+    const size_t dot = conv.rfind('.') + 1;  // 0 for a top-level name
+    if (conv.compare(dot, 4, "conv") != 0) continue;
+    const std::string bn = conv.substr(0, dot) + "bn" + conv.substr(dot + 4);  // <block>.bn<i>
+    const std::string branch = conv + kBranch;
+    if (w1.ndim() != 4 || w1.dim(2) != 1 || w1.dim(3) != 1)
+      throw std::invalid_argument("fold_1x1_branches: '" + name + "' is not a 1x1 conv weight: " + shape_str(w1.shape()));
+    const int64_t cout = w1.dim(0), cin = w1.dim(1);
+    const Tensor& w3 = find(conv + ".weight", branch);
+    if (w3.ndim() != 4 || w3.dim(0) != cout || w3.dim(1) != cin || w3.dim(2) != w3.dim(3) || w3.dim(2) % 2 == 0)
+      throw std::invalid_argument("fold_1x1_branches: '" + conv + ".weight' has shape " + shape_str(w3.shape()) +
+                                  ", branch " + branch + " needs [" + std::to_string(cout) + ", " +
+                                  std::to_string(cin) + ", K, K] with K odd");
+    const Shape ch = {cout};
+    // The affine map of each BN in eval mode: y = s*z + t.
+    auto affine = [&](const std::string& b, std::vector<double>& s, std::vector<double>& t) {
+      const float* g = get(b + ".weight", ch, branch).data();
+      const float* beta = get(b + ".bias", ch, branch).data();
+      const float* mean = get(b + ".running_mean", ch, branch).data();
+      const float* var = get(b + ".running_var", ch, branch).data();
+      s.resize(cout);
+      t.resize(cout);
+      for (int64_t o = 0; o < cout; ++o) {
+        s[o] = double(g[o]) / std::sqrt(double(var[o]) + double(eps));
+        t[o] = double(beta[o]) - s[o] * double(mean[o]);
+      }
+    };
+    std::vector<double> s3, t3, s1, t1;
+    affine(bn, s3, t3);
+    affine(bn + kBranch, s1, t1);
+    const int64_t k = w3.dim(2), taps = k * k, centre = (k / 2) * k + k / 2;
+    Tensor w = Tensor::empty(w3.shape());
+    Tensor gamma = Tensor::full(ch, static_cast<float>(std::sqrt(1.0 + double(eps))));
+    Tensor beta = Tensor::empty(ch), mean = Tensor::zeros(ch), var = Tensor::full(ch, 1.0f);
+    for (int64_t o = 0; o < cout; ++o) {
+      for (int64_t c = 0; c < cin; ++c) {
+        const float* src = w3.data() + (o * cin + c) * taps;
+        float* dst = w.data() + (o * cin + c) * taps;
+        for (int64_t j = 0; j < taps; ++j) dst[j] = static_cast<float>(s3[o] * src[j]);
+        dst[centre] = static_cast<float>(s3[o] * src[centre] + s1[o] * w1.data()[o * cin + c]);
+      }
+      beta.data()[o] = static_cast<float>(t3[o] + t1[o]);
+    }
+    folded[conv + ".weight"] = w;
+    folded[bn + ".weight"] = gamma;
+    folded[bn + ".bias"] = beta;
+    folded[bn + ".running_mean"] = mean;
+    folded[bn + ".running_var"] = var;
+  }
+  NamedTensors out;
+  for (auto& [name, t] : state) {
+    if (name.find(kBranch + ".") != std::string::npos) continue;  // a branch's own entries
+    auto it = folded.find(name);
+    out.emplace_back(name, it == folded.end() ? t : it->second);
+  }
+  return out;
+}
+
 int zero_init_residual(Module& model) {
   int zeroed = 0;
   for (auto& [name, m] : model.named_modules()) {
     const char* last_bn = m->type() == "BasicBlock" ? "bn2" : m->type() == "Bottleneck" ? "bn3" : nullptr;
     if (!last_bn) continue;
-    auto& bn = dynamic_cast<BatchNorm2d&>(m->child(last_bn));
-    float* g = bn.weight().data();
-    std::fill(g, g + bn.weight().numel(), 0.0f);
+    // The last BN, and its train-time branch's BN if there is one.
+    for (auto& [child_name, c] : m->children()) {
+      if (child_name != last_bn && child_name != last_bn + kBranch) continue;
+      Tensor& g = dynamic_cast<BatchNorm2d&>(*c).weight();
+      std::fill(g.data(), g.data() + g.numel(), 0.0f);
+    }
     ++zeroed;
   }
   return zeroed;

@@ -40,7 +40,21 @@ struct ConvBnRelu {
   std::string conv, bn, relu;
 };
 
-class BasicBlock : public Module {
+// What BasicBlock and Bottleneck share: the "conv_i then bn_i" step, with the
+// train-time 1x1 branch beside it when add_1x1_branches() gave it one.
+class ResidualBlock : public Module {
+ public:
+  // Adds conv<i>_1x1 (1x1, the 3x3 conv's stride and channels) and
+  // bn<i>_1x1 beside every 3x3 conv<i> of the block; returns how many.
+  int add_1x1_branches(Rng& rng, ConvInit init);
+
+ protected:
+  using Module::Module;
+  // bn<i>(conv<i>(x)), plus bn<i>_1x1(conv<i>_1x1(x)) when that branch exists.
+  Tensor conv_bn(const Tensor& x, int i);
+};
+
+class BasicBlock : public ResidualBlock {
  public:
   static constexpr int expansion = 1;
   BasicBlock(int in_channels, int channels, int stride, Rng& rng, ConvInit init = ConvInit::torch);
@@ -49,7 +63,7 @@ class BasicBlock : public Module {
   std::vector<ConvBnRelu> groups() const;
 };
 
-class Bottleneck : public Module {
+class Bottleneck : public ResidualBlock {
  public:
   static constexpr int expansion = 4;
   // stride_on_3x3: false = ResNet v1 (stride on conv1, the first 1x1), true = v1.5.
@@ -97,10 +111,45 @@ std::vector<std::string> model_names();
 std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uint64_t seed,
                                    ConvInit conv_init = ConvInit::torch);
 
+// ---------------------------------------------------------------- train-time 1x1 branches
+//
+// Structural re-parameterization (Ding et al.: ACNet 2019, RepVGG 2021).
+// While training, every 3x3 conv of a residual block gets a parallel 1x1 conv
+// with its own BN, and the block adds the two BN outputs:
+//
+//     y = bn_i(conv_i(x)) + bn_i_1x1(conv_i_1x1(x))
+//
+// In eval mode each BN is an affine map per channel, y = s*z + t with
+// s = gamma / sqrt(running_var + eps) and t = beta - s*running_mean, so the
+// sum is one 3x3 conv with a bias:
+//
+//     W = s_3x3 * W_3x3 + s_1x1 * W_1x1 (at the kernel's centre tap)
+//     b = t_3x3 + t_1x1
+//
+// fold_1x1_branches() writes that back as conv_i (weight W) and bn_i with
+// running_mean 0, running_var 1, gamma sqrt(1 + eps) (so its scale is 1) and
+// beta b: the plain ResNet, same names, shapes and parameter count. What is
+// evaluated, quantized and exported is that model; the branches only change
+// how the 3x3 weights train (each branch is normalized on its own, which the
+// folded conv is not). The stem and the shortcuts keep no branch.
+
+// Adds the branches to every residual block of `model`; their weights draw
+// from their own stream of `seed`, so the 3x3 weights stay those of the plain
+// model with the same seed. Returns the number of branches added.
+int add_1x1_branches(Module& model, uint64_t seed, ConvInit init = ConvInit::torch);
+
+// The state of the same model with every branch folded into its 3x3 conv, as
+// above: the names of the plain model, ready for its load_state(). Entries
+// without a branch are shared with `state`, folded ones are new tensors.
+// Throws std::invalid_argument naming a branch whose conv or BN is missing or
+// has another shape.
+NamedTensors fold_1x1_branches(const NamedTensors& state, float eps = 1e-5f);
+
 // Sets the scale (gamma) of the last BN of every residual block to 0, so each
 // block starts as its shortcut alone and the network as a shallower one
-// (Goyal et al. 2017; torchvision's zero_init_residual=True). Returns the
-// number of BNs it zeroed.
+// (Goyal et al. 2017; torchvision's zero_init_residual=True). A block with a
+// train-time branch on that conv has its branch BN zeroed too. Returns the
+// number of blocks.
 int zero_init_residual(Module& model);
 
 }  // namespace octet::nn

@@ -47,6 +47,7 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("model", c.model);
   f("weight_init", c.weight_init);
   f("zero_init_residual", c.zero_init_residual);
+  f("reparam", c.reparam);
   f("data", c.data);
   f("epochs", c.epochs);
   f("batch", c.batch);
@@ -291,7 +292,7 @@ const std::set<std::string> kFreeKeys = {"data",     "out",        "resume", "fo
                                           "progress", "eval_every", "preset", "snapshots_from"};
 // What a fork may not change: the shapes of the training state and the
 // number of steps per epoch. Every other key may differ from the trunk's.
-const std::set<std::string> kForkFixedKeys = {"model", "batch", "subset"};
+const std::set<std::string> kForkFixedKeys = {"model", "reparam", "batch", "subset"};
 
 }  // namespace
 
@@ -378,10 +379,16 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
     throw std::invalid_argument("train: " + std::to_string(train_->size()) + " training images make no full batch of " +
                                 std::to_string(cfg_.batch));
   const ConvInit conv_init = parse_conv_init(cfg_.weight_init);  // checked even when a model is given
+  if (cfg_.reparam != "none" && cfg_.reparam != "1x1")
+    throw std::invalid_argument("train: reparam must be none or 1x1, got '" + cfg_.reparam + "'");
   if (model) {
+    if (cfg_.reparam != "none")
+      throw std::invalid_argument("train: reparam " + cfg_.reparam +
+                                  " adds branches to a model the trainer makes; this run was given its model");
     model_ = std::move(model);
   } else {
     model_ = make_model(cfg_.model, train.num_classes(), cfg_.seed, conv_init);
+    if (cfg_.reparam == "1x1") add_1x1_branches(*model_, cfg_.seed, conv_init);
     if (cfg_.zero_init_residual) zero_init_residual(*model_);
   }
   optim_ = make_optimizer(cfg_.optim, model_->named_parameters());
@@ -460,7 +467,16 @@ Checkpoint Trainer::make_checkpoint(bool averaged) const {
   std::string hist;
   for (auto& h : history_) hist += h.csv() + "\n";
   ck.meta["history"] = hist;
-  for (auto& [n, t] : averaged ? ema_->shadow() : model_->named_state()) ck.tensors.emplace_back("model." + n, t);
+  // "model." is always the plain model that eval, QAT and export load. With
+  // train-time branches it is the folded one, and "train_model." keeps the
+  // branches for a resume or a fork.
+  const NamedTensors state = averaged ? ema_->shadow() : model_->named_state();
+  if (cfg_.reparam != "none") {
+    for (auto& [n, t] : fold_1x1_branches(state)) ck.tensors.emplace_back("model." + n, t);
+    for (auto& [n, t] : state) ck.tensors.emplace_back("train_model." + n, t);
+  } else {
+    for (auto& [n, t] : state) ck.tensors.emplace_back("model." + n, t);
+  }
   for (auto& [n, t] : optim_->state()) ck.tensors.emplace_back("optim." + n, t);
   if (ema_)
     for (auto& [n, t] : ema_->shadow()) ck.tensors.emplace_back("ema." + n, t);
@@ -522,7 +538,7 @@ void Trainer::restore_state(const Checkpoint& ck, bool is_fork) {
     throw std::runtime_error(where + " holds no self-distillation predictions (its run had no --self-distill), and "
                                      "this run needs them");
   try {
-    model_->load_state(ck.with_prefix("model."));
+    model_->load_state(ck.with_prefix(cfg_.reparam != "none" ? "train_model." : "model."));
     optim_->load_state(ck.with_prefix("optim."), std::stoll(ck.get("optim.steps")));
     if (ema_) ema_->load(ck.with_prefix("ema."));
     if (predictions_.defined()) {

@@ -80,6 +80,8 @@ struct TrainConfig {
   std::string model = "resnet20";
   std::string weight_init = "torch";  // conv weights: torch | he (nn/module.h, ConvInit)
   bool zero_init_residual = false;    // last BN gamma of each block = 0 (nn/resnet.h); for a model the trainer makes
+  std::string reparam = "none";  // "1x1": train-time 1x1 branches beside the blocks' 3x3 convs, folded away in
+                                 // every checkpoint's model (nn/resnet.h, add_1x1_branches); for a model the trainer makes
   std::string data;  // dataset path (not part of the run's identity)
   int epochs = 40;
   int batch = 128;

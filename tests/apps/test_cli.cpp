@@ -138,6 +138,8 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
       {"train --self-distill 1.5 --data /nonexistent", "--self-distill"},
       {"train --self-distill nan --data /nonexistent", "--self-distill"},
       {"train --qat --init x.ckpt --zero-init-residual --data /nonexistent", "--zero-init-residual"},
+      {"train --reparam acb --data /nonexistent", "--reparam must be none or 1x1"},
+      {"train --reparam 1x1 --qat --data /nonexistent", "--reparam is for float training"},
       {"eval x.ckpt --tta mirror --data /nonexistent", "--tta"},
   };
   for (auto [args, flag] : usage_errors) {
@@ -174,6 +176,33 @@ TEST_CASE("cli: missing data and unreadable files exit 1 and name the path") {
   CHECK(bad_ckpt.code == 1);
   CHECK(contains(bad_ckpt.output, tmp / "garbage.ckpt"));
   CHECK_FALSE(fs::exists(tmp / "out.oct"));  // nothing half-written
+}
+
+TEST_CASE("cli: train --reparam 1x1 -> eval of the folded checkpoint -> QAT --init from it") {
+  TempDir tmp;
+  const std::string data = tmp / "tree", run = tmp / "run";
+  write_tree(data, 48);
+  const Result train = octet_cli("train --preset quick --reparam 1x1 --epochs 1 --batch 16 --threads 1 --no-progress "
+                                 "--data " + quoted(data) + " --out " + quoted(run));
+  INFO(train.output);
+  REQUIRE(train.code == 0);
+  CHECK(contains(train.output, "(+ 31040 in train-time 1x1 branches, folded away in every checkpoint)"));
+  // The checkpoint's model is the plain resnet20 and scores what training logged.
+  auto top1 = [](const std::string& out, const std::string& before) {
+    const size_t at = out.find(before);
+    return at == std::string::npos ? std::string("(none)") : out.substr(at + before.size(), out.find('%', at) - at - before.size());
+  };
+  const Result eval = octet_cli("eval " + quoted(run + "/last.ckpt") + " --threads 1 --data " + quoted(data));
+  INFO(eval.output);
+  REQUIRE(eval.code == 0);
+  CHECK(top1(eval.output, "top1 ") == top1(train.output, "final: epoch 1 test top1 "));
+  // QAT starts from it like from any float checkpoint.
+  const Result qat = octet_cli("train --preset quick --qat --quant-delay 0 --epochs 1 --batch 16 --threads 1 --no-progress "
+                               "--init " + quoted(run + "/last.ckpt") + " --data " + quoted(data) + " --out " +
+                               quoted(tmp / "qat"));
+  INFO(qat.output);
+  CHECK(qat.code == 0);
+  CHECK(contains(qat.output, "model resnet20: 271954 parameters\n"));  // 2 classes, no branches
 }
 
 TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> inspect on a tiny image tree") {

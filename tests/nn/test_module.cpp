@@ -149,6 +149,100 @@ TEST_CASE("zero_init_residual: every block starts as its shortcut") {
   CHECK(std::all_of(g3.data(), g3.data() + g3.numel(), [](float v) { return v == 0.0f; }));
 }
 
+TEST_CASE("train-time 1x1 branches: added beside every block 3x3 conv, folded back into the plain model") {
+  auto plain = make_model("resnet20", 10, 3);
+  auto rep = make_model("resnet20", 10, 3);
+  CHECK(add_1x1_branches(*rep, 3) == 18);  // 9 BasicBlocks x (conv1, conv2); no stem, no shortcut
+  CHECK(add_1x1_branches(*rep, 3) == 0);   // a second call adds nothing
+  // 1x1 convs + their BNs: 16*16 x 6 + (16*32 + 32*32 x 5) + (32*64 + 64*64 x 5) weights,
+  // 2 x 32 BN parameters per branch channel.
+  const int64_t conv1x1 = 16 * 16 * 6 + (16 * 32 + 32 * 32 * 5) + (32 * 64 + 64 * 64 * 5);
+  const int64_t bn = 2 * (16 * 6 + 32 * 6 + 64 * 6);
+  CHECK(rep->num_parameters() == plain->num_parameters() + conv1x1 + bn);
+  const NamedTensors rs = rep->named_state();
+  CHECK(has_name(rs, "layer2.0.conv1_1x1.weight"));
+  CHECK(has_name(rs, "layer2.0.bn1_1x1.running_var"));
+  CHECK_FALSE(has_name(rs, "conv1_1x1.weight"));
+  CHECK_FALSE(has_name(rs, "layer2.0.shortcut.0_1x1.weight"));
+  CHECK(rep->find("layer2.0.conv1_1x1").describe() == "Conv2d(16, 32, k=1, s=2, p=0, bias=false)");
+  // The branches draw from their own stream: every other weight is the plain model's.
+  for (auto& [name, t] : plain->named_state()) {
+    CAPTURE(name);
+    const Tensor& r = std::find_if(rs.begin(), rs.end(), [&](auto& p) { return p.first == name; })->second;
+    CHECK(std::equal(t.data(), t.data() + t.numel(), r.data()));
+  }
+
+  // Give every BN non-trivial statistics and affine parameters, so the fold
+  // has something to fold.
+  Rng rng(11);
+  for (auto& [name, t] : rep->named_state()) {
+    if (name.find(".bn") == std::string::npos && name.rfind("bn", 0) != 0) continue;
+    float* d = t.data();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      d[i] = name.find("running_var") != std::string::npos ? rng.uniform(0.2f, 3.0f) : rng.uniform(-1.5f, 1.5f);
+  }
+  Tensor x = Tensor::randn({4, 3, 16, 16}, rng);
+  rep->eval();
+  const Tensor want = rep->forward(x);
+
+  // Folded into the plain model, the same function in eval mode.
+  const NamedTensors folded = fold_1x1_branches(rep->named_state());
+  CHECK(folded.size() == plain->named_state().size());
+  plain->load_state(folded);  // strict: exactly the plain model's names and shapes
+  plain->eval();
+  const Tensor got = plain->forward(x);
+  REQUIRE(got.numel() == want.numel());
+  float scale = 0, worst = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    scale = std::max(scale, std::fabs(want.data()[i]));
+    worst = std::max(worst, std::fabs(got.data()[i] - want.data()[i]));
+  }
+  CHECK(scale > 1.0f);
+  CHECK(worst <= 1e-5f * scale);
+  // Folded entries are new tensors; the branches' own state is left as it was.
+  CHECK(rep->find("layer1.0.bn1").named_buffers().front().second.data()[0] != 0.0f);
+  // A block without branches is not the same function: the fold did real work.
+  auto unfolded = make_model("resnet20", 10, 3);
+  NamedTensors without;
+  for (auto& [name, t] : rep->named_state())
+    if (name.find("_1x1.") == std::string::npos) without.emplace_back(name, t);
+  unfolded->load_state(without);
+  unfolded->eval();
+  const Tensor other = unfolded->forward(x);
+  float moved = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) moved = std::max(moved, std::fabs(other.data()[i] - want.data()[i]));
+  CHECK(moved > 100 * worst);
+
+  // A state without branches passes through unchanged.
+  const NamedTensors same = fold_1x1_branches(without);
+  REQUIRE(same.size() == without.size());
+  for (size_t i = 0; i < same.size(); ++i) CHECK(same[i].second.data() == without[i].second.data());
+  // A branch whose BN or 3x3 conv is missing, or of another width, is an error naming it.
+  NamedTensors broken = rep->named_state();
+  broken.erase(std::find_if(broken.begin(), broken.end(), [](auto& p) { return p.first == "layer1.1.bn2_1x1.bias"; }));
+  CHECK_THROWS_WITH_AS(fold_1x1_branches(broken),
+                       doctest::Contains("branch layer1.1.conv2_1x1 has no 'layer1.1.bn2_1x1.bias'"),
+                       std::invalid_argument);
+  broken = rep->named_state();
+  for (auto& [name, t] : broken)
+    if (name == "layer3.0.conv1.weight") t = Tensor::zeros({64, 16, 3, 3});
+  CHECK_THROWS_WITH_AS(fold_1x1_branches(broken), doctest::Contains("'layer3.0.conv1.weight' has shape [64, 16, 3, 3]"),
+                       std::invalid_argument);
+
+  // Bottlenecks get a branch on their one 3x3 conv; zero-init zeroes it with the block's.
+  auto r50 = make_model("resnet50", 10, 0);
+  CHECK(add_1x1_branches(*r50, 0) == 16);
+  CHECK(r50->find("layer2.0.conv2_1x1").describe() == "Conv2d(128, 128, k=1, s=1, p=0, bias=false)");
+  auto r20 = make_model("resnet20", 10, 0);
+  add_1x1_branches(*r20, 0);
+  CHECK(zero_init_residual(*r20) == 9);
+  for (const char* b : {"layer1.0.bn2", "layer1.0.bn2_1x1"}) {
+    CAPTURE(b);
+    const Tensor g = r20->find(b).named_parameters().front().second;
+    CHECK(std::all_of(g.data(), g.data() + g.numel(), [](float v) { return v == 0.0f; }));
+  }
+}
+
 TEST_CASE("forward shapes, train/eval propagation, groups") {
   auto m = make_model("resnet20", 10, 0);
   Rng rng(3);

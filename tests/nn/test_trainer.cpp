@@ -323,6 +323,8 @@ TEST_CASE("configuration round trip and presets") {
   c.ema_decay = 0.999;
   CHECK_FALSE(c.zero_init_residual);
   c.zero_init_residual = true;
+  CHECK(c.reparam == "none");
+  c.reparam = "1x1";
   TrainConfig d;
   d.from_map(c.to_map());
   CHECK(d.to_map() == c.to_map());
@@ -334,18 +336,21 @@ TEST_CASE("configuration round trip and presets") {
   CHECK(d.alternate_flip);
   CHECK(d.ema_decay == 0.999);
   CHECK(d.zero_init_residual == c.zero_init_residual);
+  CHECK(d.reparam == "1x1");
   // A checkpoint from before a key existed reads back with that key's default.
   std::map<std::string, std::string> old = c.to_map();
   old.erase("cutout");
   old.erase("cutout_until");
   old.erase("ema_decay");
   old.erase("alternate_flip");
+  old.erase("reparam");
   TrainConfig e;
   e.from_map(old);
   CHECK(e.cutout == 0);
   CHECK(e.cutout_until == 0);
   CHECK(e.ema_decay == 0);
   CHECK_FALSE(e.alternate_flip);
+  CHECK(e.reparam == "none");
   CHECK(e.weight_init == "he");
   CHECK_THROWS_WITH_AS(d.from_map({{"epochs", "x"}}), doctest::Contains("'epochs'"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(d.from_map({{"bogus", "1"}}), doctest::Contains("bogus"), std::invalid_argument);
@@ -362,6 +367,69 @@ TEST_CASE("zero_init_residual: the trainer zeroes the blocks' last BN of the mod
   CHECK(gamma("layer3.2.bn1") == 1.0f);
   t.fit();
   CHECK(gamma("layer3.2.bn2") != 0.0f);  // the gradient reaches a zero gamma: it learns
+}
+
+TEST_CASE("train-time 1x1 branches: checkpoints hold the folded plain model, a killed run resumes bit for bit") {
+  Dataset train = random_dataset(40, 12);
+  Dataset test = random_dataset(16, 13);
+  fs::path d1 = temp_dir("rep_straight"), d2 = temp_dir("rep_resumed");
+  TrainConfig c = tiny_config(d1.string());
+  c.reparam = "1x1";
+  c.ema_decay = 0.8;
+  Trainer straight(c, train, &test);
+  CHECK(straight.model().named_parameters().size() == make_model("resnet20", 4, 0)->named_parameters().size() + 18 * 3);
+  auto stats = straight.fit();
+  REQUIRE(stats.size() == 2);
+
+  // last.ckpt: "model." is the plain resnet20, the same function as the
+  // branched model the trainer evaluated; "train_model." is that model.
+  Checkpoint last = load_checkpoint((d1 / "last.ckpt").string());
+  check_same_state(last.with_prefix("train_model."), straight.model().named_state());
+  auto plain = model_from_checkpoint(last);
+  CHECK(plain->num_parameters() == make_model("resnet20", 4, 0)->num_parameters());
+  Metrics m = evaluate(*plain, test, straight.preprocess(), c.eval_batch);
+  CHECK(m.top1() == stats.back().test_top1);
+  CHECK(m.mean_loss() == doctest::Approx(stats.back().test_loss).epsilon(1e-4));
+  // ema.ckpt folds the average the same way.
+  auto averaged = model_from_checkpoint(load_checkpoint((d1 / "ema.ckpt").string()));
+  Metrics me = evaluate(*averaged, test, straight.preprocess(), c.eval_batch);
+  CHECK(me.top1() == stats.back().ema_test_top1);
+  CHECK(me.mean_loss() == doctest::Approx(stats.back().ema_test_loss).epsilon(1e-4));
+
+  // Killed after epoch 1 and resumed: the branches come back from "train_model.".
+  TrainConfig c2 = c;
+  c2.out = d2.string();
+  {
+    Trainer first(c2, train, &test);
+    first.on_step_begin = [&](int64_t step) {
+      if (step == first.steps_per_epoch()) throw std::runtime_error("killed");
+    };
+    CHECK_THROWS_WITH(first.fit(), "killed");
+  }
+  c2.resume = true;
+  Trainer resumed(c2, train, &test);
+  resumed.resume();
+  resumed.fit();
+  check_same_state(straight.model().named_state(), resumed.model().named_state());
+  check_same_state(straight.ema()->shadow(), resumed.ema()->shadow());
+  check_same_state(last.tensors, load_checkpoint((d2 / "last.ckpt").string()).tensors);
+
+  // The branches are part of the state's shape: a fork keeps them as they were.
+  TrainConfig f = c;
+  f.reparam = "none";
+  f.out = temp_dir("rep_fork").string();
+  Trainer fork(f, train, &test);
+  CHECK_THROWS_WITH_AS(fork.fork((d1 / "last.ckpt").string()),
+                       doctest::Contains("reparam: checkpoint 1x1, now none"), std::runtime_error);
+  // Only for a model the trainer makes, and only the kinds there are.
+  CHECK_THROWS_WITH_AS(Trainer(c, train, &test, make_model("resnet20", 4, 0)),
+                       doctest::Contains("adds branches to a model the trainer makes"), std::invalid_argument);
+  TrainConfig bad = c;
+  bad.reparam = "acb";
+  CHECK_THROWS_WITH_AS(Trainer(bad, train, &test), doctest::Contains("reparam must be none or 1x1, got 'acb'"),
+                       std::invalid_argument);
+  fs::remove_all(d1);
+  fs::remove_all(d2);
 }
 
 TEST_CASE("exponential moving average: TF's update rule, exact swap, checked load") {
