@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 #include <stdexcept>
 
 namespace octet::nn {
@@ -241,6 +242,7 @@ NamedTensors fold_1x1_branches(const NamedTensors& state, float eps) {
   };
   // Folded values by name; every other entry passes through.
   std::map<std::string, Tensor> folded;
+  std::set<std::string> branches;  // the modules folded away
   const std::string suffix = kBranch + ".weight";
   for (auto& [name, w1] : state) {
     if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
@@ -248,7 +250,7 @@ NamedTensors fold_1x1_branches(const NamedTensors& state, float eps) {
     // name = <block>.conv<i>_1x1.weight
     const std::string conv = name.substr(0, name.size() - suffix.size());  // <block>.conv<i>
     const size_t dot = conv.rfind('.') + 1;  // 0 for a top-level name
-    if (conv.compare(dot, 4, "conv") != 0) continue;
+    if (conv.compare(dot, 4, "conv") != 0) continue;  // bn<i>_1x1.weight: folded with its conv
     const std::string bn = conv.substr(0, dot) + "bn" + conv.substr(dot + 4);  // <block>.bn<i>
     const std::string branch = conv + kBranch;
     if (w1.ndim() != 4 || w1.dim(2) != 1 || w1.dim(3) != 1)
@@ -289,6 +291,8 @@ NamedTensors fold_1x1_branches(const NamedTensors& state, float eps) {
       }
       beta.data()[o] = static_cast<float>(t3[o] + t1[o]);
     }
+    branches.insert(conv + kBranch);
+    branches.insert(bn + kBranch);
     folded[conv + ".weight"] = w;
     folded[bn + ".weight"] = gamma;
     folded[bn + ".bias"] = beta;
@@ -297,7 +301,11 @@ NamedTensors fold_1x1_branches(const NamedTensors& state, float eps) {
   }
   NamedTensors out;
   for (auto& [name, t] : state) {
-    if (name.find(kBranch + ".") != std::string::npos) continue;  // a branch's own entries
+    if (name.find(kBranch + ".") != std::string::npos) {  // a branch's own entries
+      if (!branches.count(name.substr(0, name.rfind('.'))))
+        throw std::invalid_argument("fold_1x1_branches: '" + name + "' belongs to no branch of a 3x3 conv<i>");
+      continue;
+    }
     auto it = folded.find(name);
     out.emplace_back(name, it == folded.end() ? t : it->second);
   }

@@ -228,6 +228,10 @@ TEST_CASE("train-time 1x1 branches: added beside every block 3x3 conv, folded ba
     if (name == "layer3.0.conv1.weight") t = Tensor::zeros({64, 16, 3, 3});
   CHECK_THROWS_WITH_AS(fold_1x1_branches(broken), doctest::Contains("'layer3.0.conv1.weight' has shape [64, 16, 3, 3]"),
                        std::invalid_argument);
+  broken = rep->named_state();
+  broken.emplace_back("layer1.0.shortcut_1x1.weight", Tensor::zeros({16, 16, 1, 1}));
+  CHECK_THROWS_WITH_AS(fold_1x1_branches(broken), doctest::Contains("'layer1.0.shortcut_1x1.weight' belongs to no branch"),
+                       std::invalid_argument);
 
   // Bottlenecks get a branch on their one 3x3 conv; zero-init zeroes it with the block's.
   auto r50 = make_model("resnet50", 10, 0);
