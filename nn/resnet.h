@@ -5,6 +5,8 @@
 //   avgpool (GlobalAvgPool -> [N, C]), fc.
 // BasicBlock children: conv1 bn1 relu1 conv2 bn2 shortcut add relu2.
 // Bottleneck children: conv1 bn1 relu1 conv2 bn2 relu2 conv3 bn3 shortcut add relu3.
+// With train-time branches (add_1x1_branches, below) a block also has
+// conv<i>_1x1 and bn<i>_1x1 beside each 3x3 conv<i>.
 // `shortcut` is Identity, or Sequential{"0": Conv2d 1x1 with the block's stride,
 // "1": BatchNorm2d} when the block changes shape (projection shortcut, "option B").
 //
