@@ -47,6 +47,12 @@ options:
   --limit N             a class-mixed sample of N images (seeded)
   --tta flip            test-time augmentation, --mode float or fakequant: average the logits
                         of each image and its mirror image (default none; training is unchanged)
+  --bn-stats clean|augmented
+                        float checkpoints: first set every BN's running statistics to the
+                        average of its batch statistics over one pass of the train split,
+                        clean images or augmented as in training (crop, flip); the momentum
+                        averages of training weigh the last batches most
+  --bn-batch N          batch size of that pass (default 128, the training batch)
   --batch N  --threads N
 )";
 
@@ -120,6 +126,8 @@ int cmd_eval(int argc, char** argv) {
   const int batch = a.get_int("--batch", 500);
   const int threads = a.get_int("--threads", 0);
   const std::string tta_name = a.get("--tta", "none");
+  const std::string bn_stats = a.get("--bn-stats", "none");
+  const int bn_batch = a.get_int("--bn-batch", 128);
   const PtqFlags ptq = PtqFlags::read(a, data);
   a.finish();
   const std::string path = a.positional_at(0, "the checkpoint or model file (CKPT|MODEL)");
@@ -127,6 +135,11 @@ int cmd_eval(int argc, char** argv) {
   if (batch < 1) throw UsageError("octet eval: --batch must be >= 1");
   if (limit < 0) throw UsageError("octet eval: --limit must be >= 0");
   if (tta_name != "none" && tta_name != "flip") throw UsageError("octet eval: --tta must be none or flip");
+  if (bn_stats != "none" && bn_stats != "clean" && bn_stats != "augmented")
+    throw UsageError("octet eval: --bn-stats must be clean or augmented");
+  if (bn_batch < 1) throw UsageError("octet eval: --bn-batch must be >= 1");
+  if (bn_stats != "none" && !mode.empty() && mode != "float")
+    throw UsageError("octet eval: --bn-stats is for the float forward of a checkpoint (--mode float)");
   const nn::TestTimeAugment tta = tta_name == "flip" ? nn::TestTimeAugment::flip : nn::TestTimeAugment::none;
   set_num_threads(threads);
   engine::set_num_threads(threads);
@@ -137,6 +150,8 @@ int cmd_eval(int argc, char** argv) {
   if (!model_file && !mode.empty() && mode != "float" && mode != "fakequant" && mode != "intsim" && mode != "engine")
     throw UsageError("octet eval: --mode must be float, fakequant, intsim or engine");
 
+  if (bn_stats != "none" && model_file)
+    throw UsageError("octet eval: --bn-stats is for the float forward of a checkpoint; " + path + " is a model file");
   const bool float_forward = !model_file && (mode.empty() || mode == "float" || mode == "fakequant");
   if (tta != nn::TestTimeAugment::none && !float_forward)
     throw UsageError("octet eval: --tta is for the float and fake-quant forward of a checkpoint, not the integer engine");
@@ -166,6 +181,16 @@ int cmd_eval(int argc, char** argv) {
       throw std::runtime_error("the data set has " + std::to_string(ds.num_classes()) + " classes, the model " +
                                std::to_string(lm.model->config().num_classes));
     if (m == "float" || m == "fakequant") {
+      if (bn_stats != "none") {
+        if (lm.qat) throw UsageError("octet eval: --bn-stats is for float checkpoints; " + path + " is a QAT one");
+        const Dataset train = load_dataset(resolve_data_path(data), Split::train);
+        nn::BnStatsOptions bo;
+        bo.augment = bn_stats == "augmented";
+        bo.batch = bn_batch;
+        const int64_t n = nn::recompute_bn_stats(*lm.model, train, lm.preprocess, bo);
+        std::printf("BN statistics: the average of %lld batches of %d %s training images\n", static_cast<long long>(n),
+                    bo.batch, bo.augment ? "augmented" : "clean");
+      }
       if (lm.qat) {
         const quant::QuantSwitches sw =
             quant::set_quant_mode(*lm.model, m == "float" ? quant::QuantMode::kFloat : quant::QuantMode::kFakeQuant);

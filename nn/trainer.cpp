@@ -635,6 +635,39 @@ Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int 
   return m;
 }
 
+int64_t recompute_bn_stats(Module& model, const Dataset& data, const Preprocess& pre, const BnStatsOptions& opt) {
+  if (opt.batch < 1) throw std::invalid_argument("recompute_bn_stats: batch must be >= 1");
+  std::vector<std::pair<BatchNorm2d*, float>> bns;  // each BN and its momentum, to put back
+  for (auto& [name, m] : model.named_modules())
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(m)) bns.emplace_back(bn, bn->momentum);
+  LoaderOptions lo;
+  lo.batch_size = opt.batch;
+  lo.shuffle = true;
+  lo.drop_last = true;  // every batch of the same size, as in training
+  lo.augment = opt.augment;
+  lo.cutout = opt.augment ? opt.cutout : 0;
+  lo.preprocess = pre;
+  lo.seed = opt.seed;
+  Loader loader(data, lo);
+  const int64_t batches =
+      opt.max_batches > 0 ? std::min(opt.max_batches, loader.batches_per_epoch()) : loader.batches_per_epoch();
+  if (batches < 1)
+    throw std::invalid_argument("recompute_bn_stats: " + std::to_string(data.size()) + " images make no batch of " +
+                                std::to_string(opt.batch));
+  const bool was_training = model.training();
+  model.train();
+  NoGradGuard no_grad;
+  loader.start_epoch(0);
+  Batch b;
+  for (int64_t k = 0; k < batches && loader.next(b); ++k) {
+    for (auto& [bn, momentum] : bns) bn->momentum = 1.0f / static_cast<float>(k + 1);
+    model.forward(Tensor::from({b.n, b.c, b.h, b.w}, b.images));
+  }
+  for (auto& [bn, momentum] : bns) bn->momentum = momentum;
+  model.train(was_training);
+  return batches;
+}
+
 Metrics Trainer::evaluate(const Dataset& data) { return nn::evaluate(*model_, data, pre_, cfg_.eval_batch); }
 
 std::vector<EpochStats> Trainer::fit() {

@@ -255,6 +255,23 @@ enum class TestTimeAugment { none, flip };
 Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int batch = 500,
                  TestTimeAugment tta = TestTimeAugment::none);
 
+// Precise BN statistics (Wu & Johnson 2021, "Rethinking Batch in BatchNorm"):
+// sets every BatchNorm2d's running mean and variance to the plain average of
+// its batch statistics over batches of `data` in training mode (momentum
+// 1/(k+1) at the k-th batch), touching no weight. A run ends with momentum-0.1
+// averages, which weigh the last ~10 batches; these weigh every batch alike.
+// With augment off the batches are the clean images, as at test time; on,
+// they are augmented as in training (crop, flip, and cutout if > 0).
+struct BnStatsOptions {
+  int batch = 128;
+  int64_t max_batches = 0;  // 0 = one pass over `data` (full batches)
+  bool augment = false;
+  int cutout = 0;
+  uint64_t seed = 0;  // the batch order and the augmentation draws
+};
+// Returns the number of batches averaged.
+int64_t recompute_bn_stats(Module& model, const Dataset& data, const Preprocess& pre, const BnStatsOptions& opt);
+
 // A model rebuilt from a training checkpoint (architecture from "model",
 // classes from "classes", state from "model.*").
 std::shared_ptr<ResNet> model_from_checkpoint(const Checkpoint& ck);

@@ -141,6 +141,8 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
       {"train --reparam acb --data /nonexistent", "--reparam must be none or 1x1"},
       {"train --reparam 1x1 --qat --data /nonexistent", "--reparam is for float training"},
       {"eval x.ckpt --tta mirror --data /nonexistent", "--tta"},
+      {"eval x.ckpt --bn-stats fresh --data /nonexistent", "--bn-stats must be clean or augmented"},
+      {"eval x.ckpt --bn-stats clean --mode engine --data /nonexistent", "--bn-stats is for the float forward"},
   };
   for (auto [args, flag] : usage_errors) {
     const Result r = octet_cli(args);
@@ -196,6 +198,13 @@ TEST_CASE("cli: train --reparam 1x1 -> eval of the folded checkpoint -> QAT --in
   INFO(eval.output);
   REQUIRE(eval.code == 0);
   CHECK(top1(eval.output, "top1 ") == top1(train.output, "final: epoch 1 test top1 "));
+  // Precise BN statistics over the train split before evaluating.
+  const Result bn = octet_cli("eval " + quoted(run + "/last.ckpt") + " --bn-stats augmented --bn-batch 32 --threads 1 "
+                              "--data " + quoted(data));
+  INFO(bn.output);
+  CHECK(bn.code == 0);
+  CHECK(contains(bn.output, "BN statistics: the average of 3 batches of 32 augmented training images"));
+  CHECK(top1(bn.output, "top1 ") != "(none)");
   // QAT starts from it like from any float checkpoint.
   const Result qat = octet_cli("train --preset quick --qat --quant-delay 0 --epochs 1 --batch 16 --threads 1 --no-progress "
                                "--init " + quoted(run + "/last.ckpt") + " --data " + quoted(data) + " --out " +

@@ -432,6 +432,70 @@ TEST_CASE("train-time 1x1 branches: checkpoints hold the folded plain model, a k
   fs::remove_all(d2);
 }
 
+TEST_CASE("recompute_bn_stats: each BN's running statistics become the plain average of its batch statistics") {
+  Dataset data = random_dataset(70, 21);  // 4 full batches of 16, 6 images left over
+  auto model = make_model("resnet20", 4, 2);
+  const Preprocess pre = make_preprocess("standard", data);
+  auto& stem = dynamic_cast<BatchNorm2d&>(model->find("bn1"));
+  std::fill(stem.running_mean().data(), stem.running_mean().data() + 16, 7.0f);  // stale values, to be replaced
+  const NamedTensors params_before = [&] {
+    NamedTensors copy;
+    for (auto& [n, t] : model->named_parameters()) copy.emplace_back(n, t.clone());
+    return copy;
+  }();
+  model->eval();
+  BnStatsOptions o;
+  o.batch = 16;
+  o.seed = 3;
+  CHECK(recompute_bn_stats(*model, data, pre, o) == 4);
+  CHECK_FALSE(model->training());  // the mode is put back
+  CHECK(stem.momentum == 0.1f);    // and so is every momentum
+  check_same_state(params_before, model->named_parameters());  // no weight moved
+
+  // By hand: the stem conv's output on the same 4 batches (the loader's
+  // order for that seed); per channel, the mean of the batch means and of
+  // the unbiased batch variances.
+  LoaderOptions lo;
+  lo.batch_size = 16;
+  lo.drop_last = true;
+  lo.preprocess = pre;
+  lo.seed = 3;
+  Loader loader(data, lo);
+  loader.start_epoch(0);
+  std::vector<double> mean(16, 0.0), var(16, 0.0);
+  Batch b;
+  int batches = 0;
+  NoGradGuard no_grad;
+  while (loader.next(b)) {
+    const Tensor z = model->find("conv1").forward(Tensor::from({b.n, b.c, b.h, b.w}, b.images));
+    const int64_t hw = z.dim(2) * z.dim(3), m = z.dim(0) * hw;
+    for (int64_t c = 0; c < 16; ++c) {
+      double s1 = 0, s2 = 0;
+      for (int64_t n = 0; n < z.dim(0); ++n)
+        for (int64_t i = 0; i < hw; ++i) {
+          const double v = z.data()[(n * 16 + c) * hw + i];
+          s1 += v, s2 += v * v;
+        }
+      const double mu = s1 / m;
+      mean[c] += mu;
+      var[c] += (s2 / m - mu * mu) * m / (m - 1);
+    }
+    ++batches;
+  }
+  REQUIRE(batches == 4);
+  for (int64_t c = 0; c < 16; ++c) {
+    CAPTURE(c);
+    CHECK(stem.running_mean().data()[c] == doctest::Approx(mean[c] / 4).epsilon(1e-4));
+    CHECK(stem.running_var().data()[c] == doctest::Approx(var[c] / 4).epsilon(1e-4));
+  }
+  // max_batches caps the pass; a batch larger than the data set is an error.
+  o.max_batches = 2;
+  CHECK(recompute_bn_stats(*model, data, pre, o) == 2);
+  o.batch = 100;
+  CHECK_THROWS_WITH_AS(recompute_bn_stats(*model, data, pre, o), doctest::Contains("70 images make no batch of 100"),
+                       std::invalid_argument);
+}
+
 TEST_CASE("exponential moving average: TF's update rule, exact swap, checked load") {
   BatchNorm2d bn(1);  // state: weight 1, bias 0, running_mean 0, running_var 1
   ExponentialMovingAverage ema(bn, 0.5);
