@@ -44,8 +44,15 @@
 // will drift from the uninterrupted run's. The schedule is a pure function
 // of the global step (nn/schedule.h) and keeps no state.
 //
+// With cfg.reparam = "1x1" the model the trainer makes trains with a 1x1
+// conv + BN beside every 3x3 conv of its blocks (nn/resnet.h,
+// add_1x1_branches). Every checkpoint's "model." is then the folded, plain
+// ResNet (fold_1x1_branches), so eval, QAT --init and export read it like any
+// other; the branched state goes to "train_model." for a resume or a fork.
+//
 // Checkpoint layout: tensors "model.<name>" (named_state) and
 // "optim.<param>.<slot>" (and "ema.<name>", the averaged state;
+// "train_model.<name>", the state with train-time branches;
 // "self_distill.predictions", [images, classes]); metadata "config.<key>" (every TrainConfig field),
 // "model", "epoch" (completed epochs), "step", "optim.steps",
 // "preprocess.mode/scale/offset" (the exact float affine map, for eval and
