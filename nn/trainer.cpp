@@ -655,17 +655,26 @@ int64_t recompute_bn_stats(Module& model, const Dataset& data, const Preprocess&
     throw std::invalid_argument("recompute_bn_stats: " + std::to_string(data.size()) + " images make no batch of " +
                                 std::to_string(opt.batch));
   const bool was_training = model.training();
+  auto put_back = [&] {
+    for (auto& [bn, momentum] : bns) bn->momentum = momentum;
+    model.train(was_training);
+  };
   model.train();
   NoGradGuard no_grad;
   loader.start_epoch(0);
   Batch b;
-  for (int64_t k = 0; k < batches && loader.next(b); ++k) {
-    for (auto& [bn, momentum] : bns) bn->momentum = 1.0f / static_cast<float>(k + 1);
-    model.forward(Tensor::from({b.n, b.c, b.h, b.w}, b.images));
+  int64_t done = 0;
+  try {
+    for (; done < batches && loader.next(b); ++done) {
+      for (auto& [bn, momentum] : bns) bn->momentum = 1.0f / static_cast<float>(done + 1);
+      model.forward(Tensor::from({b.n, b.c, b.h, b.w}, b.images));
+    }
+  } catch (...) {
+    put_back();
+    throw;
   }
-  for (auto& [bn, momentum] : bns) bn->momentum = momentum;
-  model.train(was_training);
-  return batches;
+  put_back();
+  return done;
 }
 
 Metrics Trainer::evaluate(const Dataset& data) { return nn::evaluate(*model_, data, pre_, cfg_.eval_batch); }
