@@ -261,9 +261,7 @@ int cmd_train(int argc, char** argv) {
     std::printf("QAT: fake quant from step %lld of %lld%s\n", static_cast<long long>(q.quant_delay_at(total)),
                 static_cast<long long>(total), init.empty() ? "" : (", initialized from " + init).c_str());
   }
-  int64_t branch_params = 0;
-  for (auto& [name, p] : t.model().named_parameters())
-    if (name.find("_1x1.") != std::string::npos) branch_params += p.numel();
+  const int64_t branch_params = nn::branch_parameters(t.model());
   std::printf("model %s: %lld parameters", c.model.c_str(),
               static_cast<long long>(t.model().num_parameters() - branch_params));
   if (branch_params > 0)

@@ -225,6 +225,13 @@ int add_1x1_branches(Module& model, uint64_t seed, ConvInit init) {
   return added;
 }
 
+int64_t branch_parameters(const Module& model) {
+  int64_t n = 0;
+  for (auto& [name, p] : model.named_parameters())
+    if (name.find(kBranch + ".") != std::string::npos) n += p.numel();
+  return n;
+}
+
 NamedTensors fold_1x1_branches(const NamedTensors& state, float eps) {
   std::map<std::string, Tensor> by_name(state.begin(), state.end());
   auto find = [&](const std::string& name, const std::string& branch) -> const Tensor& {

@@ -140,6 +140,9 @@ std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uin
 // model with the same seed. Returns the number of branches added.
 int add_1x1_branches(Module& model, uint64_t seed, ConvInit init = ConvInit::torch);
 
+// How many parameters the train-time branches of `model` hold (0 without).
+int64_t branch_parameters(const Module& model);
+
 // The state of the same model with every branch folded into its 3x3 conv, as
 // above: the names of the plain model, ready for its load_state(). Entries
 // without a branch are shared with `state`, folded ones are new tensors.
