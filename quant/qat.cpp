@@ -319,6 +319,7 @@ QatPhase phase_at(const QatConfig& c, int64_t step, int64_t total) {
   p.fake_quant = d >= 0 && step >= d;
   p.observers_frozen = o >= 0 && step >= o;
   p.bn_frozen = b >= 0 && step >= b;
+  p.step = step;
   return p;
 }
 
@@ -522,8 +523,7 @@ Tensor ActQuant::forward(const Tensor& x) {
   }
   if (!fake_quant_enabled() || rflags[2] == 0.0f) return x;
   const Range u = usable(r.range());
-  static thread_local Rng rng(0x0c7e7, 1);  // stochastic rounding only
-  Rng* rp = spec_.round == RoundMode::kStochastic ? &rng : nullptr;
+  Rng* rp = spec_.round == RoundMode::kStochastic ? &rounding_rng_ : nullptr;
   switch (spec_.op) {
     case QuantOp::kQdqV2: return quantize_dequantize_v2(x, u.min, u.max, qdq_options(spec_, rp));
     case QuantOp::kFakeQuant:
@@ -610,8 +610,7 @@ std::vector<QuantParams> WeightQuant::params(const Tensor& w) const {
 
 Tensor WeightQuant::forward(const Tensor& w) {
   if (!fake_quant_enabled()) return w;
-  static thread_local Rng rng(0x3e16, 1);  // stochastic rounding only
-  Rng* rp = spec_.round == RoundMode::kStochastic ? &rng : nullptr;
+  Rng* rp = spec_.round == RoundMode::kStochastic ? &rounding_rng_ : nullptr;
   if (spec_.op == QuantOp::kLsq) {
     Tensor& st = step_;
     float* flags = flags_.data();
@@ -902,12 +901,17 @@ namespace octet::quant {
 // =====================================================================================
 
 void apply_phase(nn::Module& model, const QatPhase& phase) {
+  constexpr uint64_t kRoundingTag = 0x5704c0ull << 40;  // keeps these streams apart from other users of a step seed
+  const uint64_t seed = kRoundingTag ^ static_cast<uint64_t>(phase.step);
+  uint64_t stream = 0;  // one per quantizer, in named_modules order
   for (auto& [name, m] : model.named_modules()) {
     if (auto* a = dynamic_cast<ActQuant*>(m)) {
       a->set_fake_quant(phase.fake_quant);
       a->freeze_observer(phase.observers_frozen);
+      a->rounding_rng().reseed(seed, stream++);
     } else if (auto* w = dynamic_cast<WeightQuant*>(m)) {
       w->set_fake_quant(phase.fake_quant);
+      w->rounding_rng().reseed(seed, stream++);
     } else if (auto* c = dynamic_cast<ConvBn*>(m)) {
       c->freeze_bn(phase.bn_frozen);
     }

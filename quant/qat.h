@@ -98,6 +98,7 @@
 #include "core/checkpoint.h"
 #include "core/dataset.h"
 #include "core/tensor.h"
+#include "core/rng.h"
 #include "nn/module.h"
 #include "nn/resnet.h"
 #include "quant/fake_quant.h"
@@ -198,10 +199,15 @@ struct QatPhase {
   bool fake_quant = false;        // fake quant on at the configured locations
   bool observers_frozen = false;
   bool bn_frozen = false;
+  int64_t step = 0;               // the training step (keys stochastic rounding)
 };
 QatPhase phase_at(const QatConfig& config, int64_t step, int64_t total_steps);
 // Sets every ActQuant, WeightQuant and ConvBn of `model` to `phase`
 // (initializing LSQ steps from the observed ranges on the first switch).
+// Stochastic rounding: the i-th quantizer of the model (named_modules order)
+// draws from stream i of a generator seeded by phase.step, so the draws of a
+// step depend on the step alone, and a resumed run rounds exactly as the
+// uninterrupted one did (no generator state to checkpoint).
 void apply_phase(nn::Module& model, const QatPhase& phase);
 
 // ---- modules ------------------------------------------------------------------
@@ -270,6 +276,8 @@ class ActQuant : public nn::Module {
   void set_range(Range r);
   // Re-reads min_max from the observer (after restoring an observer state).
   void sync_from_observer();
+  // Stochastic rounding draws from this generator (apply_phase reseeds it every step).
+  Rng& rounding_rng() { return rounding_rng_; }
 
  private:
   QuantizerSpec spec_;
@@ -278,6 +286,7 @@ class ActQuant : public nn::Module {
   bool calibrating_ = false;
   std::shared_ptr<Observer> observer_;
   Tensor min_max_, flags_, step_;  // handles of the registered buffers / LSQ parameter
+  Rng rounding_rng_;
   ActQuant& root();
   const ActQuant& root() const;
 };
@@ -299,11 +308,14 @@ class WeightQuant : public nn::Module {
   void set_fake_quant(bool on);
   const QuantizerSpec& spec() const { return spec_; }
   bool per_channel() const { return per_channel_; }
+  // Stochastic rounding draws from this generator (apply_phase reseeds it every step).
+  Rng& rounding_rng() { return rounding_rng_; }
 
  private:
   QuantizerSpec spec_;
   bool per_channel_;
   Tensor flags_, step_;  // handles of the registered buffer / LSQ parameter
+  Rng rounding_rng_;
 };
 
 // Conv2d + BatchNorm2d fused for QAT (PyTorch's ConvBn2d, Jacob et al. 2018).

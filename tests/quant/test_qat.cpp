@@ -673,12 +673,17 @@ TEST_CASE("QAT checkpoint round trip: load_model rebuilds the prepared model exa
   CHECK_THROWS_WITH_AS(load_model(mixed), doctest::Contains("missing"), std::runtime_error);
 }
 
-TEST_CASE("QAT resume: stop after epoch 1 and resume == uninterrupted") {
+namespace {
+
+void check_qat_resume(RoundMode round) {
+  CAPTURE(round_mode_name(round));
   const Dataset data = learnable_dataset(48, 20);
-  const fs::path dir = fs::temp_directory_path() / ("octet_test_qat_resume_" + std::to_string(::getpid()));
+  const fs::path dir = fs::temp_directory_path() /
+                       ("octet_test_qat_resume_" + std::string(round_mode_name(round)) + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   QatConfig q;
   q.quant_delay = 0.25;  // inside epoch 1 of 2
+  q.round = round;
   auto run = [&](const std::string& out, int epochs, bool resume) {
     nn::TrainConfig tc;
     tc.epochs = 2;
@@ -735,6 +740,14 @@ TEST_CASE("QAT resume: stop after epoch 1 and resume == uninterrupted") {
     CHECK_THROWS_WITH_AS(t.resume(), doctest::Contains("qat.weight_bits"), std::runtime_error);
   }
   fs::remove_all(dir);
+}
+
+}  // namespace
+
+TEST_CASE("QAT resume: stop after epoch 1 and resume == uninterrupted") { check_qat_resume(RoundMode::kHalfToEven); }
+
+TEST_CASE("QAT resume with stochastic rounding: the draws are keyed by the step, so resume == uninterrupted") {
+  check_qat_resume(RoundMode::kStochastic);
 }
 
 // ---------------------------------------------------------------- more knobs
