@@ -11,13 +11,19 @@ endfunction()
 find_package(Threads REQUIRED)
 
 # oneTBB: threads for the core and for the engine.
-find_package(TBB CONFIG QUIET)
-if(NOT TBB_FOUND AND OCTET_ENGINE_ONLY)
-  # An engine-only build (the Arm cross build) may lack oneTBB: the engine's
-  # parallel_for then runs on the calling thread (engine/parallel.cpp).
-  message(STATUS "oneTBB not found: the engine runs single-threaded (OCTET_ENGINE_NO_TBB)")
+option(OCTET_ENGINE_NO_TBB "Engine-only builds: run the engine on its own std::thread pool, not oneTBB" OFF)
+if(NOT OCTET_ENGINE_NO_TBB)
+  find_package(TBB CONFIG QUIET)
+endif()
+if(OCTET_ENGINE_ONLY AND (OCTET_ENGINE_NO_TBB OR NOT TBB_FOUND))
+  # An engine-only build (the Arm cross build) may lack oneTBB, or be asked to
+  # do without it: the engine's parallel_for then runs on a fork-join pool of
+  # std::threads of its own (engine/parallel.cpp).
+  message(STATUS "engine threads: its own std::thread pool, no oneTBB (OCTET_ENGINE_NO_TBB)")
   add_library(TBB::tbb INTERFACE IMPORTED)
   set_target_properties(TBB::tbb PROPERTIES INTERFACE_COMPILE_DEFINITIONS OCTET_ENGINE_NO_TBB)
+elseif(OCTET_ENGINE_NO_TBB)
+  message(FATAL_ERROR "OCTET_ENGINE_NO_TBB is for engine-only builds (add -DOCTET_ENGINE_ONLY=ON)")
 elseif(NOT TBB_FOUND)
   octet_missing("oneTBB (TBB::tbb)" libtbb-dev)
 endif()
@@ -90,4 +96,31 @@ function(octet_test name)
   if(T_LABELS)
     set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}")
   endif()
+endfunction()
+
+# Every test_*.cpp of the calling folder is one doctest executable (it defines
+# DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN itself), registered with ctest as
+# <prefix>.<name> and linked with LIBS. A file whose first line is
+# "// ctest-labels: slow" gets that label (CI's sanitizer pass skips "slow");
+# one labelled "replaces-new" defines the global operator new, which
+# ThreadSanitizer's runtime owns, so a -DOCTET_SANITIZE=thread build leaves it
+# out. The target names go to <prefix>_TESTS in the caller's scope.
+function(octet_test_suite prefix)
+  cmake_parse_arguments(S "" "" "LIBS" ${ARGN})
+  file(GLOB sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/test_*.cpp)
+  set(targets "")
+  foreach(src ${sources})
+    get_filename_component(name ${src} NAME_WE)
+    file(STRINGS ${src} first LIMIT_COUNT 1)
+    set(labels "")
+    if(first MATCHES "ctest-labels: *([a-z,-]+)")
+      string(REPLACE "," ";" labels "${CMAKE_MATCH_1}")
+    endif()
+    if("replaces-new" IN_LIST labels AND OCTET_SANITIZE MATCHES "thread")
+      continue()
+    endif()
+    octet_test(${prefix}.${name} SOURCES ${src} LIBS ${S_LIBS} LABELS "${labels}")
+    list(APPEND targets ${prefix}.${name})
+  endforeach()
+  set(${prefix}_TESTS ${targets} PARENT_SCOPE)
 endfunction()

@@ -1,12 +1,16 @@
-// engine/parallel.cpp: the engine's one thread wrapper. With oneTBB (the
+// engine/parallel.cpp: the engine's only thread wrapper. With oneTBB (the
 // normal build) parallel_for runs in a task arena of num_threads() workers;
-// built without it (OCTET_ENGINE_NO_TBB, e.g. the Arm cross build) it runs
-// the whole range on the calling thread. Kernels compute every output element
-// from its inputs alone, so the result never depends on how the range is cut.
+// built without it (OCTET_ENGINE_NO_TBB, e.g. the Arm cross build) it runs on
+// a small fork-join pool of std::threads of its own (below). Kernels compute
+// every output element from its inputs alone, so the result never depends on
+// how the range is cut or on which thread runs a piece.
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 #include "engine/kernels.h"
 
@@ -78,13 +82,144 @@ void parallel_for(size_t n, size_t grain, const void* ctx, void (*fn)(const void
   });
 }
 
-#else  // OCTET_ENGINE_NO_TBB: one thread
+#else  // OCTET_ENGINE_NO_TBB: the engine's own fork-join pool
 
-void set_num_threads(int) {}
-int num_threads() { return 1; }
+namespace {
 
-void parallel_for(size_t n, size_t, const void* ctx, void (*fn)(const void* ctx, size_t begin, size_t end)) {
-  if (n > 0) fn(ctx, 0, n);
+int all_cores() { return std::max(1, static_cast<int>(std::thread::hardware_concurrency())); }
+
+using Body = void (*)(const void* ctx, size_t begin, size_t end);
+
+// threads - 1 workers sleep until a job is posted; the caller works too. A
+// job is [0, n) cut into `chunks` pieces of `size` elements (the last one
+// shorter); every participant claims pieces from one atomic counter until none
+// is left, so a slow thread delays the job by one piece at most. Posting and
+// running allocate nothing (Session::run's promise). One job at a time: a
+// second caller waits for the first; a call from inside a piece (a worker, or
+// the caller while it works) runs inline.
+class Pool {
+ public:
+  explicit Pool(int threads) : threads_(threads) {
+    workers_.reserve(static_cast<size_t>(threads - 1));
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& t : workers_) t.join();
+  }
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  int threads() const { return threads_; }
+
+  void run(size_t n, size_t grain, const void* ctx, Body fn) {
+    const size_t per = std::max(grain, (n + 4 * static_cast<size_t>(threads_) - 1) / (4 * static_cast<size_t>(threads_)));
+    if (threads_ == 1 || n <= grain || in_piece_) {
+      fn(ctx, 0, n);
+      return;
+    }
+    std::lock_guard<std::mutex> one_job(job_mutex_);
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      // A worker that woke late for the previous job may still hold its
+      // description; it must leave before the next job reuses the counter.
+      idle_.wait(lock, [this] { return busy_ == 0; });
+      job_ = Job{ctx, fn, n, per, (n + per - 1) / per};
+      next_.store(0, std::memory_order_relaxed);
+      done_ = 0;
+      ++generation_;
+    }
+    wake_.notify_all();
+    const size_t mine = claim(job_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_ += mine;
+    idle_.wait(lock, [this] { return done_ == job_.chunks; });
+  }
+
+ private:
+  struct Job {
+    const void* ctx = nullptr;
+    Body fn = nullptr;
+    size_t n = 0, size = 0, chunks = 0;
+  };
+
+  // Runs pieces of `job` until none is left; returns how many it ran.
+  size_t claim(const Job& job) {
+    in_piece_ = true;
+    size_t ran = 0;
+    for (size_t i = next_.fetch_add(1, std::memory_order_relaxed); i < job.chunks;
+         i = next_.fetch_add(1, std::memory_order_relaxed), ++ran) {
+      const size_t begin = i * job.size;
+      job.fn(job.ctx, begin, std::min(job.n, begin + job.size));
+    }
+    in_piece_ = false;
+    return ran;
+  }
+
+  void work() {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      const Job job = job_;
+      ++busy_;
+      lock.unlock();
+      const size_t ran = claim(job);
+      lock.lock();
+      --busy_;
+      done_ += ran;
+      if (done_ == job.chunks || busy_ == 0) idle_.notify_all();
+    }
+  }
+
+  const int threads_;
+  std::vector<std::thread> workers_;
+  std::mutex job_mutex_;  // one job at a time
+  std::mutex mutex_;      // guards everything below but next_
+  std::condition_variable wake_, idle_;
+  Job job_;
+  std::atomic<size_t> next_{0};  // the next unclaimed piece
+  size_t done_ = 0;              // pieces finished
+  int busy_ = 0;                 // workers holding a copy of job_
+  uint64_t generation_ = 0;      // bumped by every job
+  bool stop_ = false;
+  static thread_local bool in_piece_;
+};
+
+thread_local bool Pool::in_piece_ = false;
+
+// set_num_threads must not race with a running parallel_for (set the threads
+// once, before running), as with the oneTBB arena.
+std::mutex g_pool_mutex;
+std::unique_ptr<Pool> g_pool;
+
+Pool& pool() {
+  std::lock_guard<std::mutex> lock(g_pool_mutex);
+  if (!g_pool) g_pool = std::make_unique<Pool>(all_cores());
+  return *g_pool;
+}
+
+}  // namespace
+
+void set_num_threads(int threads) {
+  const int t = threads <= 0 ? all_cores() : threads;
+  std::lock_guard<std::mutex> lock(g_pool_mutex);
+  if (g_pool && g_pool->threads() == t) return;
+  g_pool.reset();  // joins the old workers first
+  g_pool = std::make_unique<Pool>(t);
+}
+
+int num_threads() { return pool().threads(); }
+
+void parallel_for(size_t n, size_t grain, const void* ctx, void (*fn)(const void* ctx, size_t begin, size_t end)) {
+  if (n == 0) return;
+  pool().run(n, std::max<size_t>(grain, 1), ctx, fn);
 }
 
 #endif

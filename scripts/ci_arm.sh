@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The engine for Arm: cross-builds engine/ and its tests (OCTET_ENGINE_ONLY)
 # with g++-aarch64-linux-gnu (cmake/aarch64.cmake; no oneTBB for aarch64, so
-# the engine runs single-threaded) and runs the tests under qemu-aarch64 with
-# the cross sysroot. The tests include the NEON kernels against the reference
+# the engine runs on its own std::thread pool) and runs the tests under
+# qemu-aarch64 with the cross sysroot. The tests include the NEON kernels against the reference
 # and the int8 logits of a fixed ResNet-20-shaped model against a golden
 # hash computed on x86 (tests/engine/test_kernels_arch.cpp): outputs
 # identical to x86. Set OCTET_ARM_CPU (e.g. cortex-a53, without dot product)

@@ -1,3 +1,4 @@
+// ctest-labels: replaces-new
 // Session::run() allocates nothing: this file replaces the global operator
 // new/delete with counting versions and runs ResNet-shaped models.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN

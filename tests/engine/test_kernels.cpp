@@ -6,7 +6,10 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <deque>
+#include <thread>
 #include <vector>
 
 #include "engine/fixedpoint.h"
@@ -203,20 +206,75 @@ TEST_CASE("input_u8_ref: pixel - 128") {
   CHECK(y == std::vector<int8_t>{-128, -1, 0, 127});
 }
 
-TEST_CASE("parallel_for covers the range once, in chunks") {
-  for (int threads : {1, 2}) {
+namespace {
+
+// parallel_for's body for the tests below: counts the visits of every index
+// (atomically: pieces of one range never overlap, but a wrong cut would).
+struct Visits {
+  std::vector<std::atomic<int>> hits;
+  std::atomic<int> pieces{0};
+  explicit Visits(size_t n) : hits(n) {}
+  static void count(const void* c, size_t b, size_t e) {
+    auto& v = *static_cast<Visits*>(const_cast<void*>(c));
+    for (size_t i = b; i < e; ++i) v.hits[i].fetch_add(1, std::memory_order_relaxed);
+    v.pieces.fetch_add(1, std::memory_order_relaxed);
+  }
+  bool each_once() const {
+    return std::all_of(hits.begin(), hits.end(), [](const std::atomic<int>& h) { return h.load() == 1; });
+  }
+};
+
+}  // namespace
+
+TEST_CASE("parallel_for covers the range once, in chunks, on the threads asked for") {
+  // Both thread back ends: oneTBB, and the engine's own std::thread pool of
+  // builds without it (OCTET_ENGINE_NO_TBB, the Arm cross build).
+  for (int threads : {1, 2, 3}) {
+    CAPTURE(threads);
     set_num_threads(threads);
-    // A build without oneTBB (OCTET_ENGINE_NO_TBB) always runs on one thread.
-    CHECK(num_threads() >= 1);
-    CHECK(num_threads() <= threads);
-    std::vector<int> hits(1000, 0);
-    parallel_for(hits.size(), 7, &hits, [](const void* c, size_t b, size_t e) {
-      auto& h = *static_cast<std::vector<int>*>(const_cast<void*>(c));
-      for (size_t i = b; i < e; ++i) ++h[i];
-    });
-    CHECK(std::count(hits.begin(), hits.end(), 1) == 1000);
+    CHECK(num_threads() == threads);
+    for (size_t n : {size_t{1}, size_t{7}, size_t{8}, size_t{1000}, size_t{4099}}) {
+      CAPTURE(n);
+      Visits v(n);
+      parallel_for(n, 7, &v, Visits::count);
+      CHECK(v.each_once());
+      CHECK(v.pieces.load() >= 1);
+      if (threads == 1 || n <= 7) CHECK(v.pieces.load() == 1);  // nothing to split
+    }
     parallel_for(0, 1, nullptr, [](const void*, size_t, size_t) { FAIL("called for an empty range"); });
+    // Many small jobs back to back: each starts after the last one ended.
+    for (int round = 0; round < 2000; ++round) {
+      Visits v(64);
+      parallel_for(64, 1, &v, Visits::count);
+      REQUIRE(v.each_once());
+    }
   }
   set_num_threads(0);
   CHECK(num_threads() >= 1);
+}
+
+TEST_CASE("parallel_for: nested calls run inline, concurrent callers each get their whole range") {
+  set_num_threads(2);
+  // A piece that calls parallel_for again.
+  struct Outer {
+    std::deque<Visits> inner;  // Visits holds atomics: not movable
+  } outer;
+  for (int i = 0; i < 16; ++i) outer.inner.emplace_back(100);
+  parallel_for(16, 1, &outer, [](const void* c, size_t b, size_t e) {
+    auto& o = *static_cast<Outer*>(const_cast<void*>(c));
+    for (size_t i = b; i < e; ++i) parallel_for(100, 3, &o.inner[i], Visits::count);
+  });
+  for (const Visits& v : outer.inner) CHECK(v.each_once());
+  // Two threads calling at once (two Sessions on two threads).
+  std::deque<Visits> mine;
+  for (int i = 0; i < 2; ++i) mine.emplace_back(200);
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 2; ++i)
+    callers.emplace_back([&mine, i] {
+      for (int round = 0; round < 50; ++round) parallel_for(200, 2, &mine[static_cast<size_t>(i)], Visits::count);
+    });
+  for (std::thread& t : callers) t.join();
+  for (const Visits& v : mine)
+    CHECK(std::all_of(v.hits.begin(), v.hits.end(), [](const std::atomic<int>& h) { return h.load() == 50; }));
+  set_num_threads(0);
 }
