@@ -96,7 +96,8 @@ using Body = void (*)(const void* ctx, size_t begin, size_t end);
 // is left, so a slow thread delays the job by one piece at most. Posting and
 // running allocate nothing (Session::run's promise). One job at a time: a
 // second caller waits for the first; a call from inside a piece (a worker, or
-// the caller while it works) runs inline.
+// the caller while it works) runs inline. Pieces must not throw (the kernels
+// do not; an exception on a worker would end the process).
 class Pool {
  public:
   explicit Pool(int threads) : threads_(threads) {
