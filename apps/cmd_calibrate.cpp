@@ -37,7 +37,7 @@ the float and the fake-quantized test accuracy.
   --batch N             calibration batch (default 100)
   --seed S              which sample of the training set (default 0)
   --cle                 cross-layer equalization of the conv pairs inside each block first
-  --bias-correction     correct each conv's bias for the mean shift of weight quantization
+  --bias-correction     correct each conv's and the fc's bias for the mean shift of weight quantization
 )";
 }  // namespace
 

@@ -1046,30 +1046,61 @@ int equalize_cross_layer(nn::ResNet& model, int iterations) {
   return static_cast<int>(pairs.size());
 }
 
+namespace {
+// w fake-quantized by wq, whether or not wq's fake quant is on at the moment.
+Tensor quantized_weight(WeightQuant& wq, const Tensor& w) {
+  const bool was = wq.fake_quant_enabled();
+  wq.set_fake_quant(true);
+  Tensor q = wq.forward(w);
+  wq.set_fake_quant(was);
+  return q;
+}
+
+// The mean output shift of quantizing w to q, for a weight [co, ci, kk] (kk = 1 for a
+// Linear) and inputs of per-channel mean `mean`: sum_{c,k} (q - w)[o, c, k] * mean[c].
+std::vector<double> mean_output_shift(const Tensor& w, const Tensor& q, const std::vector<double>& mean, int64_t co,
+                                      int64_t ci, int64_t kk) {
+  std::vector<double> shift(static_cast<size_t>(co), 0.0);
+  for (int64_t o = 0; o < co; ++o) {
+    double d = 0;
+    for (int64_t c = 0; c < ci; ++c) {
+      double e = 0;
+      for (int64_t k = 0; k < kk; ++k) {
+        const int64_t at = (o * ci + c) * kk + k;
+        e += static_cast<double>(q.data()[at]) - static_cast<double>(w.data()[at]);
+      }
+      d += e * mean[static_cast<size_t>(c)];
+    }
+    shift[static_cast<size_t>(o)] = d;
+  }
+  return shift;
+}
+}  // namespace
+
 void correct_bias(nn::Module& model) {
   NoGradGuard ng;
   for (auto& [name, cb] : conv_bns(model)) {
-    const std::vector<double> mean = cb->input_mean();
     const Tensor w = cb->folded_weight();
-    WeightQuant& wq = cb->weight_quant();
-    const bool was = wq.fake_quant_enabled();
-    wq.set_fake_quant(true);
-    const Tensor q = wq.forward(w);
-    wq.set_fake_quant(was);
-    const int64_t co = cb->out_channels, ci = cb->in_channels, kk = static_cast<int64_t>(cb->kernel) * cb->kernel;
-    for (int64_t o = 0; o < co; ++o) {
-      double d = 0;
-      for (int64_t c = 0; c < ci; ++c) {
-        double e = 0;
-        for (int64_t k = 0; k < kk; ++k) {
-          const int64_t at = (o * ci + c) * kk + k;
-          e += static_cast<double>(q.data()[at]) - static_cast<double>(w.data()[at]);
-        }
-        d += e * mean[static_cast<size_t>(c)];
-      }
-      cb->bn().bias().data()[o] -= static_cast<float>(d);
-    }
+    const int64_t kk = static_cast<int64_t>(cb->kernel) * cb->kernel;
+    const std::vector<double> shift = mean_output_shift(w, quantized_weight(cb->weight_quant(), w), cb->input_mean(),
+                                                        cb->out_channels, cb->in_channels, kk);
+    for (int64_t o = 0; o < cb->out_channels; ++o) cb->bn().bias().data()[o] -= static_cast<float>(shift[o]);
   }
+}
+
+void correct_bias(nn::Linear& fc, const std::vector<double>& input_mean) {
+  auto* wq = dynamic_cast<WeightQuant*>(fc.weight_transform());
+  if (!wq) throw std::logic_error("correct_bias: the Linear has no WeightQuant (not prepared)");
+  Tensor b = fc.bias();
+  if (!b.defined()) throw std::invalid_argument("correct_bias: the Linear has no bias to correct");
+  if (input_mean.size() != static_cast<size_t>(fc.in_features))
+    throw std::invalid_argument("correct_bias: " + std::to_string(input_mean.size()) + " input means for a Linear of " +
+                                std::to_string(fc.in_features) + " inputs");
+  NoGradGuard ng;
+  const Tensor w = fc.weight();
+  const std::vector<double> shift =
+      mean_output_shift(w, quantized_weight(*wq, w), input_mean, fc.out_features, fc.in_features, 1);
+  for (int64_t o = 0; o < fc.out_features; ++o) b.data()[o] -= static_cast<float>(shift[o]);
 }
 
 void calibrate(nn::ResNet& model, const QatConfig& config, const std::vector<Tensor>& batches) {
@@ -1084,13 +1115,37 @@ void calibrate(nn::ResNet& model, const QatConfig& config, const std::vector<Ten
   if (config.bias_correction)
     for (auto& [n, c] : cbs) c->collect_input_mean(true);
   for (auto& [n, a] : aqs) a->set_calibrating(true);
+  // The fc's input mean (bias correction) is summed on the way: a ResNet's forward is
+  // its children in order, so the input of the child "fc" is the pooled features.
+  auto& fc = dynamic_cast<nn::Linear&>(model.find("fc.0"));
+  std::vector<double> fc_sum(static_cast<size_t>(fc.in_features), 0.0);
+  int64_t fc_rows = 0;
   {
     NoGradGuard ng;
-    for (const Tensor& x : batches) model.forward(x);
+    for (const Tensor& x : batches) {
+      if (!config.bias_correction) {
+        model.forward(x);
+        continue;
+      }
+      Tensor y = x;
+      for (auto& [name, child] : model.children()) {
+        if (name == "fc") {
+          const Tensor& f = y;
+          const int64_t rows = f.numel() / fc.in_features;
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t i = 0; i < fc.in_features; ++i)
+              fc_sum[static_cast<size_t>(i)] += f.data()[r * fc.in_features + i];
+          fc_rows += rows;
+        }
+        y = child->forward(y);
+      }
+    }
   }
   if (config.bias_correction) {
     for (auto& [n, c] : cbs) c->collect_input_mean(false);
     correct_bias(model);
+    for (double& m : fc_sum) m /= static_cast<double>(std::max<int64_t>(fc_rows, 1));
+    correct_bias(fc, fc_sum);
   }
   for (auto& [n, a] : aqs) {
     a->set_calibrating(false);

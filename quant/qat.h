@@ -433,8 +433,12 @@ int equalize_cross_layer(nn::ResNet& model, int iterations = 20);
 // Empirical bias correction (same paper): for each ConvBn, the mean output
 // shift the weight quantization causes, sum_{c,k} (W_q - W)[o, c, k] * E[x_c]
 // with E[x_c] the channel means of its input seen while collecting, is
-// subtracted from the BN beta (so from the folded bias). The fc is left alone.
+// subtracted from the BN beta (so from the folded bias).
 void correct_bias(nn::Module& model);
+// The same for the fc of a prepared model: b[o] -= sum_i (W_q - W)[o, i] * input_mean[i],
+// input_mean being the mean of the fc's input (the pooled features) per feature.
+// calibrate() collects that mean in the same pass as the ConvBn ones.
+void correct_bias(nn::Linear& fc, const std::vector<double>& input_mean);
 
 // ---- checkpoints ---------------------------------------------------------------------
 

@@ -136,6 +136,63 @@ TEST_CASE("bias correction removes the mean output shift of weight quantization 
   CHECK(raw > 1e-3);  // there was a shift to correct
 }
 
+TEST_CASE("bias correction of a Linear removes the mean output shift of weight quantization") {
+  Rng rng(5);
+  nn::Linear fc(6, 4, true, rng);
+  QuantizerSpec s;
+  s.bits = 3;
+  s.narrow = true;
+  auto wq = std::make_shared<WeightQuant>(s, true, 4);
+  fc.set_weight_transform(wq);
+  NoGradGuard ng;
+  Tensor x = random_input({32, 6}, 8, 1.0f, 0.6f);  // features with a nonzero mean
+  Tensor yf = fc.forward(x);                        // fake quant still off: float weights
+  std::vector<double> mean(6, 0.0);
+  for (int64_t r = 0; r < 32; ++r)
+    for (int64_t i = 0; i < 6; ++i) mean[static_cast<size_t>(i)] += x.data()[r * 6 + i] / 32.0;
+  wq->set_fake_quant(true);
+  Tensor yq_raw = fc.forward(x);
+  correct_bias(fc, mean);
+  Tensor yq = fc.forward(x);
+  double raw = 0;
+  for (int o = 0; o < 4; ++o) {
+    double d_raw = 0, d = 0;
+    for (int64_t r = 0; r < 32; ++r) {
+      d_raw += (yq_raw.data()[r * 4 + o] - yf.data()[r * 4 + o]) / 32.0;
+      d += (yq.data()[r * 4 + o] - yf.data()[r * 4 + o]) / 32.0;
+    }
+    raw = std::max(raw, std::fabs(d_raw));
+    CHECK(std::fabs(d) < 1e-5);
+  }
+  CHECK(raw > 1e-3);
+  CHECK_THROWS_AS(correct_bias(fc, std::vector<double>(5, 0.0)), std::invalid_argument);
+  nn::Linear plain(6, 4, true, rng);
+  CHECK_THROWS_AS(correct_bias(plain, mean), std::logic_error);  // no WeightQuant: not prepared
+}
+
+TEST_CASE("calibrate corrects the fc bias only when asked") {
+  std::vector<Tensor> batches = {random_input({16, 3, 8, 8}, 5)};
+  auto fc_bias = [&](bool bc) {
+    auto model = nn::make_model("resnet20", 10, 7);
+    QatConfig cfg;
+    cfg.weight_bits = 4;
+    cfg.act_observer.kind = "minmax";
+    cfg.bias_correction = bc;
+    calibrate(*model, cfg, batches);
+    Tensor b = dynamic_cast<nn::Linear&>(model->find("fc.0")).bias();
+    return std::vector<float>(b.data(), b.data() + b.numel());
+  };
+  const std::vector<float> off = fc_bias(false), on = fc_bias(true);
+  auto fresh = nn::make_model("resnet20", 10, 7);
+  Tensor b0 = dynamic_cast<nn::Linear&>(fresh->find("fc")).bias();
+  float moved = 0;
+  for (size_t o = 0; o < off.size(); ++o) {
+    CHECK(off[o] == b0.data()[o]);  // without bias correction the fc bias is untouched
+    moved = std::max(moved, std::fabs(on[o] - off[o]));
+  }
+  CHECK(moved > 1e-6f);
+}
+
 TEST_CASE("calibrate with CLE and bias correction: 4-bit weights closer to float") {
   std::vector<Tensor> batches = {random_input({16, 3, 8, 8}, 5), random_input({16, 3, 8, 8}, 6)};
   auto error = [&](bool cle, bool bc) {
