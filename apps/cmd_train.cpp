@@ -10,6 +10,7 @@
 #include "core/blas.h"
 #include "core/dataset.h"
 #include "core/parallel.h"
+#include "nn/resnet.h"
 #include "nn/trainer.h"
 #include "quant/qat.h"
 
@@ -36,8 +37,10 @@ options:
                         (default, as the peer script), or He normal, fan out (torchvision)
   --zero-init-residual  start the last BN scale of every residual block at 0
                         (torchvision's zero_init_residual; default off)
-  --reparam none|1x1    train every 3x3 conv of a residual block with a parallel
-                        1x1 conv + BN (structural re-parameterization, Ding et al.
+  --reparam KINDS       none, or a comma list of 1x1, 1x3, 3x1: train every 3x3
+                        conv of a residual block with parallel convs of those
+                        kernels, each + BN (structural re-parameterization: 1x1
+                        as in RepVGG, 1x3,3x1 ACNet's asymmetric pair; Ding et al.
                         2019/2021); every checkpoint holds the model with the
                         branches folded into the 3x3 convs, the plain ResNet
                         (default none; float training only)
@@ -216,8 +219,14 @@ int cmd_train(int argc, char** argv) {
     throw UsageError("octet train: --fork " + c.fork + " comes from the --out folder; give the fork a new folder");
   if (!init.empty() && a.has("--weight-init"))
     throw UsageError("octet train: --weight-init and --init exclude each other (--init loads the weights)");
-  if (c.reparam != "none" && c.reparam != "1x1")
-    throw UsageError("octet train: --reparam must be none or 1x1, got '" + c.reparam + "'");
+  if (c.reparam != "none") {
+    try {
+      c.reparam = nn::branch_kinds_str(nn::parse_branch_kinds(c.reparam));
+    } catch (const std::invalid_argument& e) {
+      throw UsageError("octet train: --reparam must be none or a comma list of 1x1, 1x3, 3x1: " +
+                       std::string(e.what()));
+    }
+  }
   if (qat && c.reparam != "none")
     throw UsageError("octet train: --reparam is for float training; train float with it, then give its checkpoint "
                      "(the folded, plain model) to --qat --init");

@@ -17,10 +17,14 @@ struct Conv2dOptions {
   int stride = 1;
   int pad = 0;     // zero padding on each side, both spatial dims
   int groups = 1;  // Cin and Cout must both be divisible by groups
+  // Per-axis zero padding (rows, columns): when >= 0 they override `pad` for
+  // that axis; -1 means "use pad". E.g. a 1x3 kernel with {.pad_h = 0, .pad_w = 1}.
+  int pad_h = -1, pad_w = -1;
 };
 
 // x [N, Cin, H, W], w [Cout, Cin/groups, KH, KW], bias [Cout] or undefined
-// -> [N, Cout, (H + 2*pad - KH)/stride + 1, (W + 2*pad - KW)/stride + 1].
+// -> [N, Cout, (H + 2*pad_h - KH)/stride + 1, (W + 2*pad_w - KW)/stride + 1],
+// with pad_h, pad_w resolved from the options as above.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Conv2dOptions opt = {});
 
 // x [N, in], w [out, in], bias [out] or undefined -> [N, out].

@@ -1,13 +1,19 @@
 // core/ops_conv.cpp: conv2d forward and backward.
 //
+// Padding is per axis: pad_h zero rows above and below (the kh, H, OH axis),
+// pad_w zero columns left and right (the kw, W, OW axis), resolved from
+// Conv2dOptions (pad unless pad_h / pad_w override it), so rectangular
+// kernels such as 1x3 with (pad_h, pad_w) = (0, 1) keep the input size.
+//
 // Three routes, chosen per call from the geometry (results agree to float
 // rounding; each is independent of the thread count):
-//  1. 3x3 stride 1 on a CPU with AVX-512: the direct kernels of
-//     core/ops_conv_direct.cpp (forward and weight gradient).
-//  2. Input gradient of any stride-1 conv with KH == KW and pad <= KH-1: a
-//     forward convolution of dY with the kernel rotated by 180 degrees and
-//     in/out channels swapped (pad' = KH-1-pad), so it goes through route 1
-//     or 3 and writes dx directly instead of scatter-adding a col matrix.
+//  1. 3x3 stride 1 with pad_h == pad_w on a CPU with AVX-512: the direct
+//     kernels of core/ops_conv_direct.cpp (forward and weight gradient).
+//  2. Input gradient of any stride-1 conv with pad_h <= KH-1 and
+//     pad_w <= KW-1: a forward convolution of dY with the kernel rotated by
+//     180 degrees and in/out channels swapped (pad_h' = KH-1-pad_h,
+//     pad_w' = KW-1-pad_w), so it goes through route 1 or 3 and writes dx
+//     directly instead of scatter-adding a col matrix.
 //  3. Everything else: im2col + sgemm, tiled over the batch.
 //
 // Route 3: the batch is cut into tiles of T images (T from the layer's
@@ -48,20 +54,21 @@ constexpr int64_t kTargetCols = 2048;
 constexpr int64_t kMaxColFloats = int64_t(1) << 18;  // 1 MiB
 
 struct Geom {
-  int64_t N, Cin, H, W, Cout, KH, KW, G, Cg, Og, OH, OW, stride, pad;
+  int64_t N, Cin, H, W, Cout, KH, KW, G, Cg, Og, OH, OW, stride;
+  int64_t pad_h, pad_w;  // zero padding of the rows (H axis) and columns (W axis)
   int64_t HW, OHW, K;    // K = Cg*KH*KW, rows of the col matrix of one group
   int64_t T, ntiles;     // images per tile, number of tiles
   bool pointwise;        // 1x1, stride 1, no padding: col == x
 };
 
 // Derived sizes and the tile size, from the validated N, Cin, H, W, Cout,
-// Cg, KH, KW, G, stride, pad.
+// Cg, KH, KW, G, stride, pad_h, pad_w.
 void finish_geom(Geom& g) {
   g.Og = g.Cout / g.G;
-  g.OH = (g.H + 2 * g.pad - g.KH) / g.stride + 1;
-  g.OW = (g.W + 2 * g.pad - g.KW) / g.stride + 1;
+  g.OH = (g.H + 2 * g.pad_h - g.KH) / g.stride + 1;
+  g.OW = (g.W + 2 * g.pad_w - g.KW) / g.stride + 1;
   g.HW = g.H * g.W, g.OHW = g.OH * g.OW, g.K = g.Cg * g.KH * g.KW;
-  g.pointwise = g.KH == 1 && g.KW == 1 && g.stride == 1 && g.pad == 0;
+  g.pointwise = g.KH == 1 && g.KW == 1 && g.stride == 1 && g.pad_h == 0 && g.pad_w == 0;
   int64_t t = std::max<int64_t>(1, kTargetCols / g.OHW);
   t = std::min(t, std::max<int64_t>(1, kMaxColFloats / (g.K * g.OHW)));
   g.T = std::max<int64_t>(1, std::min(t, g.N));
@@ -74,11 +81,15 @@ Geom make_geom(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2
   detail::require_ndim(op, w, "w", 4);
   if (opt.stride < 1) fail(op, "stride must be >= 1, got " + std::to_string(opt.stride));
   if (opt.pad < 0) fail(op, "pad must be >= 0, got " + std::to_string(opt.pad));
+  if (opt.pad_h < -1) fail(op, "pad_h must be >= 0 (or -1 to use pad), got " + std::to_string(opt.pad_h));
+  if (opt.pad_w < -1) fail(op, "pad_w must be >= 0 (or -1 to use pad), got " + std::to_string(opt.pad_w));
   if (opt.groups < 1) fail(op, "groups must be >= 1, got " + std::to_string(opt.groups));
   Geom g{};
   g.N = x.dim(0), g.Cin = x.dim(1), g.H = x.dim(2), g.W = x.dim(3);
   g.Cout = w.dim(0), g.Cg = w.dim(1), g.KH = w.dim(2), g.KW = w.dim(3);
-  g.G = opt.groups, g.stride = opt.stride, g.pad = opt.pad;
+  g.G = opt.groups, g.stride = opt.stride;
+  g.pad_h = opt.pad_h >= 0 ? opt.pad_h : opt.pad;
+  g.pad_w = opt.pad_w >= 0 ? opt.pad_w : opt.pad;
   if (g.Cin % g.G || g.Cout % g.G)
     fail(op, "groups=" + std::to_string(g.G) + " must divide Cin and Cout; x " + shape_str(x.shape()) + ", w " +
                  shape_str(w.shape()));
@@ -86,9 +97,12 @@ Geom make_geom(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2
     fail(op, "x " + shape_str(x.shape()) + " has " + std::to_string(g.Cin) + " channels but w " + shape_str(w.shape()) +
                  " with groups=" + std::to_string(g.G) + " expects " + std::to_string(g.Cg * g.G));
   if (g.KH < 1 || g.KW < 1 || g.Cout < 1) fail(op, "empty kernel w " + shape_str(w.shape()));
-  if (g.H + 2 * g.pad < g.KH || g.W + 2 * g.pad < g.KW)
-    fail(op, "kernel of w " + shape_str(w.shape()) + " is larger than the padded input x " + shape_str(x.shape()) +
-                 " (pad " + std::to_string(g.pad) + ")");
+  if (g.H + 2 * g.pad_h < g.KH)
+    fail(op, "kernel of w " + shape_str(w.shape()) + " is taller than the padded input x " + shape_str(x.shape()) +
+                 " (pad_h " + std::to_string(g.pad_h) + ")");
+  if (g.W + 2 * g.pad_w < g.KW)
+    fail(op, "kernel of w " + shape_str(w.shape()) + " is wider than the padded input x " + shape_str(x.shape()) +
+                 " (pad_w " + std::to_string(g.pad_w) + ")");
   if (bias.defined() && bias.shape() != Shape{g.Cout})
     fail(op, "bias " + shape_str(bias.shape()) + " must be [" + std::to_string(g.Cout) + "] for w " + shape_str(w.shape()));
   finish_geom(g);
@@ -115,7 +129,7 @@ float* scratch(int slot, int64_t n) {
 }
 
 // Valid outputs [lo, hi) along one axis for kernel offset k:
-// 0 <= o*stride - pad + k < in.
+// 0 <= o*stride - pad + k < in (pad is that axis's pad_h or pad_w).
 inline void valid_cols(int64_t stride, int64_t pad, int64_t k, int64_t in, int64_t out, int64_t& lo, int64_t& hi) {
   int64_t off = pad - k;  // i = o*stride - off
   lo = off <= 0 ? 0 : (off + stride - 1) / stride;
@@ -141,20 +155,20 @@ inline void im2col_row(const float* __restrict s, float* __restrict d, int64_t O
 OCTET_SIMD_CLONES void im2col(const Geom& c, const float* x, int64_t n0, int64_t T, int64_t g, float* col) {
   const int64_t cols = T * c.OHW;
   // Stride 1 with OW == W: an output row is the input row shifted by
-  // (kw - pad), so the valid rows of one (ci, kh, kw) plane are a single
+  // (kw - pad_w), so the valid rows of one (ci, kh, kw) plane are a single
   // shifted block copy, after which the columns that fell outside the image
   // are zeroed.
   const bool block = c.stride == 1 && c.OW == c.W;
   for (int64_t ci = 0; ci < c.Cg; ++ci)
     for (int64_t kh = 0; kh < c.KH; ++kh) {
-      // Valid output rows [oh_lo, oh_hi): 0 <= oh*stride - pad + kh < H.
+      // Valid output rows [oh_lo, oh_hi): 0 <= oh*stride - pad_h + kh < H.
       int64_t oh_lo, oh_hi;
-      valid_cols(c.stride, c.pad, kh, c.H, c.OH, oh_lo, oh_hi);
+      valid_cols(c.stride, c.pad_h, kh, c.H, c.OH, oh_lo, oh_hi);
       for (int64_t kw = 0; kw < c.KW; ++kw) {
         float* dst = col + ((ci * c.KH + kh) * c.KW + kw) * cols;
         int64_t lo, hi;
-        valid_cols(c.stride, c.pad, kw, c.W, c.OW, lo, hi);
-        const int64_t off = c.pad - kw;
+        valid_cols(c.stride, c.pad_w, kw, c.W, c.OW, lo, hi);
+        const int64_t off = c.pad_w - kw;
         for (int64_t t = 0; t < T; ++t) {
           const float* src = x + ((n0 + t) * c.Cin + g * c.Cg + ci) * c.HW;
           float* d = dst + t * c.OHW;
@@ -162,13 +176,13 @@ OCTET_SIMD_CLONES void im2col(const Geom& c, const float* x, int64_t n0, int64_t
           if (oh_hi < c.OH) std::memset(d + oh_hi * c.OW, 0, static_cast<size_t>((c.OH - oh_hi) * c.OW) * sizeof(float));
           if (oh_hi <= oh_lo) continue;
           if (block) {
-            // d[oh*W + ow] = src[(oh - pad + kh)*W + ow - off] over the valid rows.
+            // d[oh*W + ow] = src[(oh - pad_h + kh)*W + ow - off] over the valid rows.
             const int64_t n = (oh_hi - oh_lo) * c.W;
-            const float* __restrict sp = src + (oh_lo - c.pad + kh) * c.W - off;
+            const float* __restrict sp = src + (oh_lo - c.pad_h + kh) * c.W - off;
             float* __restrict dp = d + oh_lo * c.W;
             // The first/last elements may read just outside the plane: clamp
             // the copied range to the plane and fix the edges below.
-            const int64_t first = (oh_lo - c.pad + kh) * c.W - off;  // plane index of dp[0]
+            const int64_t first = (oh_lo - c.pad_h + kh) * c.W - off;  // plane index of dp[0]
             const int64_t a = std::max<int64_t>(0, -first), z = std::min<int64_t>(n, c.HW - first);
             for (int64_t i = 0; i < a; ++i) dp[i] = 0.0f;
             for (int64_t i = a; i < z; ++i) dp[i] = sp[i];
@@ -180,7 +194,7 @@ OCTET_SIMD_CLONES void im2col(const Geom& c, const float* x, int64_t n0, int64_t
             }
           } else {
             for (int64_t oh = oh_lo; oh < oh_hi; ++oh)
-              im2col_row(src + (oh * c.stride - c.pad + kh) * c.W, d + oh * c.OW, c.OW, lo, hi, c.stride, off);
+              im2col_row(src + (oh * c.stride - c.pad_h + kh) * c.W, d + oh * c.OW, c.OW, lo, hi, c.stride, off);
           }
         }
       }
@@ -193,16 +207,16 @@ OCTET_SIMD_CLONES void col2im_add(const Geom& c, const float* col, int64_t n0, i
   for (int64_t ci = 0; ci < c.Cg; ++ci)
     for (int64_t kh = 0; kh < c.KH; ++kh) {
       int64_t oh_lo, oh_hi;
-      valid_cols(c.stride, c.pad, kh, c.H, c.OH, oh_lo, oh_hi);
+      valid_cols(c.stride, c.pad_h, kh, c.H, c.OH, oh_lo, oh_hi);
       for (int64_t kw = 0; kw < c.KW; ++kw) {
         const float* src = col + ((ci * c.KH + kh) * c.KW + kw) * cols;
         int64_t lo, hi;
-        valid_cols(c.stride, c.pad, kw, c.W, c.OW, lo, hi);
-        const int64_t off = c.pad - kw;
+        valid_cols(c.stride, c.pad_w, kw, c.W, c.OW, lo, hi);
+        const int64_t off = c.pad_w - kw;
         for (int64_t t = 0; t < T; ++t) {
           float* dst = dx + ((n0 + t) * c.Cin + g * c.Cg + ci) * c.HW;
           for (int64_t oh = oh_lo; oh < oh_hi; ++oh) {
-            const int64_t ih = oh * c.stride - c.pad + kh;
+            const int64_t ih = oh * c.stride - c.pad_h + kh;
             const float* __restrict s = src + t * c.OHW + oh * c.OW;
             float* __restrict d = dst + ih * c.W;  // dx row ih; column of ow is ow*stride - off
             if (c.stride == 1) {
@@ -217,12 +231,13 @@ OCTET_SIMD_CLONES void col2im_add(const Geom& c, const float* col, int64_t n0, i
     }
 }
 
-// 3x3 stride-1 convolutions go to the direct kernels (core/ops_conv_direct.h)
-// when the CPU has them.
+// 3x3 stride-1 convolutions with the same padding on both axes go to the
+// direct kernels (core/ops_conv_direct.h, which take a single pad) when the
+// CPU has them.
 bool use_direct(const Geom& c) {
-  return c.KH == 3 && c.KW == 3 && c.stride == 1 && detail::direct_conv3x3_available();
+  return c.KH == 3 && c.KW == 3 && c.stride == 1 && c.pad_h == c.pad_w && detail::direct_conv3x3_available();
 }
-detail::Conv3x3 direct_shape(const Geom& c) { return {c.N, c.Cin, c.H, c.W, c.Cout, c.G, c.pad}; }
+detail::Conv3x3 direct_shape(const Geom& c) { return {c.N, c.Cin, c.H, c.W, c.Cout, c.G, c.pad_h}; }  // == pad_w
 
 // y [N, Cout, OH, OW] = conv(x, w) + bias.
 void conv_forward(const Geom& c, const float* x, const float* w, const float* bias, float* y) {
@@ -269,19 +284,22 @@ void conv_forward(const Geom& c, const float* x, const float* w, const float* bi
   });
 }
 
-// For stride 1, dx is itself a convolution: dx = conv(gy, w'), pad' = KH-1-pad,
-// with w'[g*Cg + ci, co, kh, kw] = w[g*Og + co, ci, KH-1-kh, KW-1-kw] (swap
-// the in/out channels within each group, rotate the kernel by 180 degrees).
-// Its sgemm has inner dimension Og*KH*KW instead of Og, and it writes dx
-// directly instead of scatter-adding a col matrix into a zeroed dx.
-bool dx_as_conv(const Geom& c) { return c.stride == 1 && c.KH == c.KW && c.pad <= c.KH - 1; }
+// For stride 1, dx is itself a convolution: dx = conv(gy, w') with
+// pad_h' = KH-1-pad_h, pad_w' = KW-1-pad_w (each axis on its own, so KH != KW
+// is fine) and w'[g*Cg + ci, co, kh, kw] = w[g*Og + co, ci, KH-1-kh, KW-1-kw]
+// (swap the in/out channels within each group, rotate the kernel by 180
+// degrees). Per axis, OH + 2*pad_h' - KH + 1 == H (and likewise for W), so dx
+// comes out at the input size. Its sgemm has inner dimension Og*KH*KW instead of Og, and it
+// writes dx directly instead of scatter-adding a col matrix into a zeroed dx.
+// A pad larger than KH-1 (or KW-1) would make pad' negative: route 3.
+bool dx_as_conv(const Geom& c) { return c.stride == 1 && c.pad_h <= c.KH - 1 && c.pad_w <= c.KW - 1; }
 
 void conv_forward(const Geom& c, const float* x, const float* w, const float* bias, float* y);
 
 void conv_dx_as_conv(const Geom& c, const float* w, const float* gy, float* dx) {
   Geom t{};
   t.N = c.N, t.Cin = c.Cout, t.H = c.OH, t.W = c.OW, t.Cout = c.Cin, t.Cg = c.Og, t.KH = c.KH, t.KW = c.KW;
-  t.G = c.G, t.stride = 1, t.pad = c.KH - 1 - c.pad;
+  t.G = c.G, t.stride = 1, t.pad_h = c.KH - 1 - c.pad_h, t.pad_w = c.KW - 1 - c.pad_w;
   finish_geom(t);
   Tensor wt = Tensor::empty({c.Cin, c.Og, c.KH, c.KW});
   float* pw = wt.data();
@@ -291,6 +309,7 @@ void conv_dx_as_conv(const Geom& c, const float* w, const float* gy, float* dx) 
       for (int64_t co = 0; co < c.Og; ++co) {
         const float* src = w + ((g * c.Og + co) * c.Cg + ci) * kk;
         float* dst = pw + ((g * c.Cg + ci) * c.Og + co) * kk;
+        // Reversing the flat index kh*KW + kw reverses both axes.
         for (int64_t k = 0; k < kk; ++k) dst[k] = src[kk - 1 - k];
       }
   conv_forward(t, gy, pw, nullptr, dx);

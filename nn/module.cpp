@@ -243,18 +243,30 @@ ConvInit parse_conv_init(const std::string& name) {
 }
 
 Conv2d::Conv2d(int in_c, int out_c, int k, int s, int p, bool bias, Rng& rng, ConvInit init)
-    : Module("Conv2d"), in_channels(in_c), out_channels(out_c), kernel(k), stride(s), pad(p) {
-  if (in_c <= 0 || out_c <= 0 || k <= 0 || s <= 0 || p < 0)
+    : Conv2d(in_c, out_c, k, k, s, p, p, bias, rng, init) {}
+
+Conv2d::Conv2d(int in_c, int out_c, int kh, int kw, int s, int ph, int pw, bool bias, Rng& rng, ConvInit init)
+    : Module("Conv2d"),
+      in_channels(in_c),
+      out_channels(out_c),
+      kernel(kh),
+      stride(s),
+      pad(ph),
+      kernel_w(kw),
+      pad_w(pw) {
+  if (in_c <= 0 || out_c <= 0 || kh <= 0 || kw <= 0 || s <= 0 || ph < 0 || pw < 0)
     throw std::invalid_argument("Conv2d: bad configuration in=" + std::to_string(in_c) + " out=" +
-                                std::to_string(out_c) + " k=" + std::to_string(k) + " stride=" + std::to_string(s) +
-                                " pad=" + std::to_string(p));
-  Tensor w = Tensor::empty({out_c, in_c, k, k});
+                                std::to_string(out_c) + " k=" + std::to_string(kh) + "x" + std::to_string(kw) +
+                                " stride=" + std::to_string(s) + " pad=" + std::to_string(ph) + "x" +
+                                std::to_string(pw));
+  Tensor w = Tensor::empty({out_c, in_c, kh, kw});
   float* d = w.data();
+  const int taps = kh * kw;
   if (init == ConvInit::he) {
-    const float std_dev = std::sqrt(2.0f / static_cast<float>(out_c * k * k));
+    const float std_dev = std::sqrt(2.0f / static_cast<float>(out_c * taps));
     for (int64_t i = 0; i < w.numel(); ++i) d[i] = std_dev * rng.normal();
   } else {
-    const float bound = 1.0f / std::sqrt(static_cast<float>(in_c * k * k));
+    const float bound = 1.0f / std::sqrt(static_cast<float>(in_c * taps));
     for (int64_t i = 0; i < w.numel(); ++i) d[i] = rng.uniform(-bound, bound);
   }
   register_parameter("weight", w);
@@ -278,13 +290,19 @@ Tensor Conv2d::effective_weight() {
 }
 
 Tensor Conv2d::forward(const Tensor& x) {
-  return conv2d(x, effective_weight(), bias(), {.stride = stride, .pad = pad, .groups = 1});
+  return conv2d(x, effective_weight(), bias(),
+                {.stride = stride, .pad = pad, .groups = 1, .pad_h = pad, .pad_w = pad_w});
 }
 
 std::string Conv2d::describe() const {
+  const char* b = maybe_param("bias").defined() ? "true" : "false";
   char buf[128];
-  std::snprintf(buf, sizeof buf, "Conv2d(%d, %d, k=%d, s=%d, p=%d, bias=%s)", in_channels, out_channels, kernel, stride,
-                pad, maybe_param("bias").defined() ? "true" : "false");
+  if (square())
+    std::snprintf(buf, sizeof buf, "Conv2d(%d, %d, k=%d, s=%d, p=%d, bias=%s)", in_channels, out_channels, kernel,
+                  stride, pad, b);
+  else
+    std::snprintf(buf, sizeof buf, "Conv2d(%d, %d, k=%dx%d, s=%d, p=%dx%d, bias=%s)", in_channels, out_channels, kernel,
+                  kernel_w, stride, pad, pad_w, b);
   return buf;
 }
 

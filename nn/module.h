@@ -164,6 +164,10 @@ class Conv2d : public Module {
  public:
   Conv2d(int in_channels, int out_channels, int kernel, int stride, int pad, bool bias, Rng& rng,
          ConvInit init = ConvInit::torch);
+  // A kernel_h x kernel_w kernel with padding pad_h (rows) and pad_w (columns),
+  // e.g. the 1x3 and 3x1 train-time branches of nn/resnet.h.
+  Conv2d(int in_channels, int out_channels, int kernel_h, int kernel_w, int stride, int pad_h, int pad_w, bool bias,
+         Rng& rng, ConvInit init = ConvInit::torch);
   Tensor forward(const Tensor& x) override;
   std::string describe() const override;
 
@@ -174,7 +178,9 @@ class Conv2d : public Module {
   void set_weight_transform(ModulePtr transform);  // nullptr removes it
   Module* weight_transform() const;
 
-  int in_channels, out_channels, kernel, stride, pad;
+  int in_channels, out_channels, kernel, stride, pad;  // kernel and pad: the rows' (h) values
+  int kernel_w, pad_w;                                 // the columns'; equal to kernel, pad for a square conv
+  bool square() const { return kernel == kernel_w && pad == pad_w; }
 };
 
 // Linear: x [N, in] -> [N, out]; weight [out, in], bias [out].

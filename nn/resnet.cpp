@@ -27,24 +27,40 @@ bool has_projection(const Module& block) { return block.child("shortcut").type()
 namespace {
 std::string conv_name(int i) { return "conv" + std::to_string(i); }
 std::string bn_name(int i) { return "bn" + std::to_string(i); }
-const std::string kBranch = "_1x1";
+// Every branch kind there is, in canonical order.
+const std::vector<BranchKind> kBranchKinds = {{1, 1}, {1, 3}, {3, 1}};
+
+// The branch kind whose suffix `name` ends with, or nullptr.
+const BranchKind* branch_suffix_of(const std::string& name) {
+  for (const BranchKind& k : kBranchKinds) {
+    const std::string suf = k.suffix();
+    if (name.size() > suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0) return &k;
+  }
+  return nullptr;
+}
 }  // namespace
 
 Tensor ResidualBlock::conv_bn(const Tensor& x, int i) {
   Tensor y = child(bn_name(i)).forward(child(conv_name(i)).forward(x));
-  if (!has_child(conv_name(i) + kBranch)) return y;
-  return add(y, child(bn_name(i) + kBranch).forward(child(conv_name(i) + kBranch).forward(x)));
+  for (const BranchKind& k : kBranchKinds)
+    if (has_child(conv_name(i) + k.suffix()))
+      y = add(y, child(bn_name(i) + k.suffix()).forward(child(conv_name(i) + k.suffix()).forward(x)));
+  return y;
 }
 
-int ResidualBlock::add_1x1_branches(Rng& rng, ConvInit init) {
+int ResidualBlock::add_branches(const std::vector<BranchKind>& kinds, Rng& rng, ConvInit init) {
   int added = 0;
   for (int i = 1; has_child(conv_name(i)); ++i) {
     const auto& conv = dynamic_cast<const Conv2d&>(child(conv_name(i)));
-    if (conv.kernel != 3 || has_child(conv_name(i) + kBranch)) continue;
-    register_module(conv_name(i) + kBranch,
-                    std::make_shared<Conv2d>(conv.in_channels, conv.out_channels, 1, conv.stride, 0, false, rng, init));
-    register_module(bn_name(i) + kBranch, std::make_shared<BatchNorm2d>(conv.out_channels));
-    ++added;
+    if (conv.kernel != 3 || !conv.square() || conv.pad != 1) continue;
+    for (const BranchKind& k : kinds) {
+      if (has_child(conv_name(i) + k.suffix())) continue;
+      register_module(conv_name(i) + k.suffix(),
+                      std::make_shared<Conv2d>(conv.in_channels, conv.out_channels, k.kernel_h, k.kernel_w, conv.stride,
+                                               k.kernel_h / 2, k.kernel_w / 2, false, rng, init));
+      register_module(bn_name(i) + k.suffix(), std::make_shared<BatchNorm2d>(conv.out_channels));
+      ++added;
+    }
   }
   return added;
 }
@@ -217,100 +233,151 @@ std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uin
   return std::make_shared<ResNet>(cfg, rng);
 }
 
-int add_1x1_branches(Module& model, uint64_t seed, ConvInit init) {
+std::vector<BranchKind> parse_branch_kinds(const std::string& list) {
+  std::set<std::string> asked;
+  size_t at = 0;
+  while (true) {
+    const size_t comma = list.find(',', at);
+    const std::string item = list.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    const bool known = std::any_of(kBranchKinds.begin(), kBranchKinds.end(),
+                                   [&](const BranchKind& k) { return k.suffix() == "_" + item; });
+    if (!known)
+      throw std::invalid_argument("branch kinds '" + list + "': '" + item + "' is not one of 1x1, 1x3, 3x1");
+    if (!asked.insert(item).second) throw std::invalid_argument("branch kinds '" + list + "': '" + item + "' twice");
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  std::vector<BranchKind> kinds;
+  for (const BranchKind& k : kBranchKinds)
+    if (asked.count(k.suffix().substr(1))) kinds.push_back(k);
+  return kinds;
+}
+
+std::string branch_kinds_str(const std::vector<BranchKind>& kinds) {
+  std::string s;
+  for (const BranchKind& k : kinds) {
+    if (!s.empty()) s += ',';
+    s += k.suffix().substr(1);
+  }
+  return s;
+}
+
+int add_branches(Module& model, const std::vector<BranchKind>& kinds, uint64_t seed, ConvInit init) {
   Rng rng(seed, /*stream=*/0x1418);  // make_model draws the other weights from stream 0x1417
   int added = 0;
   for (auto& [name, m] : model.named_modules())
-    if (auto* block = dynamic_cast<ResidualBlock*>(m)) added += block->add_1x1_branches(rng, init);
+    if (auto* block = dynamic_cast<ResidualBlock*>(m)) added += block->add_branches(kinds, rng, init);
   return added;
 }
 
 int64_t branch_parameters(const Module& model) {
   int64_t n = 0;
   for (auto& [name, p] : model.named_parameters())
-    if (name.find(kBranch + ".") != std::string::npos) n += p.numel();
+    if (branch_suffix_of(name.substr(0, name.rfind('.')))) n += p.numel();
   return n;
 }
 
-NamedTensors fold_1x1_branches(const NamedTensors& state, float eps) {
+NamedTensors fold_branches(const NamedTensors& state, float eps) {
   std::map<std::string, Tensor> by_name(state.begin(), state.end());
   auto find = [&](const std::string& name, const std::string& branch) -> const Tensor& {
     auto it = by_name.find(name);
-    if (it == by_name.end())
-      throw std::invalid_argument("fold_1x1_branches: branch " + branch + " has no '" + name + "'");
+    if (it == by_name.end()) throw std::invalid_argument("fold_branches: branch " + branch + " has no '" + name + "'");
     return it->second;
   };
   auto get = [&](const std::string& name, const Shape& shape, const std::string& branch) -> const Tensor& {
     const Tensor& t = find(name, branch);
     if (t.shape() != shape)
-      throw std::invalid_argument("fold_1x1_branches: '" + name + "' has shape " + shape_str(t.shape()) + ", branch " +
+      throw std::invalid_argument("fold_branches: '" + name + "' has shape " + shape_str(t.shape()) + ", branch " +
                                   branch + " needs " + shape_str(shape));
     return t;
   };
+  // The affine map of a BN in eval mode, y = s*z + t, per channel.
+  auto affine = [&](const std::string& bn, const std::string& branch, int64_t cout, std::vector<double>& s,
+                    std::vector<double>& t) {
+    const Shape ch = {cout};
+    const float* g = get(bn + ".weight", ch, branch).data();
+    const float* beta = get(bn + ".bias", ch, branch).data();
+    const float* mean = get(bn + ".running_mean", ch, branch).data();
+    const float* var = get(bn + ".running_var", ch, branch).data();
+    s.resize(cout);
+    t.resize(cout);
+    for (int64_t o = 0; o < cout; ++o) {
+      s[o] = double(g[o]) / std::sqrt(double(var[o]) + double(eps));
+      t[o] = double(beta[o]) - s[o] * double(mean[o]);
+    }
+  };
+  // The convs that have branches: <block>.conv<i> -> the branch kinds found.
+  std::map<std::string, std::vector<const BranchKind*>> with_branches;
+  for (auto& [name, t] : state) {
+    const std::string module = name.substr(0, name.rfind('.'));
+    const BranchKind* k = branch_suffix_of(module);
+    if (!k) continue;
+    const std::string base = module.substr(0, module.size() - k->suffix().size());  // <block>.conv<i> or .bn<i>
+    const size_t dot = base.rfind('.') + 1;                                         // 0 for a top-level name
+    if (base.compare(dot, 4, "conv") == 0 && name == module + ".weight") with_branches[base].push_back(k);
+  }
+  for (auto& [conv, kinds] : with_branches)  // canonical order: the sums do not depend on the state's
+    std::sort(kinds.begin(), kinds.end(), [](const BranchKind* a, const BranchKind* b) { return a < b; });
   // Folded values by name; every other entry passes through.
   std::map<std::string, Tensor> folded;
   std::set<std::string> branches;  // the modules folded away
-  const std::string suffix = kBranch + ".weight";
-  for (auto& [name, w1] : state) {
-    if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-      continue;
-    // name = <block>.conv<i>_1x1.weight
-    const std::string conv = name.substr(0, name.size() - suffix.size());  // <block>.conv<i>
-    const size_t dot = conv.rfind('.') + 1;  // 0 for a top-level name
-    if (conv.compare(dot, 4, "conv") != 0) continue;  // bn<i>_1x1.weight: folded with its conv
+  for (auto& [conv, kinds] : with_branches) {
+    const size_t dot = conv.rfind('.') + 1;
     const std::string bn = conv.substr(0, dot) + "bn" + conv.substr(dot + 4);  // <block>.bn<i>
-    const std::string branch = conv + kBranch;
-    if (w1.ndim() != 4 || w1.dim(2) != 1 || w1.dim(3) != 1)
-      throw std::invalid_argument("fold_1x1_branches: '" + name + "' is not a 1x1 conv weight: " + shape_str(w1.shape()));
-    const int64_t cout = w1.dim(0), cin = w1.dim(1);
-    const Tensor& w3 = find(conv + ".weight", branch);
-    if (w3.ndim() != 4 || w3.dim(0) != cout || w3.dim(1) != cin || w3.dim(2) != w3.dim(3) || w3.dim(2) % 2 == 0)
-      throw std::invalid_argument("fold_1x1_branches: '" + conv + ".weight' has shape " + shape_str(w3.shape()) +
-                                  ", branch " + branch + " needs [" + std::to_string(cout) + ", " +
-                                  std::to_string(cin) + ", K, K] with K odd");
-    const Shape ch = {cout};
-    // The affine map of each BN in eval mode: y = s*z + t.
-    auto affine = [&](const std::string& b, std::vector<double>& s, std::vector<double>& t) {
-      const float* g = get(b + ".weight", ch, branch).data();
-      const float* beta = get(b + ".bias", ch, branch).data();
-      const float* mean = get(b + ".running_mean", ch, branch).data();
-      const float* var = get(b + ".running_var", ch, branch).data();
-      s.resize(cout);
-      t.resize(cout);
+    // The channels come from the first branch; the 3x3 conv must match them.
+    const std::string first = conv + kinds.front()->suffix();
+    const Tensor& wb0 = find(first + ".weight", first);
+    if (wb0.ndim() != 4)
+      throw std::invalid_argument("fold_branches: '" + first + ".weight' is not a conv weight: " +
+                                  shape_str(wb0.shape()));
+    const int64_t cout = wb0.dim(0), cin = wb0.dim(1), taps = 9;
+    const Tensor& w3 = find(conv + ".weight", first);
+    if (w3.shape() != Shape{cout, cin, 3, 3})
+      throw std::invalid_argument("fold_branches: '" + conv + ".weight' has shape " + shape_str(w3.shape()) +
+                                  ", branch " + first + " needs [" + std::to_string(cout) + ", " +
+                                  std::to_string(cin) + ", 3, 3]");
+    std::vector<double> s3, t3;
+    affine(bn, first, cout, s3, t3);
+    // The 3x3 part, scaled by its BN (summed in double, rounded to float once).
+    std::vector<double> w(static_cast<size_t>(w3.numel()));
+    std::vector<double> bias = t3;
+    for (int64_t o = 0; o < cout; ++o)
+      for (int64_t j = 0; j < cin * taps; ++j) w[o * cin * taps + j] = s3[o] * w3.data()[o * cin * taps + j];
+    // Each branch, scaled by its BN, added onto the taps it covers (centred).
+    for (const BranchKind* k : kinds) {
+      const std::string branch = conv + k->suffix();
+      const Tensor& wb = get(branch + ".weight", {cout, cin, k->kernel_h, k->kernel_w}, branch);
+      std::vector<double> sb, tb;
+      affine(bn + k->suffix(), branch, cout, sb, tb);
+      const int64_t row0 = 1 - k->kernel_h / 2, col0 = 1 - k->kernel_w / 2;
       for (int64_t o = 0; o < cout; ++o) {
-        s[o] = double(g[o]) / std::sqrt(double(var[o]) + double(eps));
-        t[o] = double(beta[o]) - s[o] * double(mean[o]);
+        for (int64_t c = 0; c < cin; ++c)
+          for (int64_t a = 0; a < k->kernel_h; ++a)
+            for (int64_t b = 0; b < k->kernel_w; ++b) {
+              const float v = wb.data()[((o * cin + c) * k->kernel_h + a) * k->kernel_w + b];
+              w[(o * cin + c) * taps + (row0 + a) * 3 + (col0 + b)] += sb[o] * v;
+            }
+        bias[o] += tb[o];
       }
-    };
-    std::vector<double> s3, t3, s1, t1;
-    affine(bn, s3, t3);
-    affine(bn + kBranch, s1, t1);
-    const int64_t k = w3.dim(2), taps = k * k, centre = (k / 2) * k + k / 2;
-    Tensor w = Tensor::empty(w3.shape());
-    Tensor gamma = Tensor::full(ch, static_cast<float>(std::sqrt(1.0 + double(eps))));
-    Tensor beta = Tensor::empty(ch), mean = Tensor::zeros(ch), var = Tensor::full(ch, 1.0f);
-    for (int64_t o = 0; o < cout; ++o) {
-      for (int64_t c = 0; c < cin; ++c) {
-        const float* src = w3.data() + (o * cin + c) * taps;
-        float* dst = w.data() + (o * cin + c) * taps;
-        for (int64_t j = 0; j < taps; ++j) dst[j] = static_cast<float>(s3[o] * src[j]);
-        dst[centre] = static_cast<float>(s3[o] * src[centre] + s1[o] * w1.data()[o * cin + c]);
-      }
-      beta.data()[o] = static_cast<float>(t3[o] + t1[o]);
+      branches.insert(branch);
+      branches.insert(bn + k->suffix());
     }
-    branches.insert(conv + kBranch);
-    branches.insert(bn + kBranch);
-    folded[conv + ".weight"] = w;
-    folded[bn + ".weight"] = gamma;
+    const Shape ch = {cout};
+    Tensor wf = Tensor::empty(w3.shape()), beta = Tensor::empty(ch);
+    for (size_t j = 0; j < w.size(); ++j) wf.data()[j] = static_cast<float>(w[j]);
+    for (int64_t o = 0; o < cout; ++o) beta.data()[o] = static_cast<float>(bias[o]);
+    folded[conv + ".weight"] = wf;
+    folded[bn + ".weight"] = Tensor::full(ch, static_cast<float>(std::sqrt(1.0 + double(eps))));
     folded[bn + ".bias"] = beta;
-    folded[bn + ".running_mean"] = mean;
-    folded[bn + ".running_var"] = var;
+    folded[bn + ".running_mean"] = Tensor::zeros(ch);
+    folded[bn + ".running_var"] = Tensor::full(ch, 1.0f);
   }
   NamedTensors out;
   for (auto& [name, t] : state) {
-    if (name.find(kBranch + ".") != std::string::npos) {  // a branch's own entries
-      if (!branches.count(name.substr(0, name.rfind('.'))))
-        throw std::invalid_argument("fold_1x1_branches: '" + name + "' belongs to no branch of a 3x3 conv<i>");
+    const std::string module = name.substr(0, name.rfind('.'));
+    if (branch_suffix_of(module)) {  // a branch's own entries
+      if (!branches.count(module))
+        throw std::invalid_argument("fold_branches: '" + name + "' belongs to no branch of a 3x3 conv<i>");
       continue;
     }
     auto it = folded.find(name);
@@ -324,9 +391,10 @@ int zero_init_residual(Module& model) {
   for (auto& [name, m] : model.named_modules()) {
     const char* last_bn = m->type() == "BasicBlock" ? "bn2" : m->type() == "Bottleneck" ? "bn3" : nullptr;
     if (!last_bn) continue;
-    // The last BN, and its train-time branch's BN if there is one.
+    // The last BN, and the BNs of its train-time branches.
     for (auto& [child_name, c] : m->children()) {
-      if (child_name != last_bn && child_name != last_bn + kBranch) continue;
+      const BranchKind* k = branch_suffix_of(child_name);
+      if (child_name != last_bn && !(k && child_name == last_bn + k->suffix())) continue;
       Tensor& g = dynamic_cast<BatchNorm2d&>(*c).weight();
       std::fill(g.data(), g.data() + g.numel(), 0.0f);
     }

@@ -5,8 +5,8 @@
 //   avgpool (GlobalAvgPool -> [N, C]), fc.
 // BasicBlock children: conv1 bn1 relu1 conv2 bn2 shortcut add relu2.
 // Bottleneck children: conv1 bn1 relu1 conv2 bn2 relu2 conv3 bn3 shortcut add relu3.
-// With train-time branches (add_1x1_branches, below) a block also has
-// conv<i>_1x1 and bn<i>_1x1 beside each 3x3 conv<i>.
+// With train-time branches (add_branches, below) a block also has
+// conv<i>_<kind> and bn<i>_<kind> beside each 3x3 conv<i> (kind 1x1, 1x3, 3x1).
 // `shortcut` is Identity, or Sequential{"0": Conv2d 1x1 with the block's stride,
 // "1": BatchNorm2d} when the block changes shape (projection shortcut, "option B").
 //
@@ -42,17 +42,30 @@ struct ConvBnRelu {
   std::string conv, bn, relu;
 };
 
+// The kernel shape of a train-time branch (below); its name suffix is "_<h>x<w>".
+struct BranchKind {
+  int kernel_h, kernel_w;
+  std::string suffix() const {
+    std::string s = "_";
+    s += std::to_string(kernel_h);
+    s += 'x';
+    s += std::to_string(kernel_w);
+    return s;
+  }
+};
+
 // What BasicBlock and Bottleneck share: the "conv_i then bn_i" step, with the
-// train-time 1x1 branch beside it when add_1x1_branches() gave it one.
+// train-time branches beside it when add_branches() gave it some.
 class ResidualBlock : public Module {
  public:
-  // Adds conv<i>_1x1 (1x1, the 3x3 conv's stride and channels) and
-  // bn<i>_1x1 beside every 3x3 conv<i> of the block; returns how many.
-  int add_1x1_branches(Rng& rng, ConvInit init);
+  // Adds conv<i>_<kind> (the kind's kernel, centred: padding kernel/2 on each
+  // axis; the 3x3 conv's stride and channels) and bn<i>_<kind> beside every
+  // 3x3 conv<i> of the block, for each kind it does not have yet; returns how many.
+  int add_branches(const std::vector<BranchKind>& kinds, Rng& rng, ConvInit init);
 
  protected:
   using Module::Module;
-  // bn<i>(conv<i>(x)), plus bn<i>_1x1(conv<i>_1x1(x)) when that branch exists.
+  // bn<i>(conv<i>(x)), plus bn<i>_<kind>(conv<i>_<kind>(x)) for each branch it has.
   Tensor conv_bn(const Tensor& x, int i);
 };
 
@@ -113,32 +126,46 @@ std::vector<std::string> model_names();
 std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uint64_t seed,
                                    ConvInit conv_init = ConvInit::torch);
 
-// ---------------------------------------------------------------- train-time 1x1 branches
+// ---------------------------------------------------------------- train-time branches
 //
 // Structural re-parameterization (Ding et al.: ACNet 2019, RepVGG 2021).
-// While training, every 3x3 conv of a residual block gets a parallel 1x1 conv
-// with its own BN, and the block adds the two BN outputs:
+// While training, every 3x3 conv of a residual block gets parallel convs of
+// smaller kernels (1x1; the 1x3 and 3x1 pair of ACNet's asymmetric convolution
+// block), each with its own BN, and the block adds the BN outputs:
 //
-//     y = bn_i(conv_i(x)) + bn_i_1x1(conv_i_1x1(x))
+//     y = bn_i(conv_i(x)) + sum over kinds k of bn_i_k(conv_i_k(x))
 //
-// In eval mode each BN is an affine map per channel, y = s*z + t with
-// s = gamma / sqrt(running_var + eps) and t = beta - s*running_mean, so the
-// sum is one 3x3 conv with a bias:
+// A branch's kernel is centred on the 3x3 one (a 1x3 is padded (0, 1), so it
+// sees the 3x3 kernel's middle row), so each branch is a 3x3 conv that is zero
+// outside its taps. In eval mode each BN is an affine map per channel,
+// y = s*z + t with s = gamma / sqrt(running_var + eps) and
+// t = beta - s*running_mean, so the sum is one 3x3 conv with a bias:
 //
-//     W = s_3x3 * W_3x3 + s_1x1 * W_1x1 (at the kernel's centre tap)
-//     b = t_3x3 + t_1x1
+//     W = s_3x3 * W_3x3 + sum_k s_k * W_k (added onto the taps it covers)
+//     b = t_3x3 + sum_k t_k
 //
-// fold_1x1_branches() writes that back as conv_i (weight W) and bn_i with
+// fold_branches() writes that back as conv_i (weight W) and bn_i with
 // running_mean 0, running_var 1, gamma sqrt(1 + eps) (so its scale is 1) and
 // beta b: the plain ResNet, same names, shapes and parameter count. What is
 // evaluated, quantized and exported is that model; the branches only change
 // how the 3x3 weights train (each branch is normalized on its own, which the
 // folded conv is not). The stem and the shortcuts keep no branch.
 
-// Adds the branches to every residual block of `model`; their weights draw
-// from their own stream of `seed`, so the 3x3 weights stay those of the plain
-// model with the same seed. Returns the number of branches added.
-int add_1x1_branches(Module& model, uint64_t seed, ConvInit init = ConvInit::torch);
+// The kinds in a comma list such as "1x1" or "1x3,3x1" (each of 1x1, 1x3, 3x1
+// at most once), in the canonical order 1x1, 1x3, 3x1 whatever the list's;
+// throws std::invalid_argument naming a bad entry.
+std::vector<BranchKind> parse_branch_kinds(const std::string& list);
+// The canonical comma list of `kinds` ("1x1,1x3,3x1").
+std::string branch_kinds_str(const std::vector<BranchKind>& kinds);
+
+// Adds the branches to every residual block of `model`, conv by conv and kind
+// by kind in canonical order; their weights draw from their own stream of
+// `seed`, so the 3x3 weights stay those of the plain model with the same seed
+// (and "1x1" alone draws what it always did). Returns the number of branches added.
+int add_branches(Module& model, const std::vector<BranchKind>& kinds, uint64_t seed, ConvInit init = ConvInit::torch);
+inline int add_1x1_branches(Module& model, uint64_t seed, ConvInit init = ConvInit::torch) {
+  return add_branches(model, {{1, 1}}, seed, init);
+}
 
 // How many parameters the train-time branches of `model` hold (0 without).
 int64_t branch_parameters(const Module& model);
@@ -148,12 +175,12 @@ int64_t branch_parameters(const Module& model);
 // without a branch are shared with `state`, folded ones are new tensors.
 // Throws std::invalid_argument naming a branch whose conv or BN is missing or
 // has another shape.
-NamedTensors fold_1x1_branches(const NamedTensors& state, float eps = 1e-5f);
+NamedTensors fold_branches(const NamedTensors& state, float eps = 1e-5f);
 
 // Sets the scale (gamma) of the last BN of every residual block to 0, so each
 // block starts as its shortcut alone and the network as a shallower one
-// (Goyal et al. 2017; torchvision's zero_init_residual=True). A block with a
-// train-time branch on that conv has its branch BN zeroed too. Returns the
+// (Goyal et al. 2017; torchvision's zero_init_residual=True). A block with
+// train-time branches on that conv has their BNs zeroed too. Returns the
 // number of blocks.
 int zero_init_residual(Module& model);
 

@@ -379,8 +379,16 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
     throw std::invalid_argument("train: " + std::to_string(train_->size()) + " training images make no full batch of " +
                                 std::to_string(cfg_.batch));
   const ConvInit conv_init = parse_conv_init(cfg_.weight_init);  // checked even when a model is given
-  if (cfg_.reparam != "none" && cfg_.reparam != "1x1")
-    throw std::invalid_argument("train: reparam must be none or 1x1, got '" + cfg_.reparam + "'");
+  std::vector<BranchKind> branch_kinds;
+  if (cfg_.reparam != "none") {
+    try {
+      branch_kinds = parse_branch_kinds(cfg_.reparam);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("train: reparam must be none or a comma list of 1x1, 1x3, 3x1: " +
+                                  std::string(e.what()));
+    }
+    cfg_.reparam = branch_kinds_str(branch_kinds);  // canonical: "3x1,1x3" is "1x3,3x1"
+  }
   if (model) {
     if (cfg_.reparam != "none")
       throw std::invalid_argument("train: reparam " + cfg_.reparam +
@@ -388,7 +396,7 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
     model_ = std::move(model);
   } else {
     model_ = make_model(cfg_.model, train.num_classes(), cfg_.seed, conv_init);
-    if (cfg_.reparam == "1x1") add_1x1_branches(*model_, cfg_.seed, conv_init);
+    if (!branch_kinds.empty()) add_branches(*model_, branch_kinds, cfg_.seed, conv_init);
     if (cfg_.zero_init_residual) zero_init_residual(*model_);
   }
   optim_ = make_optimizer(cfg_.optim, model_->named_parameters());
@@ -472,7 +480,7 @@ Checkpoint Trainer::make_checkpoint(bool averaged) const {
   // branches for a resume or a fork.
   const NamedTensors state = averaged ? ema_->shadow() : model_->named_state();
   if (cfg_.reparam != "none") {
-    for (auto& [n, t] : fold_1x1_branches(state)) ck.tensors.emplace_back("model." + n, t);
+    for (auto& [n, t] : fold_branches(state)) ck.tensors.emplace_back("model." + n, t);
     for (auto& [n, t] : state) ck.tensors.emplace_back("train_model." + n, t);
   } else {
     for (auto& [n, t] : state) ck.tensors.emplace_back("model." + n, t);

@@ -44,11 +44,11 @@
 // will drift from the uninterrupted run's. The schedule is a pure function
 // of the global step (nn/schedule.h) and keeps no state.
 //
-// With cfg.reparam = "1x1" the model the trainer makes trains with a 1x1
-// conv + BN beside every 3x3 conv of its blocks (nn/resnet.h,
-// add_1x1_branches). Every checkpoint's "model." is then the folded, plain
-// ResNet (fold_1x1_branches), so eval, QAT --init and export read it like any
-// other; the branched state goes to "train_model." for a resume or a fork.
+// With cfg.reparam = "1x1" (or "1x3,3x1", "1x1,1x3,3x1") the model the trainer
+// makes trains with a 1x1 (1x3, 3x1) conv + BN beside every 3x3 conv of its
+// blocks (nn/resnet.h, add_branches). Every checkpoint's "model." is then the
+// folded, plain ResNet (fold_branches), so eval, QAT --init and export read it
+// like any other; the branched state goes to "train_model." for a resume or a fork.
 //
 // Checkpoint layout: tensors "model.<name>" (named_state) and
 // "optim.<param>.<slot>" (and "ema.<name>", the averaged state;
@@ -87,8 +87,9 @@ struct TrainConfig {
   std::string model = "resnet20";
   std::string weight_init = "torch";  // conv weights: torch | he (nn/module.h, ConvInit)
   bool zero_init_residual = false;    // last BN gamma of each block = 0 (nn/resnet.h); for a model the trainer makes
-  std::string reparam = "none";  // "1x1": train-time 1x1 branches beside the blocks' 3x3 convs, folded away in
-                                 // every checkpoint's model (nn/resnet.h, add_1x1_branches); for a model the trainer makes
+  // "1x1", "1x3,3x1", ...: train-time branches beside the blocks' 3x3 convs, folded away in every
+  // checkpoint's model (nn/resnet.h, add_branches); for a model the trainer makes.
+  std::string reparam = "none";
   std::string data;  // dataset path (not part of the run's identity)
   int epochs = 40;
   int batch = 128;

@@ -658,6 +658,7 @@ ConvBn::ConvBn(std::shared_ptr<nn::Conv2d> conv, std::shared_ptr<nn::BatchNorm2d
     throw std::invalid_argument("ConvBn: BN of " + std::to_string(bn->channels) + " channels after a conv of " +
                                 std::to_string(conv->out_channels));
   if (conv->weight_transform()) throw std::logic_error("ConvBn: the conv already has a weight transform");
+  if (!conv->square()) throw std::invalid_argument("ConvBn: the conv is not square: " + conv->describe());
   in_channels = conv->in_channels;
   out_channels = conv->out_channels;
   kernel = conv->kernel;

@@ -262,7 +262,7 @@ TEST_CASE("shape errors name the op and the shapes") {
   CHECK(contains(msg([&] { conv2d(x, Tensor::zeros({4, 3, 3, 3}), {}, {.stride = 0}); }), "stride"));
   CHECK(contains(msg([&] { conv2d(x, Tensor::zeros({4, 3, 3, 3}), {}, {.pad = -1}); }), "pad"));
   CHECK(contains(msg([&] { conv2d(x, Tensor::zeros({4, 1, 3, 3}), {}, {.groups = 2}); }), "groups"));
-  CHECK(contains(msg([&] { conv2d(x, Tensor::zeros({4, 3, 7, 7}), {}); }), "larger"));
+  CHECK(contains(msg([&] { conv2d(x, Tensor::zeros({4, 3, 7, 7}), {}); }), "taller than the padded input"));
   CHECK(contains(msg([&] { conv2d(Tensor::zeros({3, 5, 5}), Tensor::zeros({4, 3, 3, 3}), {}); }), "conv2d"));
   m = msg([&] { linear(Tensor::zeros({2, 4}), Tensor::zeros({3, 5}), {}); });
   CHECK(contains(m, "linear"));

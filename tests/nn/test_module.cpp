@@ -186,7 +186,7 @@ TEST_CASE("train-time 1x1 branches: added beside every block 3x3 conv, folded ba
   const Tensor want = rep->forward(x);
 
   // Folded into the plain model, the same function in eval mode.
-  const NamedTensors folded = fold_1x1_branches(rep->named_state());
+  const NamedTensors folded = fold_branches(rep->named_state());
   CHECK(folded.size() == plain->named_state().size());
   plain->load_state(folded);  // strict: exactly the plain model's names and shapes
   plain->eval();
@@ -214,23 +214,23 @@ TEST_CASE("train-time 1x1 branches: added beside every block 3x3 conv, folded ba
   CHECK(moved > 100 * worst);
 
   // A state without branches passes through unchanged.
-  const NamedTensors same = fold_1x1_branches(without);
+  const NamedTensors same = fold_branches(without);
   REQUIRE(same.size() == without.size());
   for (size_t i = 0; i < same.size(); ++i) CHECK(same[i].second.data() == without[i].second.data());
   // A branch whose BN or 3x3 conv is missing, or of another width, is an error naming it.
   NamedTensors broken = rep->named_state();
   broken.erase(std::find_if(broken.begin(), broken.end(), [](auto& p) { return p.first == "layer1.1.bn2_1x1.bias"; }));
-  CHECK_THROWS_WITH_AS(fold_1x1_branches(broken),
+  CHECK_THROWS_WITH_AS(fold_branches(broken),
                        doctest::Contains("branch layer1.1.conv2_1x1 has no 'layer1.1.bn2_1x1.bias'"),
                        std::invalid_argument);
   broken = rep->named_state();
   for (auto& [name, t] : broken)
     if (name == "layer3.0.conv1.weight") t = Tensor::zeros({64, 16, 3, 3});
-  CHECK_THROWS_WITH_AS(fold_1x1_branches(broken), doctest::Contains("'layer3.0.conv1.weight' has shape [64, 16, 3, 3]"),
+  CHECK_THROWS_WITH_AS(fold_branches(broken), doctest::Contains("'layer3.0.conv1.weight' has shape [64, 16, 3, 3]"),
                        std::invalid_argument);
   broken = rep->named_state();
   broken.emplace_back("layer1.0.shortcut_1x1.weight", Tensor::zeros({16, 16, 1, 1}));
-  CHECK_THROWS_WITH_AS(fold_1x1_branches(broken), doctest::Contains("'layer1.0.shortcut_1x1.weight' belongs to no branch"),
+  CHECK_THROWS_WITH_AS(fold_branches(broken), doctest::Contains("'layer1.0.shortcut_1x1.weight' belongs to no branch"),
                        std::invalid_argument);
 
   // Bottlenecks get a branch on their one 3x3 conv; zero-init zeroes it with the block's.
@@ -241,6 +241,74 @@ TEST_CASE("train-time 1x1 branches: added beside every block 3x3 conv, folded ba
   add_1x1_branches(*r20, 0);
   CHECK(zero_init_residual(*r20) == 9);
   for (const char* b : {"layer1.0.bn2", "layer1.0.bn2_1x1"}) {
+    CAPTURE(b);
+    const Tensor g = r20->find(b).named_parameters().front().second;
+    CHECK(std::all_of(g.data(), g.data() + g.numel(), [](float v) { return v == 0.0f; }));
+  }
+}
+
+TEST_CASE("train-time 1x1, 1x3 and 3x1 branches (ACNet): folded, the same function, stride-2 blocks included") {
+  CHECK(branch_kinds_str(parse_branch_kinds("3x1,1x1,1x3")) == "1x1,1x3,3x1");  // canonical order
+  CHECK(branch_kinds_str(parse_branch_kinds("1x3,3x1")) == "1x3,3x1");
+  CHECK_THROWS_WITH_AS(parse_branch_kinds("1x3,acb"), doctest::Contains("'acb' is not one of 1x1, 1x3, 3x1"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(parse_branch_kinds("3x1,3x1"), doctest::Contains("'3x1' twice"), std::invalid_argument);
+  CHECK_THROWS_AS(parse_branch_kinds(""), std::invalid_argument);
+
+  auto plain = make_model("resnet20", 10, 5);
+  auto rep = make_model("resnet20", 10, 5);
+  CHECK(add_branches(*rep, parse_branch_kinds("1x1,1x3,3x1"), 5) == 54);  // 18 3x3 convs x 3 kinds
+  CHECK(rep->find("layer2.0.conv1_1x3").describe() == "Conv2d(16, 32, k=1x3, s=2, p=0x1, bias=false)");
+  CHECK(rep->find("layer2.0.conv1_3x1").describe() == "Conv2d(16, 32, k=3x1, s=2, p=1x0, bias=false)");
+  // 1x3 and 3x1 weights hold 3 taps each: 3 + 3 = 6 times the 1x1 weights.
+  const int64_t conv1x1 = 16 * 16 * 6 + (16 * 32 + 32 * 32 * 5) + (32 * 64 + 64 * 64 * 5);
+  const int64_t bn = 2 * (16 * 6 + 32 * 6 + 64 * 6);
+  CHECK(branch_parameters(*rep) == 7 * conv1x1 + 3 * bn);
+
+  Rng rng(12);
+  for (auto& [name, t] : rep->named_state()) {
+    if (name.find(".bn") == std::string::npos && name.rfind("bn", 0) != 0) continue;
+    float* d = t.data();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      d[i] = name.find("running_var") != std::string::npos ? rng.uniform(0.2f, 3.0f) : rng.uniform(-1.5f, 1.5f);
+  }
+  Tensor x = Tensor::randn({3, 3, 15, 15}, rng);  // odd size: the stride-2 convs see an uneven border
+  rep->eval();
+  const Tensor want = rep->forward(x);
+  const NamedTensors folded = fold_branches(rep->named_state());
+  plain->load_state(folded);
+  plain->eval();
+  const Tensor got = plain->forward(x);
+  REQUIRE(got.numel() == want.numel());
+  float scale = 0, worst = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    scale = std::max(scale, std::fabs(want.data()[i]));
+    worst = std::max(worst, std::fabs(got.data()[i] - want.data()[i]));
+  }
+  CHECK(scale > 1.0f);
+  CHECK(worst <= 1e-5f * scale);
+  // Leaving out the 1x3 branches (their fold) is not the same function.
+  NamedTensors without_1x3;
+  for (auto& [name, t] : rep->named_state())
+    if (name.find("_1x3.") == std::string::npos) without_1x3.emplace_back(name, t);
+  auto partial = make_model("resnet20", 10, 5);
+  partial->load_state(fold_branches(without_1x3));
+  partial->eval();
+  const Tensor other = partial->forward(x);
+  float moved = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) moved = std::max(moved, std::fabs(other.data()[i] - want.data()[i]));
+  CHECK(moved > 100 * worst);
+  // A 1x3 branch weight of the wrong shape is an error naming it.
+  NamedTensors broken = rep->named_state();
+  for (auto& [name, t] : broken)
+    if (name == "layer1.0.conv2_1x3.weight") t = Tensor::zeros({16, 16, 3, 1});
+  CHECK_THROWS_WITH_AS(fold_branches(broken), doctest::Contains("'layer1.0.conv2_1x3.weight' has shape [16, 16, 3, 1]"),
+                       std::invalid_argument);
+  // Zero-init zeroes every branch BN of the last conv.
+  auto r20 = make_model("resnet20", 10, 0);
+  add_branches(*r20, parse_branch_kinds("1x3,3x1"), 0);
+  zero_init_residual(*r20);
+  for (const char* b : {"layer3.2.bn2", "layer3.2.bn2_1x3", "layer3.2.bn2_3x1"}) {
     CAPTURE(b);
     const Tensor g = r20->find(b).named_parameters().front().second;
     CHECK(std::all_of(g.data(), g.data() + g.numel(), [](float v) { return v == 0.0f; }));

@@ -426,8 +426,16 @@ TEST_CASE("train-time 1x1 branches: checkpoints hold the folded plain model, a k
                        doctest::Contains("adds branches to a model the trainer makes"), std::invalid_argument);
   TrainConfig bad = c;
   bad.reparam = "acb";
-  CHECK_THROWS_WITH_AS(Trainer(bad, train, &test), doctest::Contains("reparam must be none or 1x1, got 'acb'"),
+  CHECK_THROWS_WITH_AS(Trainer(bad, train, &test),
+                       doctest::Contains("reparam must be none or a comma list of 1x1, 1x3, 3x1: branch kinds 'acb'"),
                        std::invalid_argument);
+  // The kinds are recorded in canonical order, whatever order they were given in.
+  TrainConfig acb = c;
+  acb.reparam = "3x1,1x3";
+  acb.out = "";
+  Trainer t_acb(acb, train, &test);
+  CHECK(t_acb.config().reparam == "1x3,3x1");
+  CHECK(t_acb.model().named_parameters().size() == make_model("resnet20", 4, 0)->named_parameters().size() + 18 * 6);
   fs::remove_all(d1);
   fs::remove_all(d2);
 }
