@@ -274,8 +274,8 @@ int cmd_train(int argc, char** argv) {
   std::printf("model %s: %lld parameters", c.model.c_str(),
               static_cast<long long>(t.model().num_parameters() - branch_params));
   if (branch_params > 0)
-    std::printf(" (+ %lld in train-time 1x1 branches, folded away in every checkpoint)",
-                static_cast<long long>(branch_params));
+    std::printf(" (+ %lld in train-time %s branches, folded away in every checkpoint)",
+                static_cast<long long>(branch_params), t.config().reparam.c_str());
   std::printf("\nconfiguration:\n%s", c.to_string().c_str());
   if (qat) std::printf("qat configuration:\n%s", q.to_string().c_str());
   if (c.resume) {
