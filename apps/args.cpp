@@ -5,10 +5,17 @@
 
 namespace octet::app {
 
+namespace {
+// "-o" is the one short flag: "--out" spelled short.
+std::string long_name(const std::string& a) { return a == "-o" ? "--out" : a; }
+// Whether a token is a flag (so never the previous flag's value). "-0.5" is a value.
+bool is_flag(const std::string& a) { return (a.size() > 2 && a.rfind("--", 0) == 0) || a == "-o" || a == "-h"; }
+}  // namespace
+
 Args::Args(int argc, char** argv, std::string command, std::string usage)
     : command_(std::move(command)), usage_(std::move(usage)) {
   for (int i = 0; i < argc; ++i) {
-    std::string a = argv[i];
+    const std::string a = long_name(argv[i]);
     if (a == "-h" || a == "--help") {
       help_ = true;
     } else if (a.size() > 2 && a.rfind("--", 0) == 0) {
@@ -20,7 +27,7 @@ Args::Args(int argc, char** argv, std::string command, std::string usage)
         f.has_value = true;
       } else {
         f.name = a;
-        if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
+        if (i + 1 < argc && !is_flag(argv[i + 1])) {
           f.value = argv[++i];
           f.has_value = true;
         }

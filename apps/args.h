@@ -6,8 +6,10 @@
 //   bool resume = args.flag("--resume");
 //   args.finish();   // throws on any flag nobody asked for
 //
-// Flags take "--name value" or "--name=value". Anything that does not start
-// with "--" is a positional argument. A malformed number or an unknown flag
+// Flags take "--name value" or "--name=value"; "-o X" is "--out X". A token
+// is a flag's value unless it is a flag itself ("--x", "-o", "-h"; "-0.5" is
+// a value), so a flag without a value may stand before another flag.
+// Anything else that does not start with "--" is a positional argument. A malformed number or an unknown flag
 // throws UsageError with the command's name, which main() prints with a hint.
 #pragma once
 

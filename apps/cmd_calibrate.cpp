@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
-#include <vector>
 
 #include "apps/args.h"
 #include "apps/commands.h"
@@ -49,7 +48,7 @@ int cmd_calibrate(int argc, char** argv) {
     return 0;
   }
   const std::string data = a.get("--data", "");
-  std::string out = a.get("--out", "");
+  const std::string out = a.get("--out", "");
   const long long images = a.get_int64("--images", 1000);
   const int batch = a.get_int("--batch", 100);
   const long long seed = a.get_int64("--seed", 0);
@@ -61,17 +60,7 @@ int cmd_calibrate(int argc, char** argv) {
   if (a.flag("--cle")) q.cross_layer_equalization = true;
   if (a.flag("--bias-correction")) q.bias_correction = true;
   a.finish();
-  // "-o OUT" (a short flag the parser keeps among the positionals)
-  std::vector<std::string> pos;
-  const auto& all = a.positional();
-  for (size_t i = 0; i < all.size(); ++i) {
-    if (all[i] == "-o") {
-      if (i + 1 >= all.size()) throw UsageError("octet calibrate: -o needs a file name");
-      out = all[++i];
-    } else {
-      pos.push_back(all[i]);
-    }
-  }
+  const auto& pos = a.positional();
   if (pos.empty()) throw UsageError("octet calibrate: missing the float checkpoint (CKPT)");
   if (pos.size() > 1) throw UsageError("octet calibrate: unexpected argument '" + pos[1] + "'");
   const std::string path = pos[0];

@@ -2,7 +2,6 @@
 // checkpoint -> an integer model file for the engine (quant/export.h).
 #include <cstdio>
 #include <string>
-#include <vector>
 
 #include "apps/args.h"
 #include "apps/commands.h"
@@ -33,14 +32,7 @@ options:
 }  // namespace
 
 int cmd_export(int argc, char** argv) {
-  // "-o" is the one short flag: rewrite it for the parser.
-  std::vector<std::string> store(argv, argv + argc);
-  std::vector<char*> args;
-  for (std::string& s : store) {
-    if (s == "-o") s = "--out";
-    args.push_back(s.data());
-  }
-  Args a(static_cast<int>(args.size()), args.data(), "octet export", std::string(kUsage) + "\n" + PtqFlags::usage());
+  Args a(argc, argv, "octet export", std::string(kUsage) + "\n" + PtqFlags::usage());
   if (a.help()) {
     std::fputs(a.usage().c_str(), stdout);
     return 0;

@@ -151,6 +151,15 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
     CHECK_MESSAGE(contains(r.output, flag), args);
   }
 
+  // A flag without a value may stand before -o (once swallowed as its value).
+  const Result before_o = octet_cli("calibrate /nonexistent/f.ckpt --cle --bias-correction -o /nonexistent/p.ckpt");
+  CHECK(before_o.code == 1);  // not a usage error: the checkpoint is what is missing
+  CHECK_FALSE(contains(before_o.output, "takes no value"));
+  CHECK(contains(before_o.output, "/nonexistent/f.ckpt"));
+  const Result o_without = octet_cli("calibrate x.ckpt --data /nonexistent -o");
+  CHECK(o_without.code == 2);
+  CHECK(contains(o_without.output, "--out needs a value"));
+
   const Result bad_preset = octet_cli("train --preset huge --data /nonexistent");
   CHECK(bad_preset.code != 0);
   CHECK(contains(bad_preset.output, "huge"));
