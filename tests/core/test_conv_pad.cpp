@@ -31,30 +31,17 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "tests/core/gradcheck.h"
+#include "tests/core/compare.h"
 
 using namespace octet;
+using octet::test::max_err;
+using octet::test::same_bits;
 using octet::test::gradcheck;
 using octet::test::GradcheckResult;
 
 namespace {
 
 constexpr double kConvTol = 5e-5;
-
-// Largest |a - b| / (1 + |b|) over all elements; shapes must match.
-double max_err(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  double worst = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    double e = std::fabs(double(a.data()[i]) - b.data()[i]) / (1.0 + std::fabs(double(b.data()[i])));
-    if (!(e <= worst)) worst = e;  // NaN sticks
-  }
-  return worst;
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() &&
-         std::memcmp(a.data(), b.data(), static_cast<size_t>(a.numel()) * sizeof(float)) == 0;
-}
 
 // The padding conv2d uses on each axis: pad_h / pad_w when set, else pad.
 int pad_h_of(const Conv2dOptions& o) { return o.pad_h >= 0 ? o.pad_h : o.pad; }

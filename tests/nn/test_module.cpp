@@ -27,6 +27,36 @@ class Scale : public Module {
   float s_;
 };
 
+// Gives every BN of `m` non-trivial statistics and affine parameters, so a
+// fold has something to fold.
+void randomize_bns(Module& m, Rng& rng) {
+  for (auto& [name, t] : m.named_state()) {
+    if (name.find(".bn") == std::string::npos && name.rfind("bn", 0) != 0) continue;
+    float* d = t.data();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      d[i] = name.find("running_var") != std::string::npos ? rng.uniform(0.2f, 3.0f) : rng.uniform(-1.5f, 1.5f);
+  }
+}
+
+// `plain` loaded with fold_branches(rep's state) computes rep's eval-mode
+// function on x, to float rounding; returns the largest difference.
+float check_fold(Module& rep, Module& plain, const Tensor& x) {
+  rep.eval();
+  const Tensor want = rep.forward(x);
+  plain.load_state(fold_branches(rep.named_state()));  // strict: exactly the plain model's names and shapes
+  plain.eval();
+  const Tensor got = plain.forward(x);
+  REQUIRE(got.numel() == want.numel());
+  float scale = 0, worst = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    scale = std::max(scale, std::fabs(want.data()[i]));
+    worst = std::max(worst, std::fabs(got.data()[i] - want.data()[i]));
+  }
+  CHECK(scale > 1.0f);
+  CHECK(worst <= 1e-5f * scale);
+  return worst;
+}
+
 }  // namespace
 
 TEST_CASE("ResNet parameter counts match the PyTorch models") {
@@ -172,33 +202,13 @@ TEST_CASE("train-time 1x1 branches: added beside every block 3x3 conv, folded ba
     CHECK(std::equal(t.data(), t.data() + t.numel(), r.data()));
   }
 
-  // Give every BN non-trivial statistics and affine parameters, so the fold
-  // has something to fold.
   Rng rng(11);
-  for (auto& [name, t] : rep->named_state()) {
-    if (name.find(".bn") == std::string::npos && name.rfind("bn", 0) != 0) continue;
-    float* d = t.data();
-    for (int64_t i = 0; i < t.numel(); ++i)
-      d[i] = name.find("running_var") != std::string::npos ? rng.uniform(0.2f, 3.0f) : rng.uniform(-1.5f, 1.5f);
-  }
+  randomize_bns(*rep, rng);
   Tensor x = Tensor::randn({4, 3, 16, 16}, rng);
-  rep->eval();
-  const Tensor want = rep->forward(x);
-
   // Folded into the plain model, the same function in eval mode.
-  const NamedTensors folded = fold_branches(rep->named_state());
-  CHECK(folded.size() == plain->named_state().size());
-  plain->load_state(folded);  // strict: exactly the plain model's names and shapes
-  plain->eval();
-  const Tensor got = plain->forward(x);
-  REQUIRE(got.numel() == want.numel());
-  float scale = 0, worst = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    scale = std::max(scale, std::fabs(want.data()[i]));
-    worst = std::max(worst, std::fabs(got.data()[i] - want.data()[i]));
-  }
-  CHECK(scale > 1.0f);
-  CHECK(worst <= 1e-5f * scale);
+  CHECK(fold_branches(rep->named_state()).size() == plain->named_state().size());
+  const float worst = check_fold(*rep, *plain, x);
+  const Tensor want = rep->forward(x);
   // Folded entries are new tensors; the branches' own state is left as it was.
   CHECK(rep->find("layer1.0.bn1").named_buffers().front().second.data()[0] != 0.0f);
   // A block without branches is not the same function: the fold did real work.
@@ -266,27 +276,10 @@ TEST_CASE("train-time 1x1, 1x3 and 3x1 branches (ACNet): folded, the same functi
   CHECK(branch_parameters(*rep) == 7 * conv1x1 + 3 * bn);
 
   Rng rng(12);
-  for (auto& [name, t] : rep->named_state()) {
-    if (name.find(".bn") == std::string::npos && name.rfind("bn", 0) != 0) continue;
-    float* d = t.data();
-    for (int64_t i = 0; i < t.numel(); ++i)
-      d[i] = name.find("running_var") != std::string::npos ? rng.uniform(0.2f, 3.0f) : rng.uniform(-1.5f, 1.5f);
-  }
+  randomize_bns(*rep, rng);
   Tensor x = Tensor::randn({3, 3, 15, 15}, rng);  // odd size: the stride-2 convs see an uneven border
-  rep->eval();
+  const float worst = check_fold(*rep, *plain, x);
   const Tensor want = rep->forward(x);
-  const NamedTensors folded = fold_branches(rep->named_state());
-  plain->load_state(folded);
-  plain->eval();
-  const Tensor got = plain->forward(x);
-  REQUIRE(got.numel() == want.numel());
-  float scale = 0, worst = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    scale = std::max(scale, std::fabs(want.data()[i]));
-    worst = std::max(worst, std::fabs(got.data()[i] - want.data()[i]));
-  }
-  CHECK(scale > 1.0f);
-  CHECK(worst <= 1e-5f * scale);
   // Leaving out the 1x3 branches (their fold) is not the same function.
   NamedTensors without_1x3;
   for (auto& [name, t] : rep->named_state())

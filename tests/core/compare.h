@@ -1,0 +1,31 @@
+// tests/core/compare.h: comparing two tensors in the core tests (shared by
+// test_ops and test_conv_pad).
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "core/tensor.h"
+
+namespace octet::test {
+
+// Largest |a - b| / (1 + |b|) over all elements; shapes must match.
+inline double max_err(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  double worst = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    double e = std::fabs(double(a.data()[i]) - b.data()[i]) / (1.0 + std::fabs(double(b.data()[i])));
+    if (!(e <= worst)) worst = e;  // NaN sticks
+  }
+  return worst;
+}
+
+// Same shape and bit for bit the same values.
+inline bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() &&
+         std::memcmp(a.data(), b.data(), static_cast<size_t>(a.numel()) * sizeof(float)) == 0;
+}
+
+}  // namespace octet::test
