@@ -1,5 +1,5 @@
-// tests/core/compare.h: comparing two tensors in the core tests (shared by
-// test_ops and test_conv_pad).
+// tests/core/compare.h: comparing two tensors, and one conv2d forward +
+// backward to compare, in the core tests (shared by test_ops and test_conv_pad).
 #pragma once
 
 #include <doctest/doctest.h>
@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/ops.h"
 #include "core/tensor.h"
 
 namespace octet::test {
@@ -26,6 +27,20 @@ inline double max_err(const Tensor& a, const Tensor& b) {
 inline bool same_bits(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() &&
          std::memcmp(a.data(), b.data(), static_cast<size_t>(a.numel()) * sizeof(float)) == 0;
+}
+
+// conv2d forward + backward (gradient gy) on fresh copies of the inputs:
+// y and the gradients of x, w and the bias (undefined without a bias).
+struct ConvRun {
+  Tensor y, dx, dw, db;
+};
+inline ConvRun run_conv(const Tensor& x0, const Tensor& w0, const Tensor& b0, const Tensor& gy, Conv2dOptions opt) {
+  Tensor x = x0.detach().requires_grad_();
+  Tensor w = w0.detach().requires_grad_();
+  Tensor b = b0.defined() ? b0.detach().requires_grad_() : Tensor();
+  Tensor y = conv2d(x, w, b, opt);
+  y.backward(gy);
+  return {y, x.grad(), w.grad(), b.defined() ? b.grad() : Tensor()};
 }
 
 }  // namespace octet::test

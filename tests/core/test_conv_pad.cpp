@@ -36,6 +36,8 @@
 using namespace octet;
 using octet::test::max_err;
 using octet::test::same_bits;
+using octet::test::ConvRun;
+using octet::test::run_conv;
 using octet::test::gradcheck;
 using octet::test::GradcheckResult;
 
@@ -98,19 +100,6 @@ Ref reference_conv(const Tensor& x, const Tensor& w, const Tensor& b, const Tens
         }
   return {to_tensor({N, Cout, OH, OW}, y), to_tensor(x.shape(), dx), to_tensor(w.shape(), dw),
           to_tensor({Cout}, db)};
-}
-
-// Runs conv2d forward + backward, returns y and the gradients.
-struct ConvRun {
-  Tensor y, dx, dw, db;
-};
-ConvRun run_conv(const Tensor& x0, const Tensor& w0, const Tensor& b0, const Tensor& gy, Conv2dOptions opt) {
-  Tensor x = x0.detach().requires_grad_();
-  Tensor w = w0.detach().requires_grad_();
-  Tensor b = b0.defined() ? b0.detach().requires_grad_() : Tensor();
-  Tensor y = conv2d(x, w, b, opt);
-  y.backward(gy);
-  return {y, x.grad(), w.grad(), b.defined() ? b.grad() : Tensor()};
 }
 
 // A kernel size and its padding; stride and groups are varied by the tests.

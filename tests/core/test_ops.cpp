@@ -30,6 +30,8 @@
 using namespace octet;
 using octet::test::max_err;
 using octet::test::same_bits;
+using octet::test::ConvRun;
+using octet::test::run_conv;
 
 namespace {
 
@@ -45,19 +47,6 @@ struct ConvCase {
 std::string describe(const ConvCase& c) {
   return "x " + shape_str(c.x) + " w " + shape_str(c.w) + " stride " + std::to_string(c.opt.stride) + " pad " +
          std::to_string(c.opt.pad) + " groups " + std::to_string(c.opt.groups) + (c.bias ? " bias" : "");
-}
-
-// Runs conv2d forward + backward, returns y and the gradients.
-struct ConvRun {
-  Tensor y, dx, dw, db;
-};
-ConvRun run_conv(const Tensor& x0, const Tensor& w0, const Tensor& b0, const Tensor& gy, Conv2dOptions opt) {
-  Tensor x = x0.detach().requires_grad_();
-  Tensor w = w0.detach().requires_grad_();
-  Tensor b = b0.defined() ? b0.detach().requires_grad_() : Tensor();
-  Tensor y = conv2d(x, w, b, opt);
-  y.backward(gy);
-  return {y, x.grad(), w.grad(), b.defined() ? b.grad() : Tensor()};
 }
 
 }  // namespace
