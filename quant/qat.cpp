@@ -1124,18 +1124,13 @@ void calibrate(nn::ResNet& model, const QatConfig& config, const std::vector<Ten
   {
     NoGradGuard ng;
     for (const Tensor& x : batches) {
-      if (!config.bias_correction) {
-        model.forward(x);
-        continue;
-      }
       Tensor y = x;
       for (auto& [name, child] : model.children()) {
-        if (name == "fc") {
-          const Tensor& f = y;
-          const int64_t rows = f.numel() / fc.in_features;
+        if (name == "fc" && config.bias_correction) {
+          const int64_t rows = y.numel() / fc.in_features;
           for (int64_t r = 0; r < rows; ++r)
             for (int64_t i = 0; i < fc.in_features; ++i)
-              fc_sum[static_cast<size_t>(i)] += f.data()[r * fc.in_features + i];
+              fc_sum[static_cast<size_t>(i)] += y.data()[r * fc.in_features + i];
           fc_rows += rows;
         }
         y = child->forward(y);
