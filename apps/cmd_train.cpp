@@ -236,8 +236,8 @@ int cmd_train(int argc, char** argv) {
   set_num_threads(c.threads);
   const std::string root = resolve_data_path(c.data);
   c.data = root;
-  std::printf("octet train: threads %d, OpenBLAS core %s, data %s\n", num_threads(), openblas_corename().c_str(),
-              root.c_str());
+  std::printf("octet train: threads %d, OpenBLAS core %s, data %s\n", num_threads(),
+              openblas_core_banner().c_str(), root.c_str());
   Dataset train = load_dataset(root, Split::train);
   Dataset test = load_dataset(root, Split::test);
   std::printf("train %lld images, test %lld images, %d classes\n", static_cast<long long>(train.size()),

@@ -4,6 +4,7 @@
 #include <cblas.h>
 
 #include <climits>
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -55,6 +56,15 @@ void sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
 std::string openblas_corename() {
   const char* s = openblas_get_corename();
   return s ? s : "unknown";
+}
+
+std::string openblas_core_banner() {
+  std::string name = openblas_corename();
+  const char* forced = std::getenv("OPENBLAS_CORETYPE");
+  if (forced && *forced)
+    name += std::string(" (chosen by OPENBLAS_CORETYPE=") + forced +
+            " in the environment; unset it to let OpenBLAS pick this CPU's kernels)";
+  return name;
 }
 
 std::string openblas_config() {

@@ -30,6 +30,11 @@ void sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, floa
 void blas_init();
 
 std::string openblas_corename();  // e.g. "SkylakeX", "Haswell", "Cooperlake"
+// The core name for a banner: "Cooperlake", or "Haswell (chosen by
+// OPENBLAS_CORETYPE=Haswell in the environment; unset it to let OpenBLAS pick
+// this CPU's kernels)" when the variable is set, since a forced older core
+// can halve sgemm on a newer CPU.
+std::string openblas_core_banner();
 std::string openblas_config();    // build configuration string
 
 }  // namespace octet

@@ -14,6 +14,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -90,6 +91,21 @@ TEST_CASE("sgemm with beta 0 ignores NaN in C; K == 0 scales C") {
   sgemm(false, false, 2, 2, 0, 1.0f, a.data(), 3, b.data(), 2, 0.0f, e.data(), 2);
   for (int i = 0; i < 4; ++i) CHECK(e.data()[i] == 0.0f);
   CHECK(!openblas_corename().empty());
+}
+
+TEST_CASE("the OpenBLAS banner says when OPENBLAS_CORETYPE chose the core") {
+  const char* was = std::getenv("OPENBLAS_CORETYPE");
+  const std::string saved = was ? was : "";
+  ::unsetenv("OPENBLAS_CORETYPE");
+  CHECK(openblas_core_banner() == openblas_corename());
+  ::setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+  const std::string forced = openblas_core_banner();
+  CHECK(forced.rfind(openblas_corename(), 0) == 0);
+  CHECK(forced.find("OPENBLAS_CORETYPE=Haswell") != std::string::npos);
+  if (was)
+    ::setenv("OPENBLAS_CORETYPE", saved.c_str(), 1);
+  else
+    ::unsetenv("OPENBLAS_CORETYPE");
 }
 
 TEST_CASE("conv2d forward and backward match the plain-loop reference") {
