@@ -7,6 +7,8 @@
 //   runner_bytes           size of the engine-only runner (engine/runner/octet-run
 //                          of the same build tree), if found
 //   isa, threads           what ran
+// With --layers, also a table per batch size: each op's share of the run's
+// wall time (the Session's op profiling), its multiply-adds and GMAC/s.
 // The model is a ResNet-20-shaped int8 model with random weights
 // (engine/samples.h random_resnet) unless --model names a file. The keys are
 // spelled as ../shared/bench/torch_resnet20.py prints its own.
@@ -60,15 +62,29 @@ long long runner_bytes() {
   return ec ? -1 : static_cast<long long>(size);
 }
 
+// Runs batches of `batch` with op profiling on for at least `min_seconds`
+// (after one warm-up run) and prints the per-op table.
+void print_layers(engine::Session& s, const std::vector<uint8_t>& pixels, int batch, double min_seconds) {
+  s.run(pixels.data(), batch);
+  s.set_profiling(true);
+  const auto t0 = Clock::now();
+  do s.run(pixels.data(), batch);
+  while (std::chrono::duration<double>(Clock::now() - t0).count() < min_seconds);
+  std::printf("\nlayers at batch %d: ", batch);
+  std::fputs(engine::profile_table(s.model(), s.profile()).c_str(), stdout);
+  s.set_profiling(false);
+}
+
 }  // namespace
 
 int bench_engine(int argc, char** argv) {
   Args a(argc, argv, "octet bench engine",
-         "usage: octet bench engine [--threads N] [--model FILE] [--seconds 1]\n"
+         "usage: octet bench engine [--threads N] [--model FILE] [--seconds 1] [--layers]\n"
          "int8 inference throughput of the engine at batch 1 and batch 100, its arena\n"
          "size and the runner's size. The model defaults to a ResNet-20-shaped int8\n"
          "model with random weights. --threads 0: all cores. OCTET_ISA=avx2 (etc.)\n"
-         "picks a lower instruction set than the best one.\n");
+         "picks a lower instruction set than the best one. --layers: then a table per\n"
+         "batch size of every op's time per image, share, multiply-adds and GMAC/s.\n");
   if (a.help()) {
     std::fputs(a.usage().c_str(), stdout);
     return 0;
@@ -76,6 +92,7 @@ int bench_engine(int argc, char** argv) {
   const int threads = a.get_int("--threads", 0);
   const std::string path = a.get("--model", "");
   const double seconds = a.get_double("--seconds", 1.0);
+  const bool layers = a.flag("--layers");
   a.finish();
   if (threads < 0) throw UsageError("octet bench engine: --threads must be >= 0");
   if (!(seconds > 0)) throw UsageError("octet bench engine: --seconds must be > 0");
@@ -101,6 +118,10 @@ int bench_engine(int argc, char** argv) {
   std::printf("weight_bytes_stored %llu\n", static_cast<unsigned long long>(model->weight_bytes_stored()));
   const long long runner = runner_bytes();
   if (runner >= 0) std::printf("runner_bytes %lld\n", runner);
+  if (layers) {
+    print_layers(s1, pixels, 1, seconds);
+    print_layers(s100, pixels, 100, seconds);
+  }
   return 0;
 }
 

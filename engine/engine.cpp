@@ -7,6 +7,8 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -95,12 +97,15 @@ Model::Model(ModelDesc desc, std::string source) : desc_(std::move(desc)), sourc
   classes_ = static_cast<int>(desc_.tensors[desc_.output].numel());
   for (const OpDesc& op : desc_.ops) {
     act_bytes_ += static_cast<uint64_t>(desc_.tensors[op.output].numel());
+    uint64_t macs = 0;
     if (op.type == OpType::conv2d || op.type == OpType::fully_connected) {
       const TensorDesc& w = desc_.tensors[op.inputs[1]];
       const uint64_t k = static_cast<uint64_t>(w.numel() / w.shape[0]);
       const uint64_t outputs = static_cast<uint64_t>(desc_.tensors[op.output].numel());
-      macs_ += outputs * k;
+      macs = outputs * k;
     }
+    op_macs_.push_back(macs);
+    macs_ += macs;
   }
   for (const TensorDesc& t : desc_.tensors)
     if (t.constant) stored_weight_bytes_ += t.dtype == DType::int8 ? packed_size(t.i8.size(), t.bits) : 4 * t.i32.size();
@@ -193,6 +198,10 @@ struct Session::Impl {
   size_t arena_bytes = 0, unshared_bytes = 0;
   int output = -1;
   size_t classes = 0;
+  bool profiling = false;
+  Profile profile;
+
+  void run_step(const Step& st, const uint8_t* pixels, int batch) const;
 
   int8_t* buf(int i) const { return reinterpret_cast<int8_t*>(arena.get() + offsets[i]); }
   std::span<std::byte> bytes(int i) const { return {arena.get() + offsets[i], sizes[i]}; }
@@ -335,42 +344,102 @@ Isa Session::isa() const { return impl_->isa; }
 size_t Session::arena_bytes() const { return impl_->arena_bytes; }
 size_t Session::unshared_bytes() const { return impl_->unshared_bytes; }
 
+// One op of run(): `st` on a batch of images.
+void Session::Impl::run_step(const Step& st, const uint8_t* pixels, int batch) const {
+  const Impl& s = *this;
+  const size_t n = static_cast<size_t>(batch);
+  int8_t* y = s.buf(st.y);
+  switch (st.type) {
+    case OpType::input: {
+      const InputCtx ctx{pixels, y};
+      parallel_for(n * st.x_elems, kElementGrain, &ctx, input_chunk);
+      break;
+    }
+    case OpType::conv2d:
+    case OpType::fully_connected: {
+      const std::span<std::byte> scratch = st.scratch >= 0 ? s.bytes(st.scratch) : std::span<std::byte>();
+      s.kernels[st.kernel].run(batch, s.buf(st.x), y, scratch);
+      break;
+    }
+    case OpType::add: {
+      const AddCtx ctx{s.buf(st.x), s.buf(st.b), &st.add, y, s.isa};
+      parallel_for(n * st.y_elems, kElementGrain, &ctx, add_chunk);
+      break;
+    }
+    case OpType::max_pool:
+    case OpType::avg_pool:
+    case OpType::global_avg_pool: {
+      const PoolCtx ctx{st.type, &st.g, s.buf(st.x), y, st.x_elems, st.y_elems};
+      parallel_for(n, 1, &ctx, pool_chunk);
+      break;
+    }
+  }
+}
+
 std::span<const int8_t> Session::run(const uint8_t* pixels, int batch) {
-  const Impl& s = *impl_;
+  Impl& s = *impl_;
   if (batch < 1 || batch > s.max_batch)
     throw std::invalid_argument("Session::run: batch " + std::to_string(batch) + " is outside [1, " +
                                 std::to_string(s.max_batch) + "]");
   if (!pixels) throw std::invalid_argument("Session::run: no pixels");
-  const size_t n = static_cast<size_t>(batch);
-  for (const Impl::Step& st : s.steps) {
-    int8_t* y = s.buf(st.y);
-    switch (st.type) {
-      case OpType::input: {
-        const InputCtx ctx{pixels, y};
-        parallel_for(n * st.x_elems, kElementGrain, &ctx, input_chunk);
-        break;
-      }
-      case OpType::conv2d:
-      case OpType::fully_connected: {
-        const std::span<std::byte> scratch = st.scratch >= 0 ? s.bytes(st.scratch) : std::span<std::byte>();
-        s.kernels[st.kernel].run(batch, s.buf(st.x), y, scratch);
-        break;
-      }
-      case OpType::add: {
-        const AddCtx ctx{s.buf(st.x), s.buf(st.b), &st.add, y, s.isa};
-        parallel_for(n * st.y_elems, kElementGrain, &ctx, add_chunk);
-        break;
-      }
-      case OpType::max_pool:
-      case OpType::avg_pool:
-      case OpType::global_avg_pool: {
-        const PoolCtx ctx{st.type, &st.g, s.buf(st.x), y, st.x_elems, st.y_elems};
-        parallel_for(n, 1, &ctx, pool_chunk);
-        break;
-      }
+  if (!s.profiling) {
+    for (const Impl::Step& st : s.steps) s.run_step(st, pixels, batch);
+  } else {
+    using Clock = std::chrono::steady_clock;
+    for (size_t i = 0; i < s.steps.size(); ++i) {
+      const Clock::time_point t0 = Clock::now();
+      s.run_step(s.steps[i], pixels, batch);
+      s.profile.op_ns[i] += static_cast<uint64_t>(std::chrono::nanoseconds(Clock::now() - t0).count());
     }
+    ++s.profile.runs;
+    s.profile.images += static_cast<uint64_t>(batch);
   }
-  return {s.buf(s.output), n * s.classes};
+  return {s.buf(s.output), static_cast<size_t>(batch) * s.classes};
+}
+
+void Session::set_profiling(bool on) {
+  Impl& s = *impl_;
+  if (on && !s.profiling) s.profile = Profile{std::vector<uint64_t>(s.steps.size(), 0), 0, 0};
+  s.profiling = on;
+}
+
+const Session::Profile& Session::profile() const { return impl_->profile; }
+
+// ---- profile table (display only) ---------------------------------------------------------
+
+std::string profile_table(const Model& model, const Session::Profile& p) {
+  const ModelDesc& d = model.desc();
+  if (p.op_ns.size() != d.ops.size())
+    throw std::invalid_argument("profile_table: the profile has " + std::to_string(p.op_ns.size()) +
+                                " ops, the model " + std::to_string(d.ops.size()));
+  uint64_t total_ns = 0;
+  for (uint64_t ns : p.op_ns) total_ns += ns;
+  const double images = p.images > 0 ? static_cast<double>(p.images) : 1.0;
+  std::string out;
+  char line[256];
+  std::snprintf(line, sizeof line, "%llu runs, %llu images; wall time per image over the ops: %.1f us\n",
+                static_cast<unsigned long long>(p.runs), static_cast<unsigned long long>(p.images),
+                total_ns / 1e3 / images);
+  out += line;
+  std::snprintf(line, sizeof line, "%4s  %-15s  %-22s  %-10s  %9s  %9s  %6s  %7s\n", "op", "type", "name", "output",
+                "MMAC/img", "us/img", "share", "GMAC/s");
+  out += line;
+  for (size_t i = 0; i < d.ops.size(); ++i) {
+    const OpDesc& op = d.ops[i];
+    std::string shape;
+    for (int64_t dim : d.tensors[op.output].shape) {
+      if (!shape.empty()) shape.push_back('x');
+      shape.append(std::to_string(dim));
+    }
+    const double macs = static_cast<double>(model.op_macs(i));
+    char gmacs[32] = "";
+    if (macs > 0 && p.op_ns[i] > 0) std::snprintf(gmacs, sizeof gmacs, "%.1f", macs * images / p.op_ns[i]);
+    std::snprintf(line, sizeof line, "%4zu  %-15s  %-22s  %-10s  %9.3f  %9.2f  %5.1f%%  %7s\n", i, op_name(op.type),
+                  op.name.substr(0, 22).c_str(), shape.c_str(), macs / 1e6, p.op_ns[i] / 1e3 / images,
+                  total_ns ? 100.0 * p.op_ns[i] / total_ns : 0.0, gmacs);
+    out += line;
+  }
+  return out;
 }
 
 // ---- top-k ------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ class Model {
   std::string metadata(const std::string& key) const;  // "" if absent
 
   uint64_t macs_per_image() const { return macs_; }                       // conv + fc multiply-adds
+  uint64_t op_macs(size_t op) const { return op_macs_.at(op); }           // of one op (ModelDesc::ops order), per image
   uint64_t activation_bytes_per_image() const { return act_bytes_; }      // sum over activations, no sharing
   uint64_t weight_bytes_stored() const { return stored_weight_bytes_; }   // packed, as in the file
 
@@ -57,6 +58,7 @@ class Model {
   std::string source_;
   int in_h_ = 0, in_w_ = 0, in_c_ = 0, classes_ = 0;
   uint64_t macs_ = 0, act_bytes_ = 0, stored_weight_bytes_ = 0;
+  std::vector<uint64_t> op_macs_;
 };
 
 // One buffer to place in the arena: `bytes` long, live from step `first` to
@@ -91,10 +93,27 @@ class Session {
   size_t arena_bytes() const;     // the one arena: activations + scratch, shared where lifetimes allow
   size_t unshared_bytes() const;  // what the same buffers would take without sharing
 
+  // Op profiling, like TFLite benchmark_model's --enable_op_profiling: while
+  // on, run() reads a steady clock around every op and adds the op's wall
+  // time to its total. Switching it on clears the totals; off (the default),
+  // run() reads no clock. Totals are integer nanoseconds.
+  struct Profile {
+    std::vector<uint64_t> op_ns;  // per model op, ModelDesc::ops order
+    uint64_t runs = 0;            // run() calls counted
+    uint64_t images = 0;          // images those calls ran
+  };
+  void set_profiling(bool on);
+  const Profile& profile() const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The profile as a table, one row per op: type, name, output shape, multiply-
+// adds per image, wall time per image, share of the total and GMAC/s. For
+// display (it uses floating point; run() does not).
+std::string profile_table(const Model& model, const Session::Profile& profile);
 
 struct Scored {
   int index = 0;     // class

@@ -1,12 +1,13 @@
 // octet-run: the engine on its own (links octet_engine only). Classifies raw
 // images with an Octet model file.
 //
-//   octet-run MODEL IMAGES [--batch N] [--threads N] [--top K] [--cifar]
+//   octet-run MODEL IMAGES [--batch N] [--threads N] [--top K] [--cifar] [--profile]
 //
 // IMAGES is a file (or - for stdin) of raw uint8 records of the model's input
 // shape, H*W*C bytes each, NHWC. With --cifar the records are the official
 // CIFAR-10 binary layout instead (1 label byte, then the R, G and B planes of
 // 32x32), e.g. test_batch.bin: the labels are checked and the accuracy printed.
+// --profile prints each op's share of the engine's time to stderr at the end.
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -22,18 +23,20 @@
 namespace {
 
 const char* kUsage =
-    "usage: octet-run MODEL IMAGES [--batch N] [--threads N] [--top K] [--cifar]\n"
+    "usage: octet-run MODEL IMAGES [--batch N] [--threads N] [--top K] [--cifar] [--profile]\n"
     "  MODEL       an Octet model file (.oct)\n"
     "  IMAGES      raw uint8 images, H*W*C bytes each in NHWC order ('-' reads stdin)\n"
     "  --batch N   images per engine call (default 100)\n"
     "  --threads N engine threads (default: all cores)\n"
     "  --top K     classes printed per image (default 1)\n"
-    "  --cifar     IMAGES is CIFAR-10 binary (label byte + R, G, B planes): print accuracy\n";
+    "  --cifar     IMAGES is CIFAR-10 binary (label byte + R, G, B planes): print accuracy\n"
+    "  --profile   print each op's time per image and share to stderr at the end\n";
 
 struct Options {
   std::string model, images;
   int batch = 100, threads = 0, top = 1;
   bool cifar = false;
+  bool profile = false;
 };
 
 struct Usage : std::runtime_error {
@@ -64,6 +67,8 @@ Options parse(int argc, char** argv) {
       o.top = parse_int("--top", next, 1, 1 << 20), ++i;
     } else if (a == "--cifar") {
       o.cifar = true;
+    } else if (a == "--profile") {
+      o.profile = true;
     } else if (a.size() > 1 && a[0] == '-' && a != "-") {
       throw Usage("unknown option '" + a + "'");
     } else {
@@ -102,6 +107,7 @@ int run(const Options& o) {
   std::FILE* f = o.images == "-" ? stdin : std::fopen(o.images.c_str(), "rb");
   if (!f) throw std::runtime_error(o.images + ": cannot open: " + std::strerror(errno));
   octet::engine::Session session(model, o.batch);
+  session.set_profiling(o.profile);
   std::vector<uint8_t> raw(record * o.batch), pixels(image_bytes * o.batch);
   size_t total = 0, correct = 0;
   double seconds = 0;
@@ -150,6 +156,7 @@ int run(const Options& o) {
   std::fprintf(stderr, "octet-run: %zu images in %.3f s (%.1f img/s, isa %s, %d threads, arena %zu bytes)\n", total,
                seconds, seconds > 0 ? total / seconds : 0.0, octet::engine::isa_name(session.isa()),
                octet::engine::num_threads(), session.arena_bytes());
+  if (o.profile) std::fprintf(stderr, "%s", octet::engine::profile_table(*model, session.profile()).c_str());
   return 0;
 }
 

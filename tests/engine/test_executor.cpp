@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <random>
+#include <stdexcept>
+#include <vector>
 
 #include "engine/engine.h"
 #include "engine/samples.h"
@@ -288,4 +290,65 @@ TEST_CASE("Model reports its shape, size and metadata") {
   // ResNet-20 has ~41 M multiply-adds per 32x32 image.
   CHECK(model->macs_per_image() > 39000000);
   CHECK(model->macs_per_image() < 43000000);
+  // ... and they are the sum of the ops' own: 3x3 convs with 16 channels on
+  // 32x32 are 32*32*16*9*16 each; adds and pools have none.
+  uint64_t sum = 0;
+  for (size_t i = 0; i < model->desc().ops.size(); ++i) {
+    const OpDesc& op = model->desc().ops[i];
+    if (op.type != OpType::conv2d && op.type != OpType::fully_connected) CHECK(model->op_macs(i) == 0);
+    if (op.name == "layer1.0.conv1") CHECK(model->op_macs(i) == 32ull * 32 * 16 * 9 * 16);
+    sum += model->op_macs(i);
+  }
+  CHECK(sum == model->macs_per_image());
+  CHECK_THROWS_AS(model->op_macs(model->desc().ops.size()), std::out_of_range);
+}
+
+TEST_CASE("op profiling: per-op times of the runs while it is on, the same logits") {
+  const auto model = Model::from_bytes(random_resnet({}).serialize(), "r20.oct");
+  const size_t n_ops = model->desc().ops.size();
+  std::vector<uint8_t> px(model->input_bytes() * 3);
+  std::mt19937 rng(7);
+  for (auto& p : px) p = static_cast<uint8_t>(rng());
+  Session s(model, 3);
+  const auto plain = s.run(px.data(), 3);
+  const std::vector<int8_t> expected(plain.begin(), plain.end());
+  CHECK(s.profile().runs == 0);  // off by default: nothing counted
+
+  s.set_profiling(true);
+  const auto a = s.run(px.data(), 3);
+  CHECK(std::vector<int8_t>(a.begin(), a.end()) == expected);
+  s.run(px.data(), 2);
+  const Session::Profile p = s.profile();
+  REQUIRE(p.op_ns.size() == n_ops);
+  CHECK(p.runs == 2);
+  CHECK(p.images == 5);
+  uint64_t conv_ns = 0, total_ns = 0;
+  for (size_t i = 0; i < n_ops; ++i) {
+    total_ns += p.op_ns[i];
+    if (model->desc().ops[i].type == OpType::conv2d) conv_ns += p.op_ns[i];
+  }
+  CHECK(conv_ns > 0);
+  CHECK(conv_ns <= total_ns);
+  // The table: a summary line, a header, one row per op in model order.
+  const std::string table = profile_table(*model, p);
+  CHECK(table.rfind("2 runs, 5 images", 0) == 0);
+  CHECK(static_cast<size_t>(std::count(table.begin(), table.end(), '\n')) == n_ops + 2);
+  size_t at = 0;
+  for (const OpDesc& op : model->desc().ops) {
+    const size_t found = table.find(" " + op.name + " ", at);
+    CHECK_MESSAGE(found != std::string::npos, op.name);
+    if (found != std::string::npos) at = found;
+  }
+  Session::Profile short_profile = p;
+  short_profile.op_ns.pop_back();
+  CHECK_THROWS_AS(profile_table(*model, short_profile), std::invalid_argument);
+
+  s.set_profiling(false);  // off: the totals stay as they were
+  s.run(px.data(), 3);
+  CHECK(s.profile().runs == 2);
+  CHECK(s.profile().op_ns == p.op_ns);
+  s.set_profiling(true);  // on again: cleared
+  CHECK(s.profile().runs == 0);
+  CHECK(s.profile().images == 0);
+  CHECK(s.profile().op_ns == std::vector<uint64_t>(n_ops, 0));
 }

@@ -115,6 +115,13 @@ TEST_CASE("octet-run: raw NHWC records print the engine's top-1, CIFAR records i
   CHECK(acc.code == 0);
   CHECK(acc.out == "accuracy 0.5714 (4/7)\n");
 
+  // --profile: the same accuracy on stdout, a row per op on stderr.
+  const Result prof = sh(kRunner + " " + model_path.string() + " " + (dir.path / "test_batch.bin").string() +
+                         " --cifar --batch 2 --threads 1 --profile 2>&1 >/dev/null");
+  CHECK(prof.code == 0);
+  CHECK(prof.out.find("4 runs, 7 images") != std::string::npos);
+  for (const OpDesc& op : model->desc().ops) CHECK(prof.out.find(" " + op.name + " ") != std::string::npos);
+
   // Errors: a partial record, a corrupted model, a bad flag.
   cifar.pop_back();
   write_bytes(dir.path / "short.bin", cifar);

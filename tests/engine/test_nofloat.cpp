@@ -3,9 +3,9 @@
 // objdump and every instruction of its run-time code must be integer-only.
 // Run-time code = every function of the kernel objects (kernels_*.cpp.o,
 // parallel.cpp.o, cpu.cpp.o) and the executor's run path in engine.cpp.o
-// (Session::run and the chunk functions it hands to parallel_for). The loader
-// and the writer (format.cpp, samples.cpp, Model's display helpers) may use
-// double: they run offline or once at load.
+// (Session::run, the op step it calls, and the chunk functions it hands to
+// parallel_for). The loader and the writer (format.cpp, samples.cpp, Model's
+// display helpers) may use double: they run offline or once at load.
 //
 // Floating point = arithmetic, comparison or conversion on float/double/half
 // values: x86 SSE/AVX/AVX-512 *ss/sd/ps/pd/sh/ph arithmetic, cvt*, comis*,
@@ -85,7 +85,8 @@ bool runtime_object(const std::string& o) {
 bool runtime_function(const std::string& object, const std::string& f) {
   if (runtime_object(object)) return true;
   if (object != "engine.cpp.o") return false;
-  return f.find("Session::run") != std::string::npos || f.find("input_chunk") != std::string::npos ||
+  return f.find("Session::run") != std::string::npos || f.find("Session::Impl::run_step") != std::string::npos ||
+         f.find("input_chunk") != std::string::npos ||
          f.find("add_chunk") != std::string::npos || f.find("pool_chunk") != std::string::npos;
 }
 
