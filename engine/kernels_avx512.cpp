@@ -137,23 +137,12 @@ void tile_m(int m, const ConvView& v, const ConvBlock& b, const uint8_t* const* 
 
 template <int NR, int MR>
 void block_pixels(const ConvView& v, const ConvBlock& b, const uint8_t* xp, int8_t* y, size_t p0, size_t p1) {
-  const size_t ohw = static_cast<size_t>(v.out_h) * v.out_w;
-  const size_t group_off = static_cast<size_t>(b.group) * v.cin_gp;
-  const uint8_t* base[MR];
-  int8_t* out[MR];
-  for (size_t p = p0; p < p1; p += MR) {
-    const int m = p1 - p < MR ? static_cast<int>(p1 - p) : MR;
-    for (int i = 0; i < m; ++i) {
-      const size_t q = p + i, n = q / ohw, r = q % ohw;
-      const size_t oh = r / v.out_w, ow = r % v.out_w;
-      base[i] = xp + ((n * v.hp + oh * v.stride) * v.wp + ow * v.stride) * v.cp + group_off;
-      out[i] = y + q * v.out_c + b.oc0;
-    }
+  for_each_pixel_tile<MR>(v, b, xp, y, p0, p1, [&](int m, const uint8_t* const* base, int8_t* const* out) {
     if (m == MR)
       tile<MR, NR>(v, b, base, out);
     else
       tile_m<NR, MR - 1>(m, v, b, base, out);
-  }
+  });
 }
 
 }  // namespace

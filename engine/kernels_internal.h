@@ -1,8 +1,9 @@
 // engine/kernels_internal.h: what a prepared convolution hands to the
 // ISA-specific tile loops (engine/kernels_avx2.cpp, kernels_avx512.cpp,
-// kernels_neon.cpp). Plain data only: those files are compiled with their
-// ISA's flags, so they must not instantiate any inline or template code that
-// other files share (the linker could keep their AVX-512 copy for everyone).
+// kernels_neon.cpp). Plain data, and `static` helpers: those files are
+// compiled with their ISA's flags, so they must not instantiate any inline or
+// template code that other files share (the linker could keep their AVX-512
+// copy for everyone); a static function is each file's own copy.
 //
 // The scheme, for every ISA: the input of a batch is first copied into a
 // padded image xp [N][H+2p][W+2p][groups * cin_gp] ("pre-pass"), the padding
@@ -86,6 +87,42 @@ void conv_pixels_avx512_vnni(const ConvView& v, const uint8_t* xp, int8_t* y, si
 void conv_units_amx(const ConvView& v, const uint8_t* xp, int8_t* y, size_t u0, size_t u1);
 void conv_pixels_neon(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
 void conv_pixels_neon_dot(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
+
+// Output pixels [p0, p1) (numbered as for conv_pixels_*) in tiles of up to MR:
+// calls tile(m, base, out) with the tile's m pixels' window origins in xp
+// (the input of block b's group at (oh * stride, ow * stride) of image n) and
+// their output pointers (channel b.oc0). The position (n, oh, ow) is carried
+// from pixel to pixel rather than divided out of the pixel number: three
+// divisions per pixel cost as much as the multiply-adds of a 16-channel layer.
+template <int MR, typename T, typename Tile>
+static inline void for_each_pixel_tile(const ConvView& v, const ConvBlock& b, const T* xp, int8_t* y, size_t p0,
+                                       size_t p1, Tile&& tile) {
+  const size_t ohw = static_cast<size_t>(v.out_h) * v.out_w;
+  if (p0 >= p1 || ohw == 0) return;
+  const size_t group_off = static_cast<size_t>(b.group) * v.cin_gp;
+  const size_t row = static_cast<size_t>(v.wp) * v.cp, image = static_cast<size_t>(v.hp) * row;
+  const size_t step = static_cast<size_t>(v.stride) * v.cp, row_step = static_cast<size_t>(v.stride) * row;
+  size_t n = p0 / ohw, oh = p0 % ohw / v.out_w, ow = p0 % ohw % v.out_w;
+  size_t row_base = n * image + oh * row_step + group_off;  // the window origin of (n, oh, 0)
+  const T* base[MR];
+  int8_t* out[MR];
+  for (size_t p = p0; p < p1; p += MR) {
+    const int m = p1 - p < MR ? static_cast<int>(p1 - p) : MR;
+    for (int i = 0; i < m; ++i) {
+      base[i] = xp + row_base + ow * step;
+      out[i] = y + (p + i) * v.out_c + b.oc0;
+      if (++ow == static_cast<size_t>(v.out_w)) {
+        ow = 0;
+        if (++oh == static_cast<size_t>(v.out_h)) {
+          oh = 0;
+          ++n;
+        }
+        row_base = n * image + oh * row_step + group_off;
+      }
+    }
+    tile(m, base, out);
+  }
+}
 
 // AddParams of engine/kernels.h as plain data; y = the add of a and b, n elements.
 struct AddParamsView {
