@@ -1,6 +1,9 @@
 // apps/bench_engine.cpp: `octet bench engine`, the int8 engine's speed and size:
 //   infer_int8_b1_img_s    images/s, one image per Session::run
 //   infer_int8_b100_img_s  images/s, batches of 100
+//   infer_int8_b1_cpu_us_per_img, infer_int8_b100_cpu_us_per_img
+//                          process CPU time (all threads) per image over the
+//                          same runs: steadier than images/s on a shared VM
 //   engine_arena_bytes     the Session's one arena (activations + scratch) at
 //                          batch 100 and at batch 1: the engine's peak memory
 //                          besides the model's weights
@@ -35,9 +38,13 @@ using Clock = std::chrono::steady_clock;
 // Images per second of batches of `batch`: after a warm-up, repeated runs
 // until at least `min_seconds` have passed; the best of 3 such rounds
 // (the machine is shared, the best round is the least disturbed one).
-double images_per_second(engine::Session& s, const std::vector<uint8_t>& pixels, int batch, double min_seconds) {
+// *cpu_per_image receives the process CPU seconds per image over all rounds.
+double images_per_second(engine::Session& s, const std::vector<uint8_t>& pixels, int batch, double min_seconds,
+                         double* cpu_per_image) {
   s.run(pixels.data(), batch);
   double best = 0;
+  long long images = 0;
+  const double cpu0 = process_cpu_seconds();
   for (int round = 0; round < 3; ++round) {
     int runs = 0;
     const auto t0 = Clock::now();
@@ -48,7 +55,9 @@ double images_per_second(engine::Session& s, const std::vector<uint8_t>& pixels,
       elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
     } while (elapsed < min_seconds);
     best = std::max(best, runs * static_cast<double>(batch) / elapsed);
+    images += static_cast<long long>(runs) * batch;
   }
+  *cpu_per_image = (process_cpu_seconds() - cpu0) / static_cast<double>(images);
   return best;
 }
 
@@ -112,8 +121,10 @@ int bench_engine(int argc, char** argv) {
   }
   engine::Session s1(model, 1);
   engine::Session s100(model, 100);
-  std::printf("infer_int8_b1_img_s %.1f\n", images_per_second(s1, pixels, 1, seconds));
-  std::printf("infer_int8_b100_img_s %.1f\n", images_per_second(s100, pixels, 100, seconds));
+  double cpu1 = 0, cpu100 = 0;
+  std::printf("infer_int8_b1_img_s %.1f\n", images_per_second(s1, pixels, 1, seconds, &cpu1));
+  std::printf("infer_int8_b100_img_s %.1f\n", images_per_second(s100, pixels, 100, seconds, &cpu100));
+  std::printf("infer_int8_b1_cpu_us_per_img %.2f\ninfer_int8_b100_cpu_us_per_img %.2f\n", 1e6 * cpu1, 1e6 * cpu100);
   std::printf("engine_arena_bytes_b1 %zu\nengine_arena_bytes %zu\n", s1.arena_bytes(), s100.arena_bytes());
   std::printf("weight_bytes_stored %llu\n", static_cast<unsigned long long>(model->weight_bytes_stored()));
   const long long runner = runner_bytes();

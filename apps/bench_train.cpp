@@ -31,23 +31,23 @@
 
 namespace octet::app {
 
-namespace {
-
-double cpu_seconds() {
+double process_cpu_seconds() {
   timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+namespace {
+
 // Images per second of fn (wall time); cpu_per_iter, if given, receives the
 // process CPU seconds per call.
 double rate(const std::function<void()>& fn, int images, int iters, int warm = 2, double* cpu_per_iter = nullptr) {
   for (int i = 0; i < warm; ++i) fn();
-  const double c0 = cpu_seconds();
+  const double c0 = process_cpu_seconds();
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < iters; ++i) fn();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (cpu_per_iter) *cpu_per_iter = (cpu_seconds() - c0) / iters;
+  if (cpu_per_iter) *cpu_per_iter = (process_cpu_seconds() - c0) / iters;
   return static_cast<double>(images) * iters / s;
 }
 

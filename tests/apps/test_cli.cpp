@@ -172,6 +172,27 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
   CHECK(contains(export_no_out.output, "-o"));
 }
 
+TEST_CASE("cli: bench engine prints the peer's keys, CPU time per image and, with --layers, a row per op") {
+  const Result r = octet_cli("bench engine --threads 1 --seconds 0.02 --layers");
+  REQUIRE(r.code == 0);
+  for (const char* key : {"infer_int8_b1_img_s ", "infer_int8_b100_img_s ", "infer_int8_b1_cpu_us_per_img ",
+                          "infer_int8_b100_cpu_us_per_img ", "engine_arena_bytes ", "isa "})
+    CHECK_MESSAGE(contains(r.output, std::string("\n") + key), key);
+  CHECK(contains(r.output, "layers at batch 1: "));
+  CHECK(contains(r.output, "layers at batch 100: "));
+  // Both tables list the random ResNet-20's ops, stem to fc, with their multiply-adds.
+  const size_t b100 = r.output.find("layers at batch 100: ");
+  REQUIRE(b100 != std::string::npos);
+  const std::string table = r.output.substr(b100);
+  for (const char* row : {" stem ", " layer1.0.conv1 ", " layer3.2.add ", " fc "})
+    CHECK_MESSAGE(contains(table, row), row);
+  CHECK(contains(table, "2.359"));  // a 3x3 conv of 16 -> 16 channels on 32x32: 2.359 MMAC per image
+
+  const Result bad = octet_cli("bench engine --seconds 0");
+  CHECK(bad.code == 2);
+  CHECK(contains(bad.output, "--seconds must be > 0"));
+}
+
 TEST_CASE("cli: missing data and unreadable files exit 1 and name the path") {
   TempDir tmp;
   const Result no_data = octet_cli("train --data " + quoted(tmp / "no-such-folder") + " --out " + quoted(tmp / "run"));
