@@ -43,6 +43,8 @@
 #include <immintrin.h>
 #define OCTET_HAVE_DIRECT 1
 #define OCTET_AVX512 __attribute__((target("avx512f")))
+#define OCTET_AVX2 __attribute__((target("avx2,fma")))
+#define OCTET_INLINE __attribute__((always_inline)) inline
 #else
 #define OCTET_HAVE_DIRECT 0
 #endif
@@ -50,17 +52,34 @@
 namespace octet::detail {
 
 namespace {
-bool g_direct_enabled = true;
+DirectIsa g_max_isa = DirectIsa::avx512;
 }
 
-void set_direct_conv3x3_enabled(bool on) { g_direct_enabled = on; }
+void set_direct_conv3x3_max_isa(DirectIsa isa) { g_max_isa = isa; }
+
+const char* direct_isa_name(DirectIsa isa) {
+  switch (isa) {
+    case DirectIsa::avx512: return "avx512";
+    case DirectIsa::avx2: return "avx2";
+    default: return "none";
+  }
+}
+
+DirectIsa direct_conv3x3_isa() {
+  const DirectIsa cpu = direct_conv3x3_supported(DirectIsa::avx512) ? DirectIsa::avx512
+                        : direct_conv3x3_supported(DirectIsa::avx2) ? DirectIsa::avx2
+                                                                    : DirectIsa::none;
+  return std::min(cpu, g_max_isa);
+}
+
+bool direct_conv3x3_available() { return direct_conv3x3_isa() != DirectIsa::none; }
 
 #if OCTET_HAVE_DIRECT
 
 namespace {
 
 constexpr int64_t kVec = 16;        // floats per zmm
-constexpr int64_t kJBlock = 32;     // grid positions per forward block (2 zmm)
+constexpr int64_t kJBlock = 32;     // grid positions per forward block (2 zmm; AVX2: 16, 2 ymm)
 // Weight gradient: images per chunk so that a chunk's padded x and dY take
 // about kChunkFloats (1 MB, half of L2), and at least 8 chunks; from the
 // geometry and batch size only, never from the thread count, so the chunk sums
@@ -93,21 +112,23 @@ struct Grid {
   int64_t plane;   // floats per padded input plane, incl. zeroed slack read by the last block
 };
 
-Grid make_grid(const Conv3x3& c) {
+// jblock: the grid positions of one forward block (kJBlock, or 16 on AVX2,
+// where rounding an 8x8 plane's 80 positions to 32 would waste a sixth more).
+Grid make_grid(const Conv3x3& c, int64_t jblock = kJBlock) {
   Grid g{};
   g.Hp = c.H + 2 * c.pad, g.Wp = c.W + 2 * c.pad;
   g.OH = g.Hp - 2, g.OW = g.Wp - 2;
   g.J = g.OH * g.Wp;
-  g.Jr = round_up(g.J, kJBlock);
+  g.Jr = round_up(g.J, jblock);
   // The last block reads up to Jr - 1 + 2*Wp + 2.
   g.plane = round_up(std::max(g.Hp * g.Wp, g.Jr + 2 * g.Wp + 2), kVec);
   return g;
 }
 
 // src [C][H][W] -> dst [C][plane], zero border and slack. (The copy loops
-// are compiled for AVX-512 like the kernels; a memcpy call per 32-float row
-// costs more than the copy.)
-OCTET_AVX512 void pad_planes(const float* src, int64_t C, int64_t H, int64_t W, int64_t pad, const Grid& g,
+// are inlined into each ISA's kernels and vectorized there; a memcpy call per
+// 32-float row costs more than the copy.)
+OCTET_INLINE void pad_planes(const float* src, int64_t C, int64_t H, int64_t W, int64_t pad, const Grid& g,
                              float* dst) {
   const int64_t Wp = g.Wp;
   for (int64_t c = 0; c < C; ++c) {
@@ -125,7 +146,7 @@ OCTET_AVX512 void pad_planes(const float* src, int64_t C, int64_t H, int64_t W, 
 }
 
 // dY plane [OH][OW] -> the grid [OH][Wp] with zero junk columns and tail up to n.
-OCTET_AVX512 void grid_plane(const float* __restrict src, const Grid& g, int64_t n, float* __restrict d) {
+OCTET_INLINE void grid_plane(const float* __restrict src, const Grid& g, int64_t n, float* __restrict d) {
   for (int64_t oh = 0; oh < g.OH; ++oh) {
     for (int64_t ow = 0; ow < g.OW; ++ow) d[oh * g.Wp + ow] = src[oh * g.OW + ow];
     for (int64_t ow = g.OW; ow < g.Wp; ++ow) d[oh * g.Wp + ow] = 0.0f;
@@ -134,7 +155,7 @@ OCTET_AVX512 void grid_plane(const float* __restrict src, const Grid& g, int64_t
 }
 
 // The grid [OH][Wp] -> a plane [OH][OW], plus b.
-OCTET_AVX512 void ungrid_plane(const float* __restrict src, const Grid& g, float b, float* __restrict d) {
+OCTET_INLINE void ungrid_plane(const float* __restrict src, const Grid& g, float b, float* __restrict d) {
   for (int64_t oh = 0; oh < g.OH; ++oh)
     for (int64_t ow = 0; ow < g.OW; ++ow) d[oh * g.OW + ow] = src[oh * g.Wp + ow] + b;
 }
@@ -218,6 +239,85 @@ OCTET_AVX512 void dw_channels(const float* dy, int64_t dy_plane, int64_t img_dy,
     for (int c = 0; c < CB; ++c)
       for (int k = 0; k < 9; ++k) dst[c * dst_stride + ci * 9 + k] = lane_sum(acc[c][k]);
   }
+}
+
+// ---- the same two kernels on AVX2 + FMA (8 floats per ymm, 16 registers).
+//
+// Half the lanes and half the registers of AVX-512: the forward block holds 6
+// output channels x 2 vectors (16 grid positions) in 12 accumulators, and the
+// weight gradient one kernel row (3 taps) of 3 output channels in 9. Pad 1 goes through
+// the padded grid too (AVX2 has no cheap lane masks for fwd_same's loads).
+
+constexpr int64_t kVec8 = 8;  // floats per ymm
+
+// Sum of the 8 lanes by a fixed tree (the same bits every run).
+OCTET_AVX2 inline float lane_sum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// fwd_block on ymm: out[c][j] for c < CB, j in [0, Jr), 16 positions a step.
+template <int CB>
+OCTET_AVX2 void fwd_block8(const float* xpad, int64_t Cg, const Grid& g, const float* w, int64_t wstride,
+                           float* out) {
+  const int64_t Wp = g.Wp;
+  for (int64_t j0 = 0; j0 < g.Jr; j0 += 2 * kVec8) {
+    __m256 acc0[CB], acc1[CB];
+    for (int c = 0; c < CB; ++c) acc0[c] = _mm256_setzero_ps(), acc1[c] = _mm256_setzero_ps();
+    for (int64_t ci = 0; ci < Cg; ++ci) {
+      const float* xp = xpad + ci * g.plane + j0;
+      const float* wp = w + ci * 9;
+      for (int kh = 0; kh < 3; ++kh)
+        for (int kw = 0; kw < 3; ++kw) {
+          const float* p = xp + kh * Wp + kw;
+          const __m256 x0 = _mm256_loadu_ps(p), x1 = _mm256_loadu_ps(p + kVec8);
+          const int k = kh * 3 + kw;
+          for (int c = 0; c < CB; ++c) {
+            const __m256 wv = _mm256_broadcast_ss(wp + c * wstride + k);
+            acc0[c] = _mm256_fmadd_ps(wv, x0, acc0[c]);
+            acc1[c] = _mm256_fmadd_ps(wv, x1, acc1[c]);
+          }
+        }
+    }
+    for (int c = 0; c < CB; ++c) {
+      _mm256_storeu_ps(out + c * g.Jr + j0, acc0[c]);
+      _mm256_storeu_ps(out + c * g.Jr + j0 + kVec8, acc1[c]);
+    }
+  }
+}
+
+// dw_channels on ymm: CB output channels, one kernel row kh at a time (3 taps
+// x CB channels = 3 CB accumulators; each step loads CB dY vectors and 3
+// shifted input vectors for 3 CB FMAs). All 9 taps of even one channel plus
+// the operands would overflow the 16 registers' budget for sharing loads.
+template <int CB>
+OCTET_AVX2 void dw_rows8(const float* dy, int64_t dy_plane, int64_t img_dy, const float* xpad, int64_t img_x,
+                         int64_t Cg, const Grid& g, int64_t T, int64_t nvec8, float* dst, int64_t dst_stride) {
+  const int64_t Wp = g.Wp;
+  for (int64_t ci = 0; ci < Cg; ++ci)
+    for (int kh = 0; kh < 3; ++kh) {
+      __m256 acc[CB][3];
+      for (int c = 0; c < CB; ++c)
+        for (int kw = 0; kw < 3; ++kw) acc[c][kw] = _mm256_setzero_ps();
+      for (int64_t t = 0; t < T; ++t) {
+        const float* xp = xpad + t * img_x + ci * g.plane + kh * Wp;
+        const float* dp = dy + t * img_dy;
+        for (int64_t v = 0; v < nvec8; ++v) {
+          const int64_t j = v * kVec8;
+          __m256 d[CB];
+          for (int c = 0; c < CB; ++c) d[c] = _mm256_load_ps(dp + c * dy_plane + j);
+          for (int kw = 0; kw < 3; ++kw) {
+            __m256 xv = _mm256_loadu_ps(xp + j + kw);
+            asm("" : "+x"(xv));  // one load for the CB FMAs (see dw_channels)
+            for (int c = 0; c < CB; ++c) acc[c][kw] = _mm256_fmadd_ps(d[c], xv, acc[c][kw]);
+          }
+        }
+      }
+      for (int c = 0; c < CB; ++c)
+        for (int kw = 0; kw < 3; ++kw) dst[c * dst_stride + ci * 9 + kh * 3 + kw] = lane_sum8(acc[c][kw]);
+    }
 }
 
 // ---- pad 1 (output size == input size): straight from the NCHW planes.
@@ -306,14 +406,152 @@ OCTET_AVX512 void fwd_same(const float* x, int64_t Cg, int64_t H, int64_t W, con
 
 }  // namespace
 
-bool direct_conv3x3_available() {
-  static const bool cpu = __builtin_cpu_supports("avx512f");
-  return cpu && g_direct_enabled;
+namespace {
+
+// The padded-grid forward of tasks [tb, te) (task = image * G + group), with
+// the kernels of ISA I: a scalar-free body, inlined into one wrapper per ISA
+// so that its copy loops are vectorized for that ISA.
+template <DirectIsa I>
+OCTET_INLINE void forward_grid(const Conv3x3& c, const Grid& g, const float* x, const float* w, const float* bias,
+                               float* y, int64_t tb, int64_t te) {
+  constexpr int64_t kCB = I == DirectIsa::avx512 ? 8 : 6;  // output channels per block
+  const int64_t Og = c.Cout / c.G, Cg = c.Cin / c.G, OHW = g.OH * g.OW;
+  float* xpad = thread_scratch(0, Cg * g.plane);
+  float* out = thread_scratch(1, kCB * g.Jr);
+  for (int64_t task = tb; task < te; ++task) {
+    const int64_t n = task / c.G, gi = task % c.G;
+    pad_planes(x + (n * c.Cin + gi * Cg) * c.H * c.W, Cg, c.H, c.W, c.pad, g, xpad);
+    for (int64_t o0 = 0; o0 < Og;) {
+      const int64_t cb = Og - o0 >= kCB ? kCB : 1;
+      const float* wb = w + (gi * Og + o0) * Cg * 9;
+      if constexpr (I == DirectIsa::avx512) {
+        if (cb == kCB)
+          fwd_block<kCB>(xpad, Cg, g, wb, Cg * 9, out);
+        else
+          fwd_block<1>(xpad, Cg, g, wb, Cg * 9, out);
+      } else {
+        if (cb == kCB)
+          fwd_block8<kCB>(xpad, Cg, g, wb, Cg * 9, out);
+        else
+          fwd_block8<1>(xpad, Cg, g, wb, Cg * 9, out);
+      }
+      for (int64_t cc = 0; cc < cb; ++cc) {
+        const int64_t co = gi * Og + o0 + cc;
+        ungrid_plane(out + cc * g.Jr, g, bias ? bias[co] : 0.0f, y + (n * c.Cout + co) * OHW);
+      }
+      o0 += cb;
+    }
+  }
+}
+
+OCTET_AVX512 void forward_grid_avx512(const Conv3x3& c, const Grid& g, const float* x, const float* w,
+                                      const float* bias, float* y, int64_t tb, int64_t te) {
+  forward_grid<DirectIsa::avx512>(c, g, x, w, bias, y, tb, te);
+}
+OCTET_AVX2 void forward_grid_avx2(const Conv3x3& c, const Grid& g, const float* x, const float* w, const float* bias,
+                                  float* y, int64_t tb, int64_t te) {
+  forward_grid<DirectIsa::avx2>(c, g, x, w, bias, y, tb, te);
+}
+
+// The weight gradient's plan: images per chunk and the chunk layout.
+struct WgradPlan {
+  Grid g;
+  int64_t dy_plane;     // floats per dY plane on the grid (a multiple of 16)
+  int64_t img_x, img_dy;  // floats per padded image of x / of dY
+  int64_t wsize;        // floats of dW
+  int64_t per_chunk, chunks;
+};
+
+// Chunks [cb, ce) of the weight gradient with the kernels of ISA I, each
+// chunk's partial dW into slots + chunk * wsize (inlined per ISA, as above).
+template <DirectIsa I>
+OCTET_INLINE void weight_grad_chunks(const Conv3x3& c, const WgradPlan& p, const float* x, const float* gy,
+                                     float* slots, int64_t cb, int64_t ce) {
+  const Grid& g = p.g;
+  const int64_t Og = c.Cout / c.G, Cg = c.Cin / c.G, OHW = g.OH * g.OW;
+  // The chunk on the padded grid (x [T][Cin][plane], dy [T][Cout][dy_plane],
+  // dy's junk columns and tail zero so they add nothing): about 1 MB for
+  // 8 images of 16 channels at 32x32, so it stays in L2 while every
+  // (output, input) channel pair is reduced over it.
+  float* xpad = thread_scratch(0, p.per_chunk * p.img_x);
+  float* dyg = thread_scratch(1, p.per_chunk * p.img_dy);
+  for (int64_t chunk = cb; chunk < ce; ++chunk) {
+    const int64_t n0 = chunk * p.per_chunk, T = std::min(p.per_chunk, c.N - n0);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t n = n0 + t;
+      pad_planes(x + n * c.Cin * c.H * c.W, c.Cin, c.H, c.W, c.pad, g, xpad + t * p.img_x);
+      for (int64_t co = 0; co < c.Cout; ++co)
+        grid_plane(gy + (n * c.Cout + co) * OHW, g, p.dy_plane, dyg + t * p.img_dy + co * p.dy_plane);
+    }
+    for (int64_t gi = 0; gi < c.G; ++gi)
+      for (int64_t o0 = 0; o0 < Og;) {
+        const int64_t co0 = gi * Og + o0;
+        const float* dyb = dyg + co0 * p.dy_plane;
+        const float* xb = xpad + gi * Cg * g.plane;
+        float* dst = slots + chunk * p.wsize + co0 * Cg * 9;
+        if constexpr (I == DirectIsa::avx512) {
+          const int64_t nvec = p.dy_plane / kVec;
+          if (Og - o0 >= 3) {
+            dw_channels<3>(dyb, p.dy_plane, p.img_dy, xb, p.img_x, Cg, g, T, nvec, dst, Cg * 9);
+            o0 += 3;
+          } else if (Og - o0 >= 2) {
+            dw_channels<2>(dyb, p.dy_plane, p.img_dy, xb, p.img_x, Cg, g, T, nvec, dst, Cg * 9);
+            o0 += 2;
+          } else {
+            dw_channels<1>(dyb, p.dy_plane, p.img_dy, xb, p.img_x, Cg, g, T, nvec, dst, Cg * 9);
+            o0 += 1;
+          }
+        } else {
+          const int64_t nvec8 = p.dy_plane / kVec8;
+          if (Og - o0 >= 3) {
+            dw_rows8<3>(dyb, p.dy_plane, p.img_dy, xb, p.img_x, Cg, g, T, nvec8, dst, Cg * 9);
+            o0 += 3;
+          } else {
+            dw_rows8<1>(dyb, p.dy_plane, p.img_dy, xb, p.img_x, Cg, g, T, nvec8, dst, Cg * 9);
+            o0 += 1;
+          }
+        }
+      }
+  }
+}
+
+OCTET_AVX512 void weight_grad_avx512(const Conv3x3& c, const WgradPlan& p, const float* x, const float* gy,
+                                     float* slots, int64_t cb, int64_t ce) {
+  weight_grad_chunks<DirectIsa::avx512>(c, p, x, gy, slots, cb, ce);
+}
+OCTET_AVX2 void weight_grad_avx2(const Conv3x3& c, const WgradPlan& p, const float* x, const float* gy, float* slots,
+                                 int64_t cb, int64_t ce) {
+  weight_grad_chunks<DirectIsa::avx2>(c, p, x, gy, slots, cb, ce);
+}
+
+// dw = sum over chunks (in chunk order) of the chunk's partial sums.
+void sum_slots(const float* slots, int64_t chunks, int64_t wsize, float* dw) {
+  parallel_for(0, wsize, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) dw[i] = 0.0f;
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      const float* s = slots + ch * wsize;
+      for (int64_t i = b; i < e; ++i) dw[i] += s[i];
+    }
+  });
+}
+
+}  // namespace
+
+bool direct_conv3x3_supported(DirectIsa isa) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  switch (isa) {
+    case DirectIsa::avx512: return avx512;
+    case DirectIsa::avx2: return avx2;
+    default: return true;
+  }
 }
 
 void direct_conv3x3_forward(const Conv3x3& c, const float* x, const float* w, const float* bias, float* y) {
+  const DirectIsa isa = direct_conv3x3_isa();
+  if (isa == DirectIsa::none) throw std::logic_error("direct_conv3x3_forward: no kernels for this CPU");
   const int64_t Og = c.Cout / c.G, Cg = c.Cin / c.G;
-  if (c.pad == 1) {
+  if (c.pad == 1 && isa == DirectIsa::avx512) {
     const int64_t HW = c.H * c.W;
     const std::vector<uint16_t> masks = same_masks(c.H, c.W);
     parallel_for(0, c.N * c.G, 1, [&](int64_t tb, int64_t te) {
@@ -337,95 +575,42 @@ void direct_conv3x3_forward(const Conv3x3& c, const float* x, const float* w, co
     });
     return;
   }
-  const Grid g = make_grid(c);
-  const int64_t OHW = g.OH * g.OW;
+  const Grid g = make_grid(c, isa == DirectIsa::avx512 ? kJBlock : 2 * kVec8);
   parallel_for(0, c.N * c.G, 1, [&](int64_t tb, int64_t te) {
-    float* xpad = thread_scratch(0, Cg * g.plane);
-    float* out = thread_scratch(1, 8 * g.Jr);
-    for (int64_t task = tb; task < te; ++task) {
-      const int64_t n = task / c.G, gi = task % c.G;
-      pad_planes(x + (n * c.Cin + gi * Cg) * c.H * c.W, Cg, c.H, c.W, c.pad, g, xpad);
-      for (int64_t o0 = 0; o0 < Og;) {
-        const int64_t cb = Og - o0 >= 8 ? 8 : 1;
-        const float* wb = w + (gi * Og + o0) * Cg * 9;
-        if (cb == 8)
-          fwd_block<8>(xpad, Cg, g, wb, Cg * 9, out);
-        else
-          fwd_block<1>(xpad, Cg, g, wb, Cg * 9, out);
-        for (int64_t cc = 0; cc < cb; ++cc) {
-          const int64_t co = gi * Og + o0 + cc;
-          ungrid_plane(out + cc * g.Jr, g, bias ? bias[co] : 0.0f, y + (n * c.Cout + co) * OHW);
-        }
-        o0 += cb;
-      }
-    }
-  });
-}
-
-// dw = sum over chunks (in chunk order) of the chunk's partial sums.
-void sum_slots(const float* slots, int64_t chunks, int64_t wsize, float* dw) {
-  parallel_for(0, wsize, 4096, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) dw[i] = 0.0f;
-    for (int64_t ch = 0; ch < chunks; ++ch) {
-      const float* s = slots + ch * wsize;
-      for (int64_t i = b; i < e; ++i) dw[i] += s[i];
-    }
+    if (isa == DirectIsa::avx512)
+      forward_grid_avx512(c, g, x, w, bias, y, tb, te);
+    else
+      forward_grid_avx2(c, g, x, w, bias, y, tb, te);
   });
 }
 
 void direct_conv3x3_weight_grad(const Conv3x3& c, const float* x, const float* gy, float* dw) {
-  const int64_t Og = c.Cout / c.G, Cg = c.Cin / c.G;
-  const Grid g = make_grid(c);
-  const int64_t OHW = g.OH * g.OW;
-  const int64_t dy_plane = round_up(g.J, kVec), nvec = dy_plane / kVec;
-  const int64_t wsize = c.Cout * Cg * 9;
-  const int64_t img_x = c.Cin * g.plane, img_dy = c.Cout * dy_plane;
-  // At least 8 chunks, so that 2 or 4 threads get even shares.
-  const int64_t per_chunk = std::clamp<int64_t>(kChunkFloats / (img_x + img_dy), 1, std::max<int64_t>(1, (c.N + 7) / 8));
-  const int64_t chunks = (c.N + per_chunk - 1) / per_chunk;
+  const DirectIsa isa = direct_conv3x3_isa();
+  if (isa == DirectIsa::none) throw std::logic_error("direct_conv3x3_weight_grad: no kernels for this CPU");
+  WgradPlan p;
+  p.g = make_grid(c);
+  p.dy_plane = round_up(p.g.J, kVec);
+  p.wsize = c.Cout * (c.Cin / c.G) * 9;
+  p.img_x = c.Cin * p.g.plane, p.img_dy = c.Cout * p.dy_plane;
+  // Images per chunk from the geometry only (so dW does not depend on the
+  // thread count), and at least 8 chunks, so that 2 or 4 threads get even shares.
+  p.per_chunk = std::clamp<int64_t>(kChunkFloats / (p.img_x + p.img_dy), 1, std::max<int64_t>(1, (c.N + 7) / 8));
+  p.chunks = (c.N + p.per_chunk - 1) / p.per_chunk;
   // One partial dW per chunk of images, added in chunk order below.
-  std::shared_ptr<float[]> slot_buf = alloc_floats(chunks * wsize);
+  std::shared_ptr<float[]> slot_buf = alloc_floats(p.chunks * p.wsize);
   float* slots = slot_buf.get();
-  parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-    // The chunk on the padded grid (x [T][Cin][plane], dy [T][Cout][dy_plane],
-    // dy's junk columns and tail zero so they add nothing): about 1 MB for
-    // 8 images of 16 channels at 32x32, so it stays in L2 while every
-    // (output, input) channel pair is reduced over it.
-    float* xpad = thread_scratch(0, per_chunk * img_x);
-    float* dyg = thread_scratch(1, per_chunk * img_dy);
-    for (int64_t chunk = cb; chunk < ce; ++chunk) {
-      const int64_t n0 = chunk * per_chunk, T = std::min(per_chunk, c.N - n0);
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t n = n0 + t;
-        pad_planes(x + n * c.Cin * c.H * c.W, c.Cin, c.H, c.W, c.pad, g, xpad + t * img_x);
-        for (int64_t co = 0; co < c.Cout; ++co)
-          grid_plane(gy + (n * c.Cout + co) * OHW, g, dy_plane, dyg + t * img_dy + co * dy_plane);
-      }
-      for (int64_t gi = 0; gi < c.G; ++gi)
-        for (int64_t o0 = 0; o0 < Og;) {
-          const int64_t co0 = gi * Og + o0;
-          const float* dyb = dyg + co0 * dy_plane;
-          const float* xb = xpad + gi * Cg * g.plane;
-          float* dst = slots + chunk * wsize + co0 * Cg * 9;
-          if (Og - o0 >= 3) {
-            dw_channels<3>(dyb, dy_plane, img_dy, xb, img_x, Cg, g, T, nvec, dst, Cg * 9);
-            o0 += 3;
-          } else if (Og - o0 >= 2) {
-            dw_channels<2>(dyb, dy_plane, img_dy, xb, img_x, Cg, g, T, nvec, dst, Cg * 9);
-            o0 += 2;
-          } else {
-            dw_channels<1>(dyb, dy_plane, img_dy, xb, img_x, Cg, g, T, nvec, dst, Cg * 9);
-            o0 += 1;
-          }
-        }
-    }
+  parallel_for(0, p.chunks, 1, [&](int64_t cb, int64_t ce) {
+    if (isa == DirectIsa::avx512)
+      weight_grad_avx512(c, p, x, gy, slots, cb, ce);
+    else
+      weight_grad_avx2(c, p, x, gy, slots, cb, ce);
   });
-  sum_slots(slots, chunks, wsize, dw);
+  sum_slots(slots, p.chunks, p.wsize, dw);
 }
 
-#else  // no AVX-512 kernels on this compiler/architecture
+#else  // no x86 kernels on this compiler/architecture
 
-bool direct_conv3x3_available() { return false && g_direct_enabled; }
+bool direct_conv3x3_supported(DirectIsa isa) { return isa == DirectIsa::none; }
 void direct_conv3x3_forward(const Conv3x3&, const float*, const float*, const float*, float*) {
   throw std::logic_error("direct_conv3x3_forward: not built for this architecture");
 }

@@ -135,7 +135,6 @@ void expect_ok(const GradcheckResult& r) {
 }  // namespace
 
 TEST_CASE("per-axis padding: forward and backward match the plain-loop reference") {
-  const bool direct = detail::direct_conv3x3_available();
   Rng rng(31);
   auto check = [&](const Shape& xs, const Shape& ws, const Conv2dOptions& opt) {
     CAPTURE(describe(xs, ws, opt));
@@ -145,17 +144,18 @@ TEST_CASE("per-axis padding: forward and backward match the plain-loop reference
     Tensor yref = reference_conv(x, w, b, {}, opt).y;
     Tensor gy = Tensor::randn(yref.shape(), rng);
     Ref ref = reference_conv(x, w, b, gy, opt);
-    for (bool use_direct : {true, false}) {
-      if (use_direct && !direct) continue;
-      detail::set_direct_conv3x3_enabled(use_direct);
-      CAPTURE(use_direct);
+    for (detail::DirectIsa isa : detail::kDirectIsas) {
+      if (!detail::direct_conv3x3_supported(isa)) continue;
+      detail::set_direct_conv3x3_max_isa(isa);
+      const std::string isa_name = detail::direct_isa_name(isa);
+      CAPTURE(isa_name);
       ConvRun r = run_conv(x, w, b, gy, opt);
       CHECK(max_err(r.y, ref.y) < kConvTol);
       CHECK(max_err(r.dx, ref.dx) < kConvTol);
       CHECK(max_err(r.dw, ref.dw) < 4 * kConvTol);
       CHECK(max_err(r.db, ref.db) < 4 * kConvTol);
     }
-    detail::set_direct_conv3x3_enabled(true);
+    detail::set_direct_conv3x3_max_isa(detail::DirectIsa::avx512);
   };
   for (const PadCase& c : kPadCases)
     for (int stride : {1, 2})
@@ -185,17 +185,17 @@ TEST_CASE("per-axis padding: x, w and bias gradients against finite differences"
 }
 
 TEST_CASE("pad_h == pad_w == p is bit-identical to pad = p (3x3, stride 1)") {
-  const bool direct = detail::direct_conv3x3_available();
   Rng rng(33);
   Tensor x = Tensor::randn({5, 4, 9, 10}, rng), w = Tensor::randn({6, 4, 3, 3}, rng, 0.3f),
          b = Tensor::randn({6}, rng);
   for (int p : {0, 1, 2}) {
     CAPTURE(p);
     Tensor gy = Tensor::randn({5, 6, 9 + 2 * p - 2, 10 + 2 * p - 2}, rng);
-    for (bool use_direct : {true, false}) {
-      if (use_direct && !direct) continue;
-      detail::set_direct_conv3x3_enabled(use_direct);
-      CAPTURE(use_direct);
+    for (detail::DirectIsa isa : detail::kDirectIsas) {
+      if (!detail::direct_conv3x3_supported(isa)) continue;
+      detail::set_direct_conv3x3_max_isa(isa);
+      const std::string isa_name = detail::direct_isa_name(isa);
+      CAPTURE(isa_name);
       ConvRun a = run_conv(x, w, b, gy, {.stride = 1, .pad = p});
       ConvRun c = run_conv(x, w, b, gy, {.stride = 1, .pad_h = p, .pad_w = p});
       CHECK(same_bits(a.y, c.y));
@@ -204,7 +204,7 @@ TEST_CASE("pad_h == pad_w == p is bit-identical to pad = p (3x3, stride 1)") {
       CHECK(same_bits(a.db, c.db));
     }
   }
-  detail::set_direct_conv3x3_enabled(true);
+  detail::set_direct_conv3x3_max_isa(detail::DirectIsa::avx512);
 }
 
 TEST_CASE("ACNet identity: 1x3 / 3x1 convs equal 3x3 convs with a zero-padded kernel") {

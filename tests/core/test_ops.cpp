@@ -131,10 +131,9 @@ TEST_CASE("conv2d forward and backward match the plain-loop reference") {
       {{2, 3, 6, 5}, {4, 3, 3, 3}, {.stride = 1, .pad = 2}, false},
       {{12, 16, 32, 32}, {16, 16, 3, 3}, {.stride = 1, .pad = 1}, false},  // a ResNet stage-1 conv
   };
-  // 3x3 stride-1 convs run on the direct AVX-512 kernels where the CPU has
-  // them; every case also runs on the im2col path with them switched off.
-  const bool direct = detail::direct_conv3x3_available();
-  MESSAGE("direct 3x3 kernels available: " << direct);
+  // 3x3 stride-1 convs run on the direct kernels of each ISA the CPU has
+  // (AVX-512, AVX2); every case also runs on the im2col path with them capped off.
+  MESSAGE("direct 3x3 kernels: " << std::string(detail::direct_isa_name(detail::direct_conv3x3_isa())));
   Rng rng(7);
   for (const ConvCase& c : cases) {
     CAPTURE(describe(c));
@@ -144,10 +143,11 @@ TEST_CASE("conv2d forward and backward match the plain-loop reference") {
     Tensor yref = ref::conv2d(x, w, b, c.opt);
     Tensor gy = Tensor::randn(yref.shape(), rng);
     ref::Conv2dGrads g = ref::conv2d_backward(x, w, gy, c.opt);
-    for (bool use_direct : {true, false}) {
-      if (use_direct && !direct) continue;
-      detail::set_direct_conv3x3_enabled(use_direct);
-      CAPTURE(use_direct);
+    for (detail::DirectIsa isa : detail::kDirectIsas) {
+      if (!detail::direct_conv3x3_supported(isa)) continue;
+      detail::set_direct_conv3x3_max_isa(isa);
+      const std::string isa_name = detail::direct_isa_name(isa);
+      CAPTURE(isa_name);
       ConvRun r = run_conv(x, w, b, gy, c.opt);
       CHECK(max_err(r.y, yref) < kConvTol);
       CHECK(max_err(r.dx, g.dx) < kConvTol);
@@ -156,7 +156,7 @@ TEST_CASE("conv2d forward and backward match the plain-loop reference") {
       if (c.bias) CHECK(max_err(r.db, g.dbias) < 4 * kConvTol);
     }
   }
-  detail::set_direct_conv3x3_enabled(true);
+  detail::set_direct_conv3x3_max_isa(detail::DirectIsa::avx512);
 }
 
 TEST_CASE("conv2d without the tape gives the same output; one input may lack grad") {
