@@ -7,7 +7,7 @@
 //
 // Three routes, chosen per call from the geometry (results agree to float
 // rounding; each is independent of the thread count):
-//  1. 3x3 stride 1 with pad_h == pad_w on a CPU with AVX-512: the direct
+//  1. 3x3 stride 1 with pad_h == pad_w on a CPU with AVX-512 or AVX2+FMA: the direct
 //     kernels of core/ops_conv_direct.cpp (forward and weight gradient).
 //  2. Input gradient of any stride-1 conv with pad_h <= KH-1 and
 //     pad_w <= KW-1: a forward convolution of dY with the kernel rotated by

@@ -1,9 +1,11 @@
-// core/ops_conv_direct.cpp: direct (im2col-free) AVX-512 kernels for 3x3,
-// stride-1 convolutions, the bulk of a CIFAR ResNet's work. See
+// core/ops_conv_direct.cpp: direct (im2col-free) AVX-512 and AVX2 kernels for
+// 3x3, stride-1 convolutions, the bulk of a CIFAR ResNet's work. See
 // core/ops_conv_direct.h for the contract; ops_conv.cpp calls them when the
-// CPU has AVX-512 and falls back to im2col + sgemm otherwise. The kernels are
-// compiled for AVX-512 by function attribute and chosen at run time, so the
-// binary still runs on any x86-64.
+// CPU has AVX-512F or AVX2 with FMA and falls back to im2col + sgemm
+// otherwise. The kernels are compiled for their ISA by function attribute and
+// chosen at run time, so the binary still runs on any x86-64. The AVX-512
+// kernels are described first; the AVX2 ones ("on AVX2 + FMA" below) are the
+// same ideas with half the lanes and half the registers.
 //
 // The idea: flatten each image plane. With zero padding to Hp x Wp
 // (Hp = H + 2*pad, Wp = W + 2*pad) and the output computed on a grid of the
@@ -243,12 +245,19 @@ OCTET_AVX512 void dw_channels(const float* dy, int64_t dy_plane, int64_t img_dy,
 
 // ---- the same two kernels on AVX2 + FMA (8 floats per ymm, 16 registers).
 //
-// Half the lanes and half the registers of AVX-512: the forward block holds 6
-// output channels x 2 vectors (16 grid positions) in 12 accumulators, and the
-// weight gradient one kernel row (3 taps) of 3 output channels in 9. Pad 1 goes through
-// the padded grid too (AVX2 has no cheap lane masks for fwd_same's loads).
+// Half the lanes and half the registers of AVX-512: the forward block holds 4
+// output channels x 2 vectors (16 grid positions) in 8 accumulators, and the
+// weight gradient one kernel row (3 taps) of 3 output channels in 9. Pad 1
+// goes through the padded grid too (AVX2 has no cheap lane masks for
+// fwd_same's loads).
 
 constexpr int64_t kVec8 = 8;  // floats per ymm
+// Forward block: kCB8 output channels x kNV8 vectors. 4 x 2, 5 x 2 and 6 x 2
+// (and 4 x 3) measured within the VM's noise of each other on ResNet-20
+// (bench ops, Zen 1); 4 divides every ResNet width, so no channel is left
+// to the one-channel block.
+constexpr int64_t kCB8 = 4;
+constexpr int kNV8 = 2;
 
 // Sum of the 8 lanes by a fixed tree (the same bits every run).
 OCTET_AVX2 inline float lane_sum8(__m256 v) {
@@ -258,33 +267,32 @@ OCTET_AVX2 inline float lane_sum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// fwd_block on ymm: out[c][j] for c < CB, j in [0, Jr), 16 positions a step.
-template <int CB>
+// fwd_block on ymm: out[c][j] for c < CB, j in [0, Jr), NV vectors a step.
+template <int CB, int NV>
 OCTET_AVX2 void fwd_block8(const float* xpad, int64_t Cg, const Grid& g, const float* w, int64_t wstride,
                            float* out) {
   const int64_t Wp = g.Wp;
-  for (int64_t j0 = 0; j0 < g.Jr; j0 += 2 * kVec8) {
-    __m256 acc0[CB], acc1[CB];
-    for (int c = 0; c < CB; ++c) acc0[c] = _mm256_setzero_ps(), acc1[c] = _mm256_setzero_ps();
+  for (int64_t j0 = 0; j0 < g.Jr; j0 += NV * kVec8) {
+    __m256 acc[NV][CB];
+    for (int v = 0; v < NV; ++v)
+      for (int c = 0; c < CB; ++c) acc[v][c] = _mm256_setzero_ps();
     for (int64_t ci = 0; ci < Cg; ++ci) {
       const float* xp = xpad + ci * g.plane + j0;
       const float* wp = w + ci * 9;
       for (int kh = 0; kh < 3; ++kh)
         for (int kw = 0; kw < 3; ++kw) {
           const float* p = xp + kh * Wp + kw;
-          const __m256 x0 = _mm256_loadu_ps(p), x1 = _mm256_loadu_ps(p + kVec8);
+          __m256 xv[NV];
+          for (int v = 0; v < NV; ++v) xv[v] = _mm256_loadu_ps(p + v * kVec8);
           const int k = kh * 3 + kw;
           for (int c = 0; c < CB; ++c) {
             const __m256 wv = _mm256_broadcast_ss(wp + c * wstride + k);
-            acc0[c] = _mm256_fmadd_ps(wv, x0, acc0[c]);
-            acc1[c] = _mm256_fmadd_ps(wv, x1, acc1[c]);
+            for (int v = 0; v < NV; ++v) acc[v][c] = _mm256_fmadd_ps(wv, xv[v], acc[v][c]);
           }
         }
     }
-    for (int c = 0; c < CB; ++c) {
-      _mm256_storeu_ps(out + c * g.Jr + j0, acc0[c]);
-      _mm256_storeu_ps(out + c * g.Jr + j0 + kVec8, acc1[c]);
-    }
+    for (int c = 0; c < CB; ++c)
+      for (int v = 0; v < NV; ++v) _mm256_storeu_ps(out + c * g.Jr + j0 + v * kVec8, acc[v][c]);
   }
 }
 
@@ -414,7 +422,7 @@ namespace {
 template <DirectIsa I>
 OCTET_INLINE void forward_grid(const Conv3x3& c, const Grid& g, const float* x, const float* w, const float* bias,
                                float* y, int64_t tb, int64_t te) {
-  constexpr int64_t kCB = I == DirectIsa::avx512 ? 8 : 6;  // output channels per block
+  constexpr int64_t kCB = I == DirectIsa::avx512 ? 8 : kCB8;  // output channels per block
   const int64_t Og = c.Cout / c.G, Cg = c.Cin / c.G, OHW = g.OH * g.OW;
   float* xpad = thread_scratch(0, Cg * g.plane);
   float* out = thread_scratch(1, kCB * g.Jr);
@@ -431,9 +439,9 @@ OCTET_INLINE void forward_grid(const Conv3x3& c, const Grid& g, const float* x, 
           fwd_block<1>(xpad, Cg, g, wb, Cg * 9, out);
       } else {
         if (cb == kCB)
-          fwd_block8<kCB>(xpad, Cg, g, wb, Cg * 9, out);
+          fwd_block8<kCB, kNV8>(xpad, Cg, g, wb, Cg * 9, out);
         else
-          fwd_block8<1>(xpad, Cg, g, wb, Cg * 9, out);
+          fwd_block8<1, kNV8>(xpad, Cg, g, wb, Cg * 9, out);
       }
       for (int64_t cc = 0; cc < cb; ++cc) {
         const int64_t co = gi * Og + o0 + cc;
@@ -575,7 +583,7 @@ void direct_conv3x3_forward(const Conv3x3& c, const float* x, const float* w, co
     });
     return;
   }
-  const Grid g = make_grid(c, isa == DirectIsa::avx512 ? kJBlock : 2 * kVec8);
+  const Grid g = make_grid(c, isa == DirectIsa::avx512 ? kJBlock : kNV8 * kVec8);
   parallel_for(0, c.N * c.G, 1, [&](int64_t tb, int64_t te) {
     if (isa == DirectIsa::avx512)
       forward_grid_avx512(c, g, x, w, bias, y, tb, te);
