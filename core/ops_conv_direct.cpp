@@ -417,7 +417,7 @@ OCTET_AVX512 void fwd_same(const float* x, int64_t Cg, int64_t H, int64_t W, con
 namespace {
 
 // The padded-grid forward of tasks [tb, te) (task = image * G + group), with
-// the kernels of ISA I: a scalar-free body, inlined into one wrapper per ISA
+// the kernels of ISA I: a body without intrinsics, inlined into one wrapper per ISA
 // so that its copy loops are vectorized for that ISA.
 template <DirectIsa I>
 OCTET_INLINE void forward_grid(const Conv3x3& c, const Grid& g, const float* x, const float* w, const float* bias,
