@@ -13,6 +13,7 @@
 #include "nn/resnet.h"
 #include "nn/trainer.h"
 #include "quant/qat.h"
+#include "quant/qat_training.h"
 
 namespace octet::app {
 
@@ -86,6 +87,10 @@ options:
                         the fork repeats it bit for bit. --out must be a new folder
   --snapshots-from E    also keep DIR/epoch_N.ckpt after every epoch N >= E (default
                         0, none): points to --fork from
+  --stop-after E        stop after epoch E of --epochs (the schedule still spans them
+                        all); --resume later goes on from there (default 0: run all)
+  --log-every N         the mean training loss of every N steps into DIR/steps.csv
+                        (default 10; 0 = off)
   --no-progress         no progress bar
 
 quantization-aware training (quant/qat.h; the study's defaults: QDQv2,
@@ -160,24 +165,14 @@ int cmd_train(int argc, char** argv) {
   c.resume = a.flag("--resume");
   c.fork = a.get("--fork", c.fork);
   c.snapshots_from = a.get_int("--snapshots-from", c.snapshots_from);
+  c.stop_after = a.get_int("--stop-after", c.stop_after);
+  c.log_every = a.get_int("--log-every", c.log_every);
   c.progress = !a.flag("--no-progress");
   // QAT knobs
   const bool qat = a.flag("--qat");
   quant::QatConfig q;
   bool qat_flags = read_qat_flags(a, q, "octet train");
-  auto when = [&](const char* flag, double& fraction, int64_t* step) {
-    if (!a.has(flag)) return;
-    fraction = a.get_double(flag, fraction);
-    if (step) *step = -1;
-    qat_flags = true;
-  };
-  when("--quant-delay", q.quant_delay, &q.quant_delay_step);
-  if (a.has("--quant-delay-step")) {
-    q.quant_delay_step = a.get_int64("--quant-delay-step", -1);
-    qat_flags = true;
-  }
-  when("--observer-freeze", q.observer_freeze, &q.observer_freeze_step);
-  when("--bn-freeze", q.bn_freeze, &q.bn_freeze_step);
+  qat_flags |= read_qat_schedule_flags(a, q);
   const std::string init = a.get("--init", "");
   a.finish();
   if ((qat_flags || !init.empty()) && !qat) throw UsageError("octet train: the quantization flags need --qat");
@@ -211,6 +206,8 @@ int cmd_train(int argc, char** argv) {
     throw UsageError(std::string("octet train: --weight-init: ") + e.what());
   }
   if (c.snapshots_from < 0) throw UsageError("octet train: --snapshots-from must be >= 0");
+  if (c.stop_after < 0) throw UsageError("octet train: --stop-after must be >= 0");
+  if (c.log_every < 0) throw UsageError("octet train: --log-every must be >= 0");
   if (!c.fork.empty() && !init.empty())
     throw UsageError("octet train: --fork and --init exclude each other (--fork loads the whole training state)");
   std::error_code no_such_folder;
@@ -260,15 +257,11 @@ int cmd_train(int argc, char** argv) {
   }
   nn::Trainer t(c, train, &test, qmodel);
   if (qat) {
-    for (auto& [k, v] : q.to_kv()) t.extra_config["qat." + k] = v;
+    quant::attach_qat(t, q);
     if (!init.empty()) t.extra_config["qat_init"] = init;
-    nn::Module* m = qmodel.get();
-    t.on_save = [m, q](Checkpoint& ck) { quant::write_qat_meta(*m, q, ck); };
-    t.on_restore = [m](const Checkpoint& ck) { quant::read_qat_meta(*m, ck); };
-    const int64_t total = t.steps_per_epoch() * c.epochs;
-    t.on_step_begin = [m, q, total](int64_t step) { quant::apply_phase(*m, quant::phase_at(q, step, total)); };
-    std::printf("QAT: fake quant from step %lld of %lld%s\n", static_cast<long long>(q.quant_delay_at(total)),
-                static_cast<long long>(total), init.empty() ? "" : (", initialized from " + init).c_str());
+    std::printf("QAT: fake quant from step %lld of %lld%s\n", static_cast<long long>(quant::quant_delay_step(t, q)),
+                static_cast<long long>(t.steps_per_epoch() * c.epochs),
+                init.empty() ? "" : (", initialized from " + init).c_str());
   }
   const int64_t branch_params = nn::branch_parameters(t.model());
   std::printf("model %s: %lld parameters", c.model.c_str(),
@@ -297,6 +290,11 @@ int cmd_train(int argc, char** argv) {
       std::printf(" (weight average: top1 %.2f%% top5 %.2f%%, %s/ema.ckpt)", 100.0 * s.ema_test_top1,
                   100.0 * s.ema_test_top5, c.out.c_str());
     std::printf("; run folder %s\n", c.out.c_str());
+    if (t.epochs_done() < c.epochs)
+      std::printf("stopped after epoch %d of %d (--stop-after); --resume goes on\n", t.epochs_done(), c.epochs);
+  } else if (t.epochs_done() < c.epochs) {
+    std::printf("nothing to do: the run in %s stopped after epoch %d of %d (--stop-after %d)\n", c.out.c_str(),
+                t.epochs_done(), c.epochs, c.stop_after);
   } else {
     std::printf("nothing to do: the run in %s already finished its %d epochs\n", c.out.c_str(), c.epochs);
   }

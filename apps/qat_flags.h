@@ -103,4 +103,40 @@ inline bool read_qat_flags(Args& a, quant::QatConfig& c, const std::string& cmd)
   return any;
 }
 
+// The "when" flags of QAT (octet train only): --quant-delay F | --quant-delay-step N,
+// --observer-freeze F, --bn-freeze F. A fraction replaces an absolute step given
+// by the config. Returns true when any of them was given.
+inline bool read_qat_schedule_flags(Args& a, quant::QatConfig& q) {
+  bool any = false;
+  auto when = [&](const char* flag, double& fraction, int64_t& step) {
+    if (!a.has(flag)) return;
+    fraction = a.get_double(flag, fraction);
+    step = -1;
+    any = true;
+  };
+  when("--quant-delay", q.quant_delay, q.quant_delay_step);
+  if (a.has("--quant-delay-step")) {
+    q.quant_delay_step = a.get_int64("--quant-delay-step", -1);
+    any = true;
+  }
+  when("--observer-freeze", q.observer_freeze, q.observer_freeze_step);
+  when("--bn-freeze", q.bn_freeze, q.bn_freeze_step);
+  return any;
+}
+
+// Every flag of `octet train` that belongs to QAT (the knobs above, the
+// schedule, --qat itself): what `octet study` separates from the training
+// recipe when it groups rows by their float phase.
+inline bool is_qat_flag(const std::string& name) {
+  static const char* const kNames[] = {
+      "--qat",        "--qat-config",    "--quant-op",   "--round",          "--bits",
+      "--weight-bits", "--act-bits",     "--unsigned",   "--per-tensor",     "--add-inputs",
+      "--quantize-input", "--float-output", "--weights-only", "--range-given", "--observer",
+      "--ema-decay",  "--percentile",    "--qat-set",    "--quant-delay",    "--quant-delay-step",
+      "--observer-freeze", "--bn-freeze"};
+  for (const char* n : kNames)
+    if (name == n) return true;
+  return false;
+}
+
 }  // namespace octet::app

@@ -91,6 +91,8 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("resume", c.resume);
   f("fork", c.fork);
   f("snapshots_from", c.snapshots_from);
+  f("stop_after", c.stop_after);
+  f("log_every", c.log_every);
   f("subset", c.subset);
   f("test_subset", c.test_subset);
   f("eval_every", c.eval_every);
@@ -233,6 +235,23 @@ std::string EpochStats::csv_header() {
          "ema_test_top5";
 }
 
+std::string StepStats::csv_header() { return "step,steps,lr,train_loss"; }
+
+std::string StepStats::csv() const {
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "%lld,%d,%.6g,%.6f", static_cast<long long>(step), steps, lr, train_loss);
+  return buf;
+}
+
+StepStats StepStats::parse(const std::string& row, const std::string& where) {
+  StepStats s;
+  long long step = 0;
+  if (std::sscanf(row.c_str(), "%lld,%d,%lf,%lf", &step, &s.steps, &s.lr, &s.train_loss) != 4)
+    throw std::runtime_error(where + ": malformed step history row '" + row + "'");
+  s.step = step;
+  return s;
+}
+
 std::string EpochStats::csv() const {
   char buf[320];
   std::snprintf(buf, sizeof buf, "%d,%lld,%.6g,%.6f,%.6f,%.6f,%.6f,%.6f,%.2f,%.1f,%.6f,%.6f,%.6f", epoch,
@@ -288,8 +307,9 @@ bool all_finite(const Module& m) {
 }
 
 // Keys that do not change what a run computes: they may differ on resume.
-const std::set<std::string> kFreeKeys = {"data",     "out",        "resume", "fork",          "threads",
-                                          "progress", "eval_every", "preset", "snapshots_from"};
+const std::set<std::string> kFreeKeys = {"data",       "out",    "resume",         "fork",       "threads",
+                                          "progress",   "preset", "snapshots_from", "stop_after", "log_every",
+                                          "eval_every"};
 // What a fork may not change: the shapes of the training state and the
 // number of steps per epoch. Every other key may differ from the trunk's.
 const std::set<std::string> kForkFixedKeys = {"model", "reparam", "batch", "subset"};
@@ -475,6 +495,9 @@ Checkpoint Trainer::make_checkpoint(bool averaged) const {
   std::string hist;
   for (auto& h : history_) hist += h.csv() + "\n";
   ck.meta["history"] = hist;
+  std::string steps;
+  for (auto& h : step_history_) steps += h.csv() + "\n";
+  ck.meta["step_history"] = steps;
   // "model." is always the plain model that eval, QAT and export load. With
   // train-time branches it is the folded one, and "train_model." keeps the
   // branches for a resume or a fork.
@@ -532,7 +555,11 @@ void Trainer::restore_state(const Checkpoint& ck, bool is_fork) {
   }
   for (auto& [k, v] : extra_config) {
     const std::string was = ck.get(k, "(absent)");
-    if (was != v) diffs += "\n  " + k + ": checkpoint " + was + ", now " + v;
+    if (was == v) continue;
+    if (is_fork)
+      changes += (changes.empty() ? "" : ", ") + k + " " + was + " -> " + v;
+    else
+      diffs += "\n  " + k + ": checkpoint " + was + ", now " + v;
   }
   if (!diffs.empty())
     throw std::runtime_error(where + " was written by a run with another configuration; " +
@@ -574,6 +601,10 @@ void Trainer::restore_state(const Checkpoint& ck, bool is_fork) {
   std::string row;
   while (std::getline(ss, row))
     if (!row.empty()) history_.push_back(parse_csv_row(row, where));
+  step_history_.clear();
+  std::stringstream steps(ck.get("step_history", ""));  // absent in checkpoints older than steps.csv
+  while (std::getline(steps, row))
+    if (!row.empty()) step_history_.push_back(StepStats::parse(row, where));
   if (on_restore) on_restore(ck);
   restored_ = true;
   // Where the run's state came from: a fork records its trunk, and a
@@ -705,7 +736,8 @@ std::vector<EpochStats> Trainer::fit() {
   Loader loader(*train_, lo);
   using Clock = std::chrono::steady_clock;
 
-  for (int epoch = epoch_; epoch < cfg_.epochs; ++epoch) {
+  const int last_epoch = cfg_.stop_after > 0 ? std::min(cfg_.stop_after, cfg_.epochs) : cfg_.epochs;
+  for (int epoch = epoch_; epoch < last_epoch; ++epoch) {
     model_->train();
     loader.start_epoch(epoch);
     std::unique_ptr<Progress> bar;
@@ -715,6 +747,7 @@ std::vector<EpochStats> Trainer::fit() {
     double loss_sum = 0.0;
     int64_t seen = 0, correct = 0;
     double lr = 0.0;
+    StepStats window;  // the steps.csv row being summed
     const auto t0 = Clock::now();
     Batch b;
     while (loader.next(b)) {
@@ -778,6 +811,16 @@ std::vector<EpochStats> Trainer::fit() {
       }
       loss_sum += static_cast<double>(lv) * b.n;
       seen += b.n;
+      if (cfg_.log_every > 0) {
+        window.train_loss += lv;
+        window.lr = lr;
+        if (++window.steps == cfg_.log_every || b.index + 1 == steps_per_epoch_) {
+          window.step = step_;
+          window.train_loss /= window.steps;
+          step_history_.push_back(window);
+          window = StepStats{};
+        }
+      }
       if (bar) {
         const double el = std::chrono::duration<double>(Clock::now() - t0).count();
         char extra[160];
@@ -842,6 +885,11 @@ void Trainer::write_outputs(bool best) {
   std::string csv = EpochStats::csv_header() + "\n";
   for (auto& h : history_) csv += h.csv() + "\n";
   write_file_atomic(cfg_.out + "/log.csv", csv.data(), csv.size());
+  if (!step_history_.empty()) {
+    std::string steps = StepStats::csv_header() + "\n";
+    for (auto& h : step_history_) steps += h.csv() + "\n";
+    write_file_atomic(cfg_.out + "/steps.csv", steps.data(), steps.size());
+  }
   std::string config = cfg_.to_string();
   for (auto& [k, v] : extra_config) config += k + " = " + v + "\n";
   write_file_atomic(cfg_.out + "/config.txt", config.data(), config.size());

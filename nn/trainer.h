@@ -56,7 +56,8 @@
 // "self_distill.predictions", [images, classes]); metadata "config.<key>" (every TrainConfig field),
 // "model", "epoch" (completed epochs), "step", "optim.steps",
 // "preprocess.mode/scale/offset" (the exact float affine map, for eval and
-// the exporter), "best_top1", "history" (the CSV rows), "classes".
+// the exporter), "best_top1", "history" (the CSV rows), "step_history" (the
+// rows of steps.csv), "classes".
 #pragma once
 
 #include <cstdint>
@@ -110,6 +111,9 @@ struct TrainConfig {
   bool resume = false;
   std::string fork;        // start from this checkpoint of another run, under changed flags (Trainer::fork)
   int snapshots_from = 0;  // > 0: also keep out/epoch_N.ckpt for every epoch N >= this (trunks to fork from)
+  int stop_after = 0;      // > 0: stop after this epoch of `epochs` (the schedule still spans them all);
+                           // a later --resume goes on (a trunk run only as far as its forks need)
+  int log_every = 10;      // the training loss every N steps into out/steps.csv (0: off)
   int64_t subset = 0;     // > 0: train on this many images (a seeded, class-mixed sample)
   int64_t test_subset = 0;
   int eval_every = 1;     // test evaluation every N epochs (and after the last)
@@ -140,6 +144,18 @@ struct EpochStats {
   static std::string csv_header();
 };
 
+// One row of out/steps.csv: the mean training loss over a window of steps
+// (log_every steps, shorter at the end of an epoch), for loss-against-step
+// plots finer than the per-epoch log.
+struct StepStats {
+  int64_t step = 0;  // global steps done at the end of the window
+  int steps = 0;     // steps in the window
+  double lr = 0, train_loss = 0;
+  std::string csv() const;
+  static std::string csv_header();
+  static StepStats parse(const std::string& row, const std::string& where);
+};
+
 // Thrown when the loss stops being finite; the run folder keeps its last
 // good checkpoint.
 struct NonFiniteLoss : std::runtime_error {
@@ -161,8 +177,10 @@ class Trainer {
   // Starts from a checkpoint of another run (the trunk): its weights,
   // optimizer state, step, weight average, self-distillation table and log,
   // and continues under this run's configuration, which may differ from the
-  // trunk's in every key but model, batch and subset. Under the trunk's own
-  // configuration the fork computes what the trunk computed, bit for bit.
+  // trunk's in every key but model, batch and subset, and in the extra_config
+  // keys (a QAT fork may change its quantization knobs; a change that alters
+  // the state's structure fails to load). Under the trunk's own configuration
+  // the fork computes what the trunk computed, bit for bit.
   // fit() calls it when cfg.fork is set and nothing was restored yet
   // (cfg.resume, continuing a killed fork, comes first). Checkpoints of the
   // fork record the trunk ("fork.source", "fork.epoch", "fork.changes").
@@ -206,7 +224,8 @@ class Trainer {
   // extra_config: more of the run's identity as "key" -> "value" (the QAT
   //   configuration as "qat.<key>"): written into every checkpoint's metadata
   //   and into config.txt; restore() requires the checkpoint to hold the same
-  //   values. Set it before resume() or restore().
+  //   values (fork() lists the differences as changes). Set it before
+  //   resume(), fork() or restore().
   // on_save(ck): adds to every checkpoint make_checkpoint() writes (the exact
   //   observer states); on_restore(ck): reads it back at the end of restore().
   std::map<std::string, std::string> extra_config;
@@ -241,6 +260,7 @@ class Trainer {
   std::map<std::string, std::string> lineage_;  // "fork.*": the trunk this run was forked from
   double best_top1_ = -1;
   std::vector<EpochStats> history_;
+  std::vector<StepStats> step_history_;
 };
 
 // The Preprocess a run uses: "standard" with the mean/std of `train`

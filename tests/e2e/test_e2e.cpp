@@ -25,6 +25,7 @@
 #include "quant/export.h"
 #include "quant/intsim.h"
 #include "quant/qat.h"
+#include "quant/qat_training.h"
 
 using namespace octet;
 
@@ -77,8 +78,7 @@ TEST_CASE("e2e: QAT ResNet-8 on a CIFAR-10 subset -> export -> engine == integer
   tc.progress = false;
   tc.eval_every = 1000;  // we evaluate ourselves
   nn::Trainer t(tc, train, nullptr, model);
-  const int64_t total = t.steps_per_epoch() * tc.epochs;
-  t.on_step_begin = [&](int64_t step) { quant::apply_phase(*model, quant::phase_at(q, step, total)); };
+  quant::attach_qat(t, q);
   t.fit();
   const double train_s = seconds_since(t0);
 

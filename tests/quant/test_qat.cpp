@@ -15,6 +15,7 @@
 #include "core/checkpoint.h"
 #include "nn/trainer.h"
 #include "quant/qat.h"
+#include "quant/qat_training.h"
 
 using namespace octet;
 using namespace octet::quant;
@@ -453,8 +454,9 @@ TEST_CASE("QAT training: the delay switches fake quant on at the right global st
   auto& probe = dynamic_cast<ActQuant&>(model->find("layer2.1.relu1.1"));
   auto& probe_cb = dynamic_cast<ConvBn&>(model->find("layer2.1.conv1"));
   std::vector<int> bn_at_step;
-  t.on_step_begin = [&](int64_t step) {
-    apply_phase(*model, phase_at(q, step, total));
+  attach_qat(t, q);
+  t.on_step_begin = [&, schedule = t.on_step_begin](int64_t step) {
+    schedule(step);
     fq_at_step.push_back(probe.fake_quant_enabled());
     bn_at_step.push_back(probe_cb.bn_frozen());
   };
@@ -695,11 +697,7 @@ void check_qat_resume(RoundMode round) {
     auto model = nn::make_model("resnet20", 4, tc.seed);
     prepare(*model, q);
     nn::Trainer t(tc, data, nullptr, model);
-    for (auto& [k, v] : q.to_kv()) t.extra_config["qat." + k] = v;
-    t.on_save = [&, m = model.get()](Checkpoint& ck) { write_qat_meta(*m, q, ck); };
-    t.on_restore = [m = model.get()](const Checkpoint& ck) { read_qat_meta(*m, ck); };
-    const int64_t total = t.steps_per_epoch() * tc.epochs;
-    t.on_step_begin = [&, m = model.get()](int64_t step) { apply_phase(*m, phase_at(q, step, total)); };
+    attach_qat(t, q);
     if (epochs == 1) {
       // run only the first epoch: a second trainer object with epochs 1 would change the schedule,
       // so stop by throwing from the hook at the first step of epoch 2

@@ -1,0 +1,25 @@
+#include "quant/qat_training.h"
+
+#include <stdexcept>
+
+namespace octet::quant {
+
+namespace {
+int64_t total_steps(const nn::Trainer& t) { return t.steps_per_epoch() * t.config().epochs; }
+}  // namespace
+
+void attach_qat(nn::Trainer& trainer, const QatConfig& config) {
+  nn::Module* model = trainer.model_ptr().get();
+  if (!is_prepared(*model)) throw std::logic_error("attach_qat: the trainer's model is not prepared (quant::prepare)");
+  for (auto& [k, v] : config.to_kv()) trainer.extra_config["qat." + k] = v;
+  trainer.on_save = [model, config](Checkpoint& ck) { write_qat_meta(*model, config, ck); };
+  trainer.on_restore = [model](const Checkpoint& ck) { read_qat_meta(*model, ck); };
+  const int64_t total = total_steps(trainer);
+  trainer.on_step_begin = [model, config, total](int64_t step) { apply_phase(*model, phase_at(config, step, total)); };
+}
+
+int64_t quant_delay_step(const nn::Trainer& trainer, const QatConfig& config) {
+  return config.quant_delay_at(total_steps(trainer));
+}
+
+}  // namespace octet::quant

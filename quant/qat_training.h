@@ -1,0 +1,31 @@
+// quant/qat_training.h: quantization-aware training in the trainer, one call.
+//
+//   auto model = nn::make_model("resnet20", 10, seed);
+//   quant::prepare(*model, config);          // quant/qat.h
+//   nn::Trainer t(train_config, train, &test, model);
+//   quant::attach_qat(t, config);            // before resume(), fork() or fit()
+//   t.fit();
+//
+// attach_qat wires the three things a QAT run needs from the trainer:
+//   - identity: the configuration as "qat.<key>" in every checkpoint and in
+//     config.txt (a resume must match it; a fork lists what changed);
+//   - state: the observers' exact states into every checkpoint, and back on
+//     resume or fork (write_qat_meta / read_qat_meta);
+//   - schedule: before every step, apply_phase(phase_at(config, step, total)),
+//     total = the run's steps (epochs x steps per epoch).
+// It sets the trainer's on_save, on_restore and on_step_begin; a caller that
+// needs its own step hook wraps the one attach_qat set.
+#pragma once
+
+#include "nn/trainer.h"
+#include "quant/qat.h"
+
+namespace octet::quant {
+
+// Throws std::logic_error if the trainer's model is not prepared for QAT.
+void attach_qat(nn::Trainer& trainer, const QatConfig& config);
+
+// The step at which fake quant starts in `trainer`'s run (-1: never).
+int64_t quant_delay_step(const nn::Trainer& trainer, const QatConfig& config);
+
+}  // namespace octet::quant
