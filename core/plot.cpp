@@ -273,11 +273,56 @@ namespace {
 double series_x(const Series& s, size_t i) { return s.x.empty() ? double(i + 1) : s.x[i]; }
 
 void check_series(const LineChart& chart) {
-  for (const Series& s : chart.series)
+  for (const Series& s : chart.series) {
     if (!s.x.empty() && s.x.size() != s.y.size())
       throw std::invalid_argument("line chart '" + chart.title + "': series '" + s.name + "' has " +
                                   std::to_string(s.x.size()) + " x values and " + std::to_string(s.y.size()) +
                                   " y values");
+    const bool band = !s.lo.empty() || !s.hi.empty();
+    if (band && (s.lo.size() != s.y.size() || s.hi.size() != s.y.size()))
+      throw std::invalid_argument("line chart '" + chart.title + "': series '" + s.name + "' has a band of " +
+                                  std::to_string(s.lo.size()) + " lo and " + std::to_string(s.hi.size()) +
+                                  " hi values for " + std::to_string(s.y.size()) + " y values");
+  }
+}
+
+// 25% of the colour over 75% white.
+Rgb tint(Rgb c) {
+  auto mix = [](uint8_t v) { return uint8_t((int(v) + 3 * 255 + 2) / 4); };
+  return {mix(c.r), mix(c.g), mix(c.b)};
+}
+
+// Fills the area between s.lo and s.hi, column by column, interpolating both
+// edges linearly between consecutive finite points; clipped to the inside of
+// the plot area so the axes stay visible.
+void fill_band(Image& img, const ChartFrame& f, const Series& s, Rgb c) {
+  auto finite = [&](size_t i) {
+    return std::isfinite(series_x(s, i)) && std::isfinite(s.lo[i]) && std::isfinite(s.hi[i]);
+  };
+  auto span = [&](int x, double lo, double hi) {
+    if (x <= f.left || x > f.right) return;
+    int y0 = f.py(std::max(lo, hi)), y1 = f.py(std::min(lo, hi));
+    fill_rect(img, x, std::max(y0, f.top), x, std::min(y1, f.bottom - 1), c);
+  };
+  for (size_t i = 0; i < s.lo.size(); ++i) {
+    if (!finite(i)) continue;
+    const int xa = f.px(series_x(s, i));
+    if (i + 1 >= s.lo.size() || !finite(i + 1)) {
+      span(xa, s.lo[i], s.hi[i]);  // a lone point: one column
+      continue;
+    }
+    const int xb = f.px(series_x(s, i + 1));
+    if (xa == xb) {
+      span(xa, std::min(s.lo[i], s.lo[i + 1]), std::max(s.hi[i], s.hi[i + 1]));
+      continue;
+    }
+    const int step = xa < xb ? 1 : -1;
+    for (int x = xa;; x += step) {
+      const double t = double(x - xa) / (xb - xa);
+      span(x, s.lo[i] + t * (s.lo[i + 1] - s.lo[i]), s.hi[i] + t * (s.hi[i + 1] - s.hi[i]));
+      if (x == xb) break;
+    }
+  }
 }
 }  // namespace
 
@@ -289,6 +334,11 @@ ChartFrame line_chart_frame(const LineChart& chart) {
     for (size_t i = 0; i < s.y.size(); ++i) {
       double x = series_x(s, i), y = s.y[i];
       if (!std::isfinite(x) || !std::isfinite(y)) continue;
+      for (const std::vector<double>* band : {&s.lo, &s.hi})
+        if (!band->empty() && std::isfinite((*band)[i])) {
+          ylo = std::min(ylo, (*band)[i]);
+          yhi = std::max(yhi, (*band)[i]);
+        }
       xlo = std::min(xlo, x);
       xhi = std::max(xhi, x);
       ylo = std::min(ylo, y);
@@ -302,6 +352,9 @@ Image render_line_chart(const LineChart& chart) {
   Image img = blank(chart.width, chart.height);
   const ChartFrame f = line_chart_frame(chart);
   draw_frame(img, f, chart.title, chart.xlabel, chart.ylabel);
+  for (size_t k = 0; k < chart.series.size(); ++k)  // bands first: lines go over every band
+    if (!chart.series[k].lo.empty())
+      fill_band(img, f, chart.series[k], tint(chart.series[k].color.value_or(palette_color(int(k)))));
   for (size_t k = 0; k < chart.series.size(); ++k) {
     const Series& s = chart.series[k];
     const Rgb c = s.color.value_or(palette_color(int(k)));

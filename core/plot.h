@@ -7,6 +7,7 @@
 //     c.series.push_back({.name = "train loss", .y = losses});   // x = 1, 2, ..., n
 //     c.series.push_back({.name = "test loss", .x = epochs, .y = test_losses});
 //     write_line_chart("out/loss.png", c);
+//     // A shaded band around a curve: Series::lo / Series::hi (min..max over seeds).
 //
 //     write_histogram("out/w.png", make_histogram(weights, 50, "conv1 weights"));
 //
@@ -41,6 +42,13 @@ struct Series {
   std::vector<double> x;  // empty: 1, 2, ..., y.size()
   std::vector<double> y;
   std::optional<Rgb> color;  // default: palette_color(index of the series)
+  // An optional band (e.g. min..max over seeds): both empty, or both y.size()
+  // long. The area between lo and hi is filled with a light tint of the
+  // series colour (25% colour, 75% white) before any line is drawn; the y
+  // axis range includes the band (at points whose x and y are finite). A
+  // point where lo or hi is not finite breaks the band there. ("= {}" lets a
+  // designated initializer leave them out without -Wmissing-field-initializers.)
+  std::vector<double> lo = {}, hi = {};
 };
 
 struct LineChart {

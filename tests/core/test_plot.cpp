@@ -1,5 +1,6 @@
 // Raster charts: a known series lands where the frame says, the PNG decodes
-// to the canvas size, text and legends are drawn, histograms fill their bars.
+// to the canvas size, text and legends are drawn, bands are tinted between
+// their edges, histograms fill their bars.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 #include <stb/stb_image.h>
@@ -129,6 +130,51 @@ TEST_CASE("line chart: empty and degenerate data render; mismatched series are r
   LineChart tiny;
   tiny.width = 10;
   CHECK_THROWS_AS(render_line_chart(tiny), std::invalid_argument);
+}
+
+TEST_CASE("line chart: a band tints the area between lo and hi; its lengths are checked") {
+  LineChart c;
+  c.width = 500;
+  c.height = 320;
+  Series s{.name = "mean", .x = {}, .y = {}, .color = Rgb{255, 0, 0}};
+  for (int i = 1; i <= 10; ++i) {
+    s.y.push_back(i);
+    s.lo.push_back(i - 1.0);
+    s.hi.push_back(i + 1.0);
+  }
+  c.series = {s};
+  const Rgb tint{255, 191, 191};  // 25% red over 75% white
+  const Image img = render_line_chart(c);
+  const ChartFrame f = line_chart_frame(c);
+  CHECK(f.y0 <= 0.0);  // the y range holds the band, not just the line
+  CHECK(f.y1 >= 11.0);
+  CHECK(count_color(img, tint) > 1000);
+  // Between consecutive points (away from the legend): tinted just inside
+  // the band above and below the line, not tinted outside it.
+  for (double x : {2.5, 3.5, 4.5, 5.5}) {
+    const double y = x;  // the line y = x between the points
+    CHECK(pixel(img, f.px(x), f.py(y + 0.6)) == tint);
+    CHECK(pixel(img, f.px(x), f.py(y - 0.6)) == tint);
+    CHECK(pixel(img, f.px(x), f.py(y + 1.4)) != tint);
+    CHECK(pixel(img, f.px(x), f.py(y - 1.4)) != tint);
+    CHECK(near(img, f.px(x), f.py(y), Rgb{255, 0, 0}, 2));  // the line is drawn over the band
+  }
+  // Tint only inside the plot area, never over the axes.
+  for (int y = 0; y < img.height; ++y)
+    for (int x = 0; x < img.width; ++x)
+      if (pixel(img, x, y) == tint) CHECK((x > f.left && x <= f.right && y >= f.top && y < f.bottom));
+  // A chart without a band has no tinted pixel.
+  c.series[0].lo.clear();
+  c.series[0].hi.clear();
+  CHECK(count_color(render_line_chart(c), tint) == 0);
+
+  c.series[0].lo = {1, 2, 3};  // 3 lo values for 10 y values
+  c.series[0].hi = s.hi;
+  CHECK_THROWS_AS(render_line_chart(c), std::invalid_argument);
+  c.series[0].lo = s.lo;  // hi missing
+  c.series[0].hi.clear();
+  CHECK_THROWS_AS(render_line_chart(c), std::invalid_argument);
+  CHECK_THROWS_AS(line_chart_frame(c), std::invalid_argument);
 }
 
 TEST_CASE("histogram: bins counted, bars filled to their heights") {
