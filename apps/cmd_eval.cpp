@@ -8,7 +8,9 @@
 #include <chrono>
 #include <filesystem>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "apps/args.h"
@@ -53,6 +55,12 @@ options:
                         clean images or augmented as in training (crop, flip); the momentum
                         averages of training weigh the last batches most
   --bn-batch N          batch size of that pass (default 128, the training batch)
+  --intsim-images N     with --intsim on the engine: simulate only the first N images (the
+                        simulation is a slow reference; default 0: all)
+  --json FILE           also write the figures as JSON (written atomically): top1, top5,
+                        loss, per-class precision and recall, the confusion matrix, the
+                        images counted, engine == simulation count (with --intsim), and
+                        for checkpoints the weight and bias counts of the folded model
   --batch N  --threads N
 )";
 
@@ -63,9 +71,12 @@ Tensor real_logits(const int8_t* q, int64_t n, int classes, double scale, int32_
   return t;
 }
 
-// Engine (and optionally intsim) over the data set; prints speed and the exact-match count.
+// Engine (and optionally intsim) over the data set; prints speed and the
+// exact-match count (also into *exact_out when given).
+// With the engine, the simulation checks the first `sim_images` images (all when <= 0).
 nn::Metrics eval_integer(const std::shared_ptr<const engine::Model>& model, const Dataset& ds, int64_t count, int batch,
-                         bool with_intsim, bool engine_path) {
+                         bool with_intsim, bool engine_path, int64_t* exact_out = nullptr, int64_t* checked_out = nullptr,
+                         int64_t sim_images = 0) {
   const int classes = model->num_classes();
   if (ds.channels != model->input_c() || ds.height != model->input_h() || ds.width != model->input_w())
     throw std::runtime_error("the data set's images are " + std::to_string(ds.channels) + "x" + std::to_string(ds.height) +
@@ -77,7 +88,7 @@ nn::Metrics eval_integer(const std::shared_ptr<const engine::Model>& model, cons
   std::unique_ptr<quant::IntSim> sim;
   if (with_intsim || !engine_path) sim = std::make_unique<quant::IntSim>(model->desc());
   nn::Metrics m(classes);
-  int64_t exact = 0;
+  int64_t exact = 0, checked = 0;
   double engine_s = 0;
   for (int64_t start = 0; start < count; start += batch) {
     const int n = static_cast<int>(std::min<int64_t>(batch, count - start));
@@ -89,11 +100,14 @@ nn::Metrics eval_integer(const std::shared_ptr<const engine::Model>& model, cons
       engine_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       logits.assign(e.begin(), e.end());
     }
-    if (sim) {
-      const std::vector<int8_t> s = sim->run(px.data(), n);
+    const bool simulate = sim && (!engine_path || sim_images <= 0 || start < sim_images);
+    if (simulate) {
+      const int sim_n = engine_path && sim_images > 0 ? static_cast<int>(std::min<int64_t>(n, sim_images - start)) : n;
+      const std::vector<int8_t> s = sim->run(px.data(), sim_n);
       if (engine_path) {
-        for (int i = 0; i < n; ++i)
+        for (int i = 0; i < sim_n; ++i)
           exact += std::equal(s.begin() + i * classes, s.begin() + (i + 1) * classes, logits.begin() + i * classes);
+        checked += sim_n;
       } else {
         logits = s;
       }
@@ -105,9 +119,59 @@ nn::Metrics eval_integer(const std::shared_ptr<const engine::Model>& model, cons
     std::printf("engine: %s, %lld images in %.2f s (%.0f img/s, batch %d)\n", engine::isa_name(session->isa()),
                 static_cast<long long>(count), engine_s, static_cast<double>(count) / std::max(engine_s, 1e-9), batch);
   if (engine_path && with_intsim)
-    std::printf("engine == integer simulation (int8 logits, bit for bit): %lld of %lld images\n",
-                static_cast<long long>(exact), static_cast<long long>(count));
+    std::printf("engine == integer simulation (int8 logits, bit for bit): %lld of %lld images%s\n",
+                static_cast<long long>(exact), static_cast<long long>(checked),
+                checked < count ? " (the first ones, --intsim-images)" : "");
+  if (exact_out) *exact_out = exact;
+  if (checked_out) *checked_out = checked;
   return m;
+}
+
+// The figures of one evaluation as JSON (fractions in [0, 1]).
+nlohmann::ordered_json metrics_json(const nn::Metrics& m, const std::vector<std::string>& names) {
+  nlohmann::ordered_json j;
+  j["images"] = m.count();
+  j["top1"] = m.top1();
+  j["top5"] = m.top5();
+  j["loss"] = m.mean_loss();
+  j["class_names"] = names;
+  std::vector<double> precision, recall;
+  std::vector<std::vector<int64_t>> confusion;
+  for (int c = 0; c < m.num_classes(); ++c) {
+    precision.push_back(m.precision(c));
+    recall.push_back(m.recall(c));
+    std::vector<int64_t> row;
+    for (int p = 0; p < m.num_classes(); ++p) row.push_back(m.confusion(c, p));
+    confusion.push_back(row);
+  }
+  j["precision"] = precision;
+  j["recall"] = recall;
+  j["confusion"] = confusion;
+  return j;
+}
+
+void write_json_atomic(const std::string& path, const nlohmann::ordered_json& j) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(1) << "\n";
+    if (!out.flush()) throw std::runtime_error("cannot write " + tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+// Weights (conv and fc kernels) and biases (one per output channel) of a
+// model with BN folded: what an integer model file stores.
+std::pair<int64_t, int64_t> folded_parameter_counts(nn::Module& model) {
+  int64_t weights = 0, biases = 0;
+  for (auto& [name, t] : model.named_parameters()) {
+    const bool kernel = (t.ndim() == 4 || t.ndim() == 2) && name.size() >= 6 && name.substr(name.size() - 6) == "weight";
+    if (kernel) {
+      weights += t.numel();
+      biases += t.dim(0);
+    }
+  }
+  return {weights, biases};
 }
 
 }  // namespace
@@ -128,11 +192,15 @@ int cmd_eval(int argc, char** argv) {
   const std::string tta_name = a.get("--tta", "none");
   const std::string bn_stats = a.get("--bn-stats", "none");
   const int bn_batch = a.get_int("--bn-batch", 128);
+  const std::string json_path = a.get("--json", "");
+  const long long intsim_images = a.get_int64("--intsim-images", 0);
   const PtqFlags ptq = PtqFlags::read(a, data);
   a.finish();
   const std::string path = a.positional_at(0, "the checkpoint or model file (CKPT|MODEL)");
   if (split != "test" && split != "train") throw UsageError("octet eval: --split must be test or train");
   if (batch < 1) throw UsageError("octet eval: --batch must be >= 1");
+  if (intsim_images < 0) throw UsageError("octet eval: --intsim-images must be >= 0");
+  if (intsim_images > 0 && !with_intsim) throw UsageError("octet eval: --intsim-images needs --intsim");
   if (limit < 0) throw UsageError("octet eval: --limit must be >= 0");
   if (tta_name != "none" && tta_name != "flip") throw UsageError("octet eval: --tta must be none or flip");
   if (bn_stats != "none" && bn_stats != "clean" && bn_stats != "augmented")
@@ -165,6 +233,8 @@ int cmd_eval(int argc, char** argv) {
 
   nn::Metrics metrics(1);
   std::vector<std::string> names = ds.class_names;
+  nlohmann::ordered_json extra;
+  int64_t exact = -1, checked = 0;
   if (model_file) {
     const auto model = engine::Model::load(path);
     std::printf("model %s: %s, %d classes, %s weights, %s file\n", path.c_str(), model->name().c_str(),
@@ -173,13 +243,16 @@ int cmd_eval(int argc, char** argv) {
     if (model->num_classes() != ds.num_classes())
       throw std::runtime_error("the data set has " + std::to_string(ds.num_classes()) + " classes, the model " +
                                std::to_string(model->num_classes()));
-    metrics = eval_integer(model, ds, count, batch, with_intsim, true);
+    metrics = eval_integer(model, ds, count, batch, with_intsim, true, &exact, &checked, intsim_images);
+    extra["model_file_bytes"] = std::filesystem::file_size(path);
   } else {
     const std::string m = mode.empty() ? "float" : mode;
     quant::LoadedModel lm = load_checkpoint_model(path, m != "float", ptq);
     if (ds.num_classes() != lm.model->config().num_classes)
       throw std::runtime_error("the data set has " + std::to_string(ds.num_classes()) + " classes, the model " +
                                std::to_string(lm.model->config().num_classes));
+    const auto [weights, biases] = folded_parameter_counts(*lm.model);
+    extra["parameters"] = {{"weights", weights}, {"biases", biases}};
     if (m == "float" || m == "fakequant") {
       if (bn_stats != "none") {
         if (lm.qat) throw UsageError("octet eval: --bn-stats is for float checkpoints; " + path + " is a QAT one");
@@ -205,8 +278,20 @@ int cmd_eval(int argc, char** argv) {
       std::printf("mode %s: exported in memory, %s model (%.1f%% of the float weights)\n", m.c_str(),
                   human_bytes(r.file_bytes).c_str(), 100.0 * static_cast<double>(r.file_bytes) / static_cast<double>(r.float_weight_bytes));
       const auto model = engine::Model::from_bytes(r.builder.serialize(), path + " (exported)");
-      metrics = eval_integer(model, ds, count, batch, with_intsim, m == "engine");
+      metrics = eval_integer(model, ds, count, batch, with_intsim, m == "engine", &exact, &checked, intsim_images);
     }
+  }
+  if (!json_path.empty()) {
+    nlohmann::ordered_json j = metrics_json(metrics, names);
+    j["path"] = path;
+    j["mode"] = model_file ? "engine" : (mode.empty() ? "float" : mode);
+    j["split"] = split;
+    if (with_intsim && exact >= 0 && checked > 0) {
+      j["equal_intsim"] = exact;
+      j["intsim_images"] = checked;
+    }
+    for (auto& [k, v] : extra.items()) j[k] = v;
+    write_json_atomic(json_path, j);
   }
   std::printf("\n");
   std::fputs(metrics.report(names).c_str(), stdout);
