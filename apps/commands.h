@@ -19,6 +19,7 @@ int cmd_export(int argc, char** argv);
 int cmd_run(int argc, char** argv);
 int cmd_inspect(int argc, char** argv);
 int cmd_compare(int argc, char** argv);
+int cmd_study(int argc, char** argv);
 
 // Subcommands of `octet bench`.
 int bench_ops(int argc, char** argv);

@@ -22,6 +22,8 @@ const Command kCommands[] = {
     {"run", "classify image files with a model file in the integer engine (top-5)", octet::app::cmd_run},
     {"inspect", "per layer: shapes, bits, scales, zero points, M0/shift, headroom; weight histograms", octet::app::cmd_inspect},
     {"compare", "per-layer error float vs fake-quant vs integer; engine == simulation count", octet::app::cmd_compare},
+    {"study", "a parameter study: rows x seeds of QAT runs sharing trunks, engine accuracy, report + figures",
+     octet::app::cmd_study},
     {"bench", "benchmarks: ops (conv fwd+bwd), train, engine", octet::app::cmd_bench},
 };
 

@@ -57,6 +57,20 @@ if(NOT OCTET_ENGINE_ONLY)
     target_link_libraries(octet_openblas INTERFACE ${OCTET_OPENBLAS_LIB})
   endif()
 
+  # nlohmann/json: the JSON of `octet eval --json` and of the study folders.
+  find_package(nlohmann_json 3 CONFIG QUIET)
+  if(NOT nlohmann_json_FOUND)
+    octet_missing("nlohmann/json" nlohmann-json3-dev)
+  endif()
+
+  # MPI (optional): `mpirun -np N octet study`. Without it everything else builds.
+  find_package(MPI COMPONENTS CXX QUIET)
+  if(MPI_CXX_FOUND)
+    message(STATUS "MPI: ${MPI_CXX_LIBRARY_VERSION_STRING}")
+  else()
+    message(STATUS "MPI: not found (install openmpi-bin libopenmpi-dev for mpirun -np N octet study)")
+  endif()
+
   # stb_image / stb_image_write: Debian's libstb ships the implementations.
   find_path(OCTET_STB_INCLUDE stb_image.h PATH_SUFFIXES stb)
   find_library(OCTET_STB_LIB stb)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Installs what Octet needs (Debian 12 packages) when it is missing, then
+# Installs what Octet needs (Debian 12 packages; MPI for `mpirun ... octet study`) when it is missing, then
 # configures and builds into build/ (or $OCTET_BUILD). Extra packages can be
 # asked for in $OCTET_EXTRA_PACKAGES. Safe to run again: it only does what is
 # left to do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages="g++ cmake make libopenblas-dev libtbb-dev doctest-dev libstb-dev ${OCTET_EXTRA_PACKAGES:-}"
+packages="g++ cmake make libopenblas-dev libtbb-dev doctest-dev libstb-dev nlohmann-json3-dev openmpi-bin libopenmpi-dev ${OCTET_EXTRA_PACKAGES:-}"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

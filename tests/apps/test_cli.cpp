@@ -12,74 +12,29 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "core/checkpoint.h"
 #include "core/image.h"
+#include "tests/apps/cli_util.h"
 #include "tests/core/test_data_util.h"
 
+using octet::testing::class_image;
+using octet::testing::contains;
+using octet::testing::octet_cli;
+using octet::testing::quoted;
+using octet::testing::Result;
 using octet::testing::TempDir;
+using octet::testing::write_tree;
 using octet::testing::write_bytes;
 using octet::testing::write_text;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct Result {
-  int code = -1;       // the exit status, or -1 when the process did not exit normally
-  std::string output;  // stdout and stderr, interleaved
-};
-
-// `octet <args>`, run by /bin/sh; args are shell words (quote paths yourself).
-Result octet_cli(const std::string& args) {
-  const std::string command = std::string("'") + OCTET_EXE + "' " + args + " 2>&1";
-  Result r;
-  FILE* p = ::popen(command.c_str(), "r");
-  REQUIRE_MESSAGE(p, "popen failed for: " << command);
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  if (WIFEXITED(status)) r.code = WEXITSTATUS(status);
-  return r;
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-std::string quoted(const std::string& path) { return "'" + path + "'"; }
-
-// A 32x32 RGB image whose class is visible to a tiny network: class 0 is
-// bright on the left half, class 1 on the right half; `k` varies the noise.
-std::vector<uint8_t> class_image(int cls, int k, int size = 32) {
-  std::vector<uint8_t> hwc(static_cast<size_t>(size) * size * 3);
-  for (int y = 0; y < size; ++y)
-    for (int x = 0; x < size; ++x)
-      for (int c = 0; c < 3; ++c) {
-        const bool bright = (x < size / 2) == (cls == 0);
-        const int noise = (k * 37 + y * 11 + x * 5 + c * 3) % 41;
-        hwc[(static_cast<size_t>(y) * size + x) * 3 + c] = static_cast<uint8_t>((bright ? 190 : 40) + noise);
-      }
-  return hwc;
-}
-
-// root/{train,test}/{left,right}/NNN.png: `per_class` training images per class, 8 test images per class.
-void write_tree(const std::string& root, int per_class) {
-  const char* classes[2] = {"left", "right"};
-  for (int cls = 0; cls < 2; ++cls) {
-    fs::create_directories(root + "/train/" + classes[cls]);
-    fs::create_directories(root + "/test/" + classes[cls]);
-    for (int i = 0; i < per_class; ++i)
-      octet::write_png(root + "/train/" + classes[cls] + "/" + std::to_string(i) + ".png",
-                       class_image(cls, i).data(), 32, 32, 3);
-    for (int i = 0; i < 8; ++i)
-      octet::write_png(root + "/test/" + classes[cls] + "/" + std::to_string(i) + ".png",
-                       class_image(cls, 1000 + i).data(), 32, 32, 3);
-  }
-}
 
 std::vector<uint8_t> read_all(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -97,7 +52,7 @@ TEST_CASE("cli: no command, an unknown command, and every command's --help") {
   CHECK(unknown.code == 2);
   CHECK(contains(unknown.output, "unknown command 'frobnicate'"));
 
-  for (const char* cmd : {"train", "eval", "calibrate", "export", "run", "inspect", "compare", "bench"}) {
+  for (const char* cmd : {"train", "eval", "calibrate", "export", "run", "inspect", "compare", "bench", "study"}) {
     CAPTURE(cmd);
     const Result help = octet_cli(std::string(cmd) + " --help");
     CHECK(help.code == 0);
@@ -245,6 +200,62 @@ TEST_CASE("cli: train --reparam 1x1 -> eval of the folded checkpoint -> QAT --in
   CHECK(contains(qat.output, "model resnet20: 271954 parameters\n"));  // 2 classes, no branches
 }
 
+TEST_CASE("cli: train --stop-after stops early, --resume goes on bit for bit; --log-every writes steps.csv") {
+  TempDir tmp;
+  const std::string data = tmp / "tree";
+  write_tree(data, 32);  // 64 images, batch 16: 4 steps per epoch
+  const std::string flags = "train --preset quick --qat --quant-delay 0.5 --epochs 3 --batch 16 --lr 0.05 --threads 1 "
+                            "--log-every 3 --no-progress --data " + quoted(data);
+  const Result whole = octet_cli(flags + " --out " + quoted(tmp / "whole"));
+  INFO(whole.output);
+  REQUIRE(whole.code == 0);
+  // steps.csv: windows of 3 steps, cut at each epoch's end (steps 3, 4 | 7, 8 | 11, 12).
+  std::ifstream steps(tmp / "whole/steps.csv");
+  std::vector<std::string> rows;
+  for (std::string line; std::getline(steps, line);) rows.push_back(line);
+  REQUIRE(rows.size() == 7);
+  CHECK(rows[0] == "step,steps,lr,train_loss");
+  CHECK(rows[1].rfind("3,3,", 0) == 0);
+  CHECK(rows[2].rfind("4,1,", 0) == 0);
+  CHECK(rows[6].rfind("12,1,", 0) == 0);
+
+  const Result first = octet_cli(flags + " --stop-after 1 --out " + quoted(tmp / "part"));
+  INFO(first.output);
+  REQUIRE(first.code == 0);
+  CHECK(contains(first.output, "stopped after epoch 1 of 3 (--stop-after); --resume goes on"));
+  CHECK(!fs::exists(tmp / "part/epoch_2.ckpt"));
+  const Result again = octet_cli(flags + " --stop-after 1 --resume --out " + quoted(tmp / "part"));
+  CHECK(contains(again.output, "nothing to do: the run in " + tmp / "part" + " stopped after epoch 1 of 3"));
+  const Result rest = octet_cli(flags + " --resume --out " + quoted(tmp / "part"));
+  INFO(rest.output);
+  REQUIRE(rest.code == 0);
+  CHECK(contains(rest.output, "resuming after epoch 1"));
+  CHECK(read_all(tmp / "part/steps.csv") == read_all(tmp / "whole/steps.csv"));
+  const octet::Checkpoint a = octet::load_checkpoint(tmp / "whole/last.ckpt"), b = octet::load_checkpoint(tmp / "part/last.ckpt");
+  REQUIRE(a.tensors.size() == b.tensors.size());
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    CAPTURE(a.tensors[i].first);
+    const octet::Tensor &x = a.tensors[i].second, &y = b.tensors[i].second;
+    REQUIRE(x.numel() == y.numel());
+    CHECK(std::memcmp(x.data(), y.data(), sizeof(float) * static_cast<size_t>(x.numel())) == 0);
+  }
+
+  // A fork may change the QAT knobs; the log names them.
+  const Result fork = octet_cli("train --preset quick --qat --quant-delay 0.5 --bits 4 --epochs 3 --batch 16 --lr 0.05 "
+                                "--threads 1 --no-progress --data " + quoted(data) + " --fork " +
+                                quoted(tmp / "part/last.ckpt") + " --out " + quoted(tmp / "fork4"));
+  INFO(fork.output);
+  CHECK(fork.code == 0);
+  CHECK(contains(fork.output, "qat.act_bits 8 -> 4, qat.weight_bits 8 -> 4"));
+
+  const Result bad = octet_cli("train --stop-after -1 --data " + quoted(data));
+  CHECK(bad.code == 2);
+  CHECK(contains(bad.output, "--stop-after"));
+  const Result bad_log = octet_cli("train --log-every -3 --data " + quoted(data));
+  CHECK(bad_log.code == 2);
+  CHECK(contains(bad_log.output, "--log-every"));
+}
+
 TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> inspect on a tiny image tree") {
   TempDir tmp;
   const std::string data = tmp / "tree", run = tmp / "run", model = tmp / "model.oct";
@@ -298,12 +309,20 @@ TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> i
     while (std::getline(log, line)) ++rows;
     CHECK(rows == 4);
   }
-  // Another QAT configuration is not a fork of this run.
-  const Result other = octet_cli("train --preset quick --qat --quant-delay 0 --bits 4 --epochs 3 --batch 16 --threads 1 "
-                                 "--no-progress --fork " + quoted(run + "/epoch_1.ckpt") + " --data " + quoted(data) +
-                                 " --out " + quoted(tmp / "fork4"));
+  // A fork may change the QAT knobs, but not the quantizers the model has:
+  // quantized Add inputs need quantizers (and their ranges) the trunk never had.
+  const Result other = octet_cli("train --preset quick --qat --quant-delay 0 --add-inputs untied --epochs 3 --batch 16 "
+                                 "--threads 1 --no-progress --fork " + quoted(run + "/epoch_1.ckpt") + " --data " +
+                                 quoted(data) + " --out " + quoted(tmp / "fork-add"));
+  INFO(other.output);
   CHECK(other.code == 1);
-  CHECK(contains(other.output, "a fork may change any flag but these"));
+  CHECK(contains(other.output, run + "/epoch_1.ckpt"));
+  CHECK(contains(other.output, "add.input_a"));
+  const Result batch = octet_cli("train --preset quick --qat --quant-delay 0 --epochs 3 --batch 8 --threads 1 "
+                                 "--no-progress --fork " + quoted(run + "/epoch_1.ckpt") + " --data " + quoted(data) +
+                                 " --out " + quoted(tmp / "fork-batch"));
+  CHECK(batch.code == 1);
+  CHECK(contains(batch.output, "a fork may change any flag but these"));
   // A fork into its trunk's folder would overwrite the trunk.
   const Result onto = octet_cli("train --preset quick --fork " + quoted(run + "/epoch_1.ckpt") + " --data " +
                                 quoted(data) + " --out " + quoted(run));
