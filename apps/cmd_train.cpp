@@ -183,31 +183,14 @@ int cmd_train(int argc, char** argv) {
       throw UsageError(std::string("octet train: ") + e.what());
     }
   }
-  if (c.label_smoothing < 0 || c.label_smoothing >= 1)
-    throw UsageError("octet train: --label-smoothing must be in [0, 1)");
-  if (c.subset < 0 || c.test_subset < 0) throw UsageError("octet train: --subset must be >= 0");
-  if (c.cutout < 0) throw UsageError("octet train: --cutout must be >= 0");
-  if (a.has("--cutout-until") && (c.cutout_until < 1 || c.cutout == 0))
+  if (a.has("--cutout-until") && c.cutout_until < 1)
     throw UsageError("octet train: --cutout-until needs --cutout N and an epoch >= 1");
-  if (!(c.ema_decay >= 0 && c.ema_decay < 1)) throw UsageError("octet train: --ema must be in [0, 1), e.g. 0.999");
-  if (c.ema_decay > 0 && qat)
-    throw UsageError("octet train: --ema does not go with --qat (averaging would mix the quantizers' state)");
-  if (!(c.sam_rho >= 0 && std::isfinite(c.sam_rho))) throw UsageError("octet train: --sam must be >= 0, e.g. 0.05");
-  if (c.sam_rho > 0 && qat)
-    throw UsageError("octet train: --sam does not go with --qat (the second pass would move the quantizers' ranges)");
-  if (!(c.self_distill >= 0 && c.self_distill <= 1))
-    throw UsageError("octet train: --self-distill must be in [0, 1], e.g. 0.8");
-  if (c.cutout > 0 && !c.augment) throw UsageError("octet train: --cutout is augmentation; it does not go with --no-augment");
-  if (c.alternate_flip && !c.augment)
-    throw UsageError("octet train: --alternate-flip is augmentation; it does not go with --no-augment");
   try {
-    nn::parse_conv_init(c.weight_init);
+    c.validate();
+    if (qat) quant::check_qat_compatible(c);
   } catch (const std::invalid_argument& e) {
-    throw UsageError(std::string("octet train: --weight-init: ") + e.what());
+    throw UsageError(std::string("octet train: ") + e.what());
   }
-  if (c.snapshots_from < 0) throw UsageError("octet train: --snapshots-from must be >= 0");
-  if (c.stop_after < 0) throw UsageError("octet train: --stop-after must be >= 0");
-  if (c.log_every < 0) throw UsageError("octet train: --log-every must be >= 0");
   if (!c.fork.empty() && !init.empty())
     throw UsageError("octet train: --fork and --init exclude each other (--fork loads the whole training state)");
   std::error_code no_such_folder;
@@ -216,17 +199,6 @@ int cmd_train(int argc, char** argv) {
     throw UsageError("octet train: --fork " + c.fork + " comes from the --out folder; give the fork a new folder");
   if (!init.empty() && a.has("--weight-init"))
     throw UsageError("octet train: --weight-init and --init exclude each other (--init loads the weights)");
-  if (c.reparam != "none") {
-    try {
-      c.reparam = nn::branch_kinds_str(nn::parse_branch_kinds(c.reparam));
-    } catch (const std::invalid_argument& e) {
-      throw UsageError("octet train: --reparam must be none or a comma list of 1x1, 1x3, 3x1: " +
-                       std::string(e.what()));
-    }
-  }
-  if (qat && c.reparam != "none")
-    throw UsageError("octet train: --reparam is for float training; train float with it, then give its checkpoint "
-                     "(the folded, plain model) to --qat --init");
   if (!init.empty() && c.zero_init_residual)
     throw UsageError("octet train: --zero-init-residual and --init exclude each other (--init loads the weights)");
 

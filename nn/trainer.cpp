@@ -316,6 +316,43 @@ const std::set<std::string> kForkFixedKeys = {"model", "reparam", "batch", "subs
 
 }  // namespace
 
+void TrainConfig::validate() {
+  // Each message names the command-line flag, then the field: "--ema: ema_decay must be ...".
+  const auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
+  if (epochs < 1) fail("--epochs: epochs must be >= 1, got " + std::to_string(epochs));
+  if (batch < 1) fail("--batch: batch must be >= 1, got " + std::to_string(batch));
+  if (eval_every < 1) fail("--eval-every: eval_every must be >= 1, got " + std::to_string(eval_every));
+  if (!(label_smoothing >= 0 && label_smoothing < 1))
+    fail("--label-smoothing: label_smoothing must be in [0, 1), got " + shortest(label_smoothing));
+  if (subset < 0 || test_subset < 0) fail("--subset: subset and test_subset must be >= 0");
+  if (cutout < 0) fail("--cutout: cutout must be >= 0, got " + std::to_string(cutout));
+  if (cutout_until != 0 && (cutout_until < 1 || cutout == 0))
+    fail("--cutout-until needs --cutout N and an epoch >= 1 (cutout_until " + std::to_string(cutout_until) +
+         ", cutout " + std::to_string(cutout) + ")");
+  if (!(ema_decay >= 0 && ema_decay < 1))
+    fail("--ema: ema_decay must be in [0, 1), e.g. 0.999, got " + shortest(ema_decay));
+  if (!(sam_rho >= 0 && std::isfinite(sam_rho))) fail("--sam: sam_rho must be > 0 (0: off), e.g. 0.05, got " + shortest(sam_rho));
+  if (!(self_distill >= 0 && self_distill <= 1))
+    fail("--self-distill: self_distill must be in [0, 1], e.g. 0.8, got " + shortest(self_distill));
+  if (cutout > 0 && !augment) fail("--cutout is augmentation; it does not go with --no-augment");
+  if (alternate_flip && !augment) fail("--alternate-flip is augmentation; it does not go with --no-augment");
+  try {
+    parse_conv_init(weight_init);
+  } catch (const std::invalid_argument& e) {
+    fail(std::string("--weight-init: ") + e.what());
+  }
+  if (snapshots_from < 0) fail("--snapshots-from: snapshots_from must be >= 0");
+  if (stop_after < 0) fail("--stop-after: stop_after must be >= 0");
+  if (log_every < 0) fail("--log-every: log_every must be >= 0");
+  if (reparam != "none") {
+    try {
+      reparam = branch_kinds_str(parse_branch_kinds(reparam));
+    } catch (const std::invalid_argument& e) {
+      fail("--reparam must be none or a comma list of 1x1, 1x3, 3x1: " + std::string(e.what()));
+    }
+  }
+}
+
 // ---------------------------------------------------------------- helpers
 
 Preprocess make_preprocess(const std::string& mode, const Dataset& train) {
@@ -380,9 +417,11 @@ std::shared_ptr<ResNet> model_from_checkpoint(const Checkpoint& ck) {
 
 Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std::shared_ptr<Module> model)
     : cfg_(std::move(cfg)), train_(&train), test_(test) {
-  if (cfg_.epochs < 1) throw std::invalid_argument("train: epochs must be >= 1, got " + std::to_string(cfg_.epochs));
-  if (cfg_.batch < 1) throw std::invalid_argument("train: batch must be >= 1, got " + std::to_string(cfg_.batch));
-  if (cfg_.eval_every < 1) throw std::invalid_argument("train: eval_every must be >= 1");
+  try {
+    cfg_.validate();
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("train: ") + e.what());
+  }
   if (train.size() == 0) throw std::invalid_argument("train: the training set " + train.source + " is empty");
   cfg_.optim.lr = static_cast<float>(cfg_.schedule.lr);
   pre_ = make_preprocess(cfg_.preprocess, train);

@@ -131,6 +131,13 @@ struct TrainConfig {
   // naming the key.
   void from_map(const std::map<std::string, std::string>& m);
   std::string to_string() const;  // "key = value" lines
+
+  // Throws std::invalid_argument naming the first field out of its range or
+  // two fields that do not go together (e.g. cutout with augment off); the
+  // message names the command-line flag too. Canonicalizes reparam ("3x1,1x3"
+  // is "1x3,3x1"). The Trainer calls it; octet train calls it to say so as a
+  // usage error.
+  void validate();
 };
 
 struct EpochStats {

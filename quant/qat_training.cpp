@@ -8,6 +8,17 @@ namespace {
 int64_t total_steps(const nn::Trainer& t) { return t.steps_per_epoch() * t.config().epochs; }
 }  // namespace
 
+void check_qat_compatible(const nn::TrainConfig& train) {
+  if (train.ema_decay > 0)
+    throw std::invalid_argument("--ema does not go with --qat (averaging would mix the quantizers' state)");
+  if (train.sam_rho > 0)
+    throw std::invalid_argument("--sam does not go with --qat (the second pass would move the quantizers' ranges)");
+  if (train.reparam != "none")
+    throw std::invalid_argument(
+        "--reparam is for float training; train float with it, then give its checkpoint (the folded, plain model) "
+        "to --qat --init");
+}
+
 void attach_qat(nn::Trainer& trainer, const QatConfig& config) {
   nn::Module* model = trainer.model_ptr().get();
   if (!is_prepared(*model)) throw std::logic_error("attach_qat: the trainer's model is not prepared (quant::prepare)");

@@ -22,6 +22,13 @@
 
 namespace octet::quant {
 
+// Throws std::invalid_argument when the training configuration has a feature
+// QAT does not go with: a weight average (it would average the quantizers'
+// state), sharpness-aware minimization (its second pass would move the
+// ranges), train-time branches (train float with them, then QAT from the
+// folded model).
+void check_qat_compatible(const nn::TrainConfig& train);
+
 // Throws std::logic_error if the trainer's model is not prepared for QAT.
 void attach_qat(nn::Trainer& trainer, const QatConfig& config);
 
