@@ -1,7 +1,8 @@
 // engine/fixedpoint.h: the fixed-point arithmetic of the integer contract
-// (DESIGN.md, "The integer contract"). These few functions are the whole of
-// the engine's rounding semantics; the quant module's integer simulation calls
-// the same functions, so simulation and engine cannot drift apart.
+// (docs/quantization.md, "The integer contract"). These few functions are the
+// whole of the engine's rounding semantics; the quant module's integer
+// simulation calls the same functions, so simulation and engine cannot drift
+// apart.
 //
 // A real multiplier m > 0 is carried as m = M0 * 2^(shift - 31) with M0 in
 // [2^30, 2^31): QuantizeMultiplier computes (M0, shift) offline in double,

@@ -1,6 +1,6 @@
-// The golden values of the integer contract (DESIGN.md) and a randomized
-// check of MultiplyByQuantizedMultiplier against an independent 128-bit
-// formulation of the same double rounding.
+// The golden values of the integer contract (docs/quantization.md, "The
+// integer contract") and a randomized check of MultiplyByQuantizedMultiplier
+// against an independent 128-bit formulation of the same double rounding.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
