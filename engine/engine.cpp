@@ -1,9 +1,10 @@
-// engine/engine.cpp: Model (a validated model file), the arena planner and
-// Session, the executor. Every op of a decoded model is already proven
-// well-formed (engine/format.cpp), so this file only translates the file's
-// tensors into the kernels' terms (engine/kernels.h): uint8 tensors become the
-// int8 carry (zero point - 128, clamps - 128), fully connected becomes a 1x1
-// conv of a [1, 1, K] input.
+// engine/engine.cpp: Model (a validated model file), the arena planner
+// (engine/plan.h) and Session, the executor. Every op of a decoded model is
+// already proven well-formed (engine/format_validate.cpp), so this file only
+// translates the file's tensors into the kernels' terms (engine/kernels.h):
+// uint8 tensors become the int8 carry (zero point - 128, clamps - 128,
+// engine/format.h carry_offset), fully connected becomes a 1x1 conv of a
+// [1, 1, K] input.
 #include "engine/engine.h"
 
 #include <algorithm>
@@ -16,11 +17,12 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "engine/plan.h"
+
 namespace octet::engine {
 
 namespace {
 
-int32_t carry_offset(DType d) { return d == DType::uint8 ? 128 : 0; }
 int32_t carry_zp(const TensorDesc& t) { return t.zero_point - carry_offset(t.dtype); }
 
 size_t checked_mul(size_t a, size_t b, const char* what) {

@@ -61,17 +61,6 @@ class Model {
   std::vector<uint64_t> op_macs_;
 };
 
-// One buffer to place in the arena: `bytes` long, live from step `first` to
-// step `last` inclusive.
-struct Lifetime {
-  size_t bytes = 0;
-  int first = 0, last = 0;
-};
-// Greedy-by-size placement (largest first, each at the lowest aligned offset
-// that does not collide with an already placed buffer of overlapping
-// lifetime). Returns the offsets; *total receives the arena size.
-std::vector<size_t> plan_arena(const std::vector<Lifetime>& buffers, size_t align, size_t* total);
-
 class Session {
  public:
   // Prepares every conv/fc kernel for batches up to max_batch and plans the

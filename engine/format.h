@@ -1,5 +1,6 @@
-// engine/format.h: the Octet model file (.oct), its in-memory form, the
-// validating reader and the writer. docs/format.md describes every byte.
+// engine/format.h: the Octet model file (.oct), its in-memory form and the
+// validating reader. docs/format.md describes every byte; the writer
+// (ModelBuilder, encode) is engine/builder.h.
 //
 // A model file is a list of tensors and a list of ops in topological order:
 //
@@ -18,30 +19,17 @@
 // field and its byte offset. A model that decodes runs without overflow:
 // shapes agree between producer and consumer, quantization parameters are in
 // range and every conv/fc proves its int32 accumulator headroom.
-//
-// Writing: ModelBuilder assembles a model from integer weights and float
-// scales (the multipliers are derived with QuantizeMultiplier, in double,
-// offline), and write() stores it atomically:
-//
-//   ModelBuilder b("resnet20");
-//   Tensor x = b.add_input("image", 32, 32, 3, 1.0 / 255, 0);
-//   x = b.add_conv("stem", x, weights, bias, {.stride = 1, .pad = 1}, {.scale = 0.05}, Act::relu);
-//   ...
-//   b.set_output(b.add_fc("fc", x, fc_weights, fc_bias, {.scale = 0.1}));
-//   b.write("model.oct");
+// (engine/format_read.cpp decodes, engine/format_validate.cpp checks the graph.)
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include "engine/fixedpoint.h"
 
 namespace octet::engine {
 
@@ -87,6 +75,12 @@ inline constexpr uint32_t kVersion = 1;
 
 enum class DType : uint8_t { int8 = 1, uint8 = 2, int32 = 3 };
 const char* dtype_name(DType t);
+
+// Inside the engine a uint8 tensor is carried as int8: codes q8 = q - 128,
+// zero point zp - 128, clamps - 128 (the real values are the same, so every
+// kernel sees int8). The offset a dtype's codes move down by: 128 for uint8,
+// 0 otherwise. The one place this offset is derived.
+constexpr int32_t carry_offset(DType d) { return d == DType::uint8 ? 128 : 0; }
 
 enum class OpType : uint16_t {
   input = 1,            // (x: uint8 [H,W,C]) -> int8 [H,W,C], zp_out = zp_in - 128
@@ -153,23 +147,13 @@ inline constexpr int64_t kMaxActivationElems = int64_t{1} << 24;   // per image,
 inline constexpr int32_t kMinShift = -31, kMaxShift = 30;          // requant shifts
 inline constexpr int32_t kMaxAddLeftShift = 22;                    // 255 << 22 < 2^30
 
-// ---- bytes <-> model --------------------------------------------------------
+// ---- reading ----------------------------------------------------------------
 
 // Reads and validates a whole file held in memory. `name` (usually the path)
 // starts every error message.
 ModelDesc decode(std::span<const uint8_t> bytes, const std::string& name = "<memory>");
 // Reads the file at `path` and decodes it (FormatErrc::io if unreadable).
 ModelDesc read_model_file(const std::string& path);
-
-// Encodes a model as it is, without the graph checks (the tests and the fuzz
-// corpus build malformed files with it). Throws std::invalid_argument only for
-// what the format cannot represent (a value outside its bitwidth, a count
-// above 2^32, data on an activation).
-std::vector<uint8_t> encode(const ModelDesc& model);
-
-// Writes bytes to path atomically: a temporary file in the same directory,
-// flushed, then renamed over path. Throws FormatError(io) on failure.
-void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes);
 
 // CRC-32 (IEEE 802.3, the zlib/PNG one) of bytes.
 uint32_t crc32(std::span<const uint8_t> bytes);
@@ -179,94 +163,8 @@ void fix_crc(std::vector<uint8_t>& file);
 // b-bit two's complement packing, LSB first: value i occupies bits
 // [i*b, (i+1)*b) of the little-endian bit stream. Values must lie in
 // [-2^(b-1), 2^(b-1) - 1]; unused bits of the last byte are 0.
+// (pack_bits, the writer's half, is in engine/builder.h.)
 size_t packed_size(size_t count, int bits);
-std::vector<uint8_t> pack_bits(std::span<const int8_t> values, int bits);
 void unpack_bits(std::span<const uint8_t> packed, int bits, std::span<int8_t> out);
-
-// ---- the writer -------------------------------------------------------------
-
-enum class Act { none, relu, relu6 };
-
-// An activation tensor of the builder's model (index into the tensor table).
-struct Tensor {
-  uint32_t id = 0;
-};
-
-// Quantization of an op's output. uint8 outputs are allowed (unsigned
-// activations); logits must be int8.
-struct OutQuant {
-  double scale = 1.0;
-  int32_t zero_point = 0;
-  DType dtype = DType::int8;
-};
-
-// Integer weights, symmetric (zero point 0), per output channel scales.
-//   conv2d: values [out_c][kernel_h][kernel_w][in_c / groups]
-//   fc:     values [out_c][K] with K = the flattened input (H*W*C, HWC order)
-struct Weights {
-  std::vector<int8_t> values;  // each in [-2^(bits-1), 2^(bits-1) - 1]
-  int out_c = 0, kernel_h = 1, kernel_w = 1, in_c = 0;  // in_c: per group (conv) or K (fc)
-  std::vector<double> scales;  // [out_c], or one scale for the whole tensor
-  int bits = 8;                // storage bitwidth, 2..8
-};
-
-struct ConvParams {
-  int stride = 1, pad = 0, groups = 1;
-};
-
-class ModelBuilder {
- public:
-  explicit ModelBuilder(std::string model_name = "");
-
-  // The graph input (uint8 pixels [h,w,c], real = scale * (pixel - zero_point))
-  // and the input op; returns the int8 tensor the first layer reads.
-  Tensor add_input(const std::string& name, int h, int w, int c, double scale, int32_t zero_point);
-
-  // requantize: multiplier[c] = QuantizeMultiplier(s_in * s_w[c] / s_out);
-  // bias (empty = zeros) is int32 at scale s_in * s_w[c]. `multipliers`, if
-  // given, replaces the computed ones (e.g. to match an integer simulation).
-  Tensor add_conv(const std::string& name, Tensor x, const Weights& w, std::vector<int32_t> bias,
-                  ConvParams p, OutQuant out, Act act = Act::none,
-                  std::optional<std::vector<QuantizedMultiplier>> multipliers = std::nullopt);
-  Tensor add_fc(const std::string& name, Tensor x, const Weights& w, std::vector<int32_t> bias, OutQuant out,
-                Act act = Act::none, std::optional<std::vector<QuantizedMultiplier>> multipliers = std::nullopt);
-
-  // y = a + b in real terms (TFLite's scheme, left_shift 20): both inputs are
-  // brought to 2*max(s_a, s_b) / 2^20, summed, then requantized to `out`.
-  Tensor add_add(const std::string& name, Tensor a, Tensor b, OutQuant out, Act act = Act::none);
-
-  enum class Pool { max, avg };
-  // Output keeps the input's dtype, scale and zero point.
-  Tensor add_pool(const std::string& name, Tensor x, Pool kind, int kernel, int stride, int pad = 0);
-  Tensor add_global_avg_pool(const std::string& name, Tensor x);  // [H,W,C] -> [C]
-
-  void set_output(Tensor logits);
-  void set_metadata(const std::string& key, const std::string& value);  // replaces an existing key
-  void set_class_names(const std::vector<std::string>& names);        // "class_names", one per line
-  void set_preprocessing(const std::string& description);             // "preprocessing"
-
-  // Encodes and then decodes the result, so a model that the reader would
-  // reject is never produced (throws FormatError naming the op).
-  std::vector<uint8_t> serialize() const;
-  void write(const std::string& path) const;  // serialize() + write_file_atomic
-
-  const ModelDesc& desc() const { return desc_; }
-  ModelDesc& mutable_desc() { return desc_; }  // for tools that need a raw edit
-  // Shape of an activation tensor ([H,W,C] or [C]).
-  const std::vector<int64_t>& shape(Tensor t) const;
-
- private:
-  uint32_t add_tensor(TensorDesc t);
-  uint32_t add_const_i32(const std::string& name, std::vector<int32_t> values);
-  const TensorDesc& activation(Tensor t, const std::string& op) const;
-  Tensor add_matmul_like(OpType type, const std::string& name, Tensor x, const Weights& w, std::vector<int32_t> bias,
-                         ConvParams p, OutQuant out, Act act, std::optional<std::vector<QuantizedMultiplier>> m);
-  ModelDesc desc_;
-  bool have_output_ = false;
-};
-
-// Clamp bounds of an activation in the dtype's own domain (relu: [zp, max];
-// relu6: [zp, min(max, zp + round(6 / scale))]).
-std::pair<int32_t, int32_t> activation_bounds(Act act, const OutQuant& out);
 
 }  // namespace octet::engine

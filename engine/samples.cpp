@@ -73,7 +73,7 @@ ModelBuilder random_resnet(const ResNetSpec& spec) {
   // -128 (the unsigned range), the others are centred (zero point 0).
   const double s = 0.05;
   const OutQuant relu_q{s, -128}, lin_q{s, 0};
-  Tensor x = b.add_input("image", spec.image, spec.image, 3, 1.0 / 64, 128);
+  TensorId x = b.add_input("image", spec.image, spec.image, 3, 1.0 / 64, 128);
   const double relu_gain = std::sqrt(2.0) * 0.05 / (1.0 / 64);  // the stem maps the input scale to s
   const Layer l1 = random_layer(rng, spec.width, 3, 3, 3, spec.bits, relu_gain, 200);
   x = b.add_conv("stem", x, l1.w, l1.bias,
@@ -85,11 +85,11 @@ ModelBuilder random_resnet(const ResNetSpec& spec) {
       const int stride = (stage > 0 && blk == 0) ? 2 : 1;
       const std::string name = "layer" + std::to_string(stage + 1) + "." + std::to_string(blk);
       const Layer l2 = random_layer(rng, cout, 3, 3, cin, spec.bits, std::sqrt(2.0), 500);
-      Tensor y = b.add_conv(name + ".conv1", x, l2.w, l2.bias, {.stride = stride, .pad = 1}, relu_q, Act::relu);
+      TensorId y = b.add_conv(name + ".conv1", x, l2.w, l2.bias, {.stride = stride, .pad = 1}, relu_q, Act::relu);
       const Layer l3 = random_layer(rng, cout, 3, 3, cout, spec.bits, 0.7, 500);
       y = b.add_conv(name + ".conv2", y, l3.w, l3.bias,
                      {.stride = 1, .pad = 1}, lin_q);
-      Tensor shortcut = x;
+      TensorId shortcut = x;
       if (stride != 1 || cin != cout) {
         const Layer l4 = random_layer(rng, cout, 1, 1, cin, spec.bits, 0.7, 100);
         shortcut = b.add_conv(name + ".shortcut", x, l4.w, l4.bias, {.stride = stride, .pad = 0}, lin_q);
@@ -111,20 +111,20 @@ ModelBuilder random_resnet(const ResNetSpec& spec) {
 ModelBuilder tiny_model(uint64_t seed, int bits) {
   Random rng(seed);
   ModelBuilder b("tiny");
-  Tensor x = b.add_input("image", 8, 8, 3, 1.0 / 255, 0);
+  TensorId x = b.add_input("image", 8, 8, 3, 1.0 / 255, 0);
   // conv 3x3 pad 1 -> [8,8,8], ReLU into uint8 (zero point 0: the unsigned range).
   const Layer l6 = random_layer(rng, 8, 3, 3, 3, bits, 1.4, 300);
-  Tensor c1 = b.add_conv("conv1", x, l6.w, l6.bias,
-                         {.stride = 1, .pad = 1}, {0.04, 0, DType::uint8}, Act::relu);
+  TensorId c1 = b.add_conv("conv1", x, l6.w, l6.bias,
+                           {.stride = 1, .pad = 1}, {0.04, 0, DType::uint8}, Act::relu);
   // depthwise 3x3 stride 2 -> [4,4,8], relu6
   const Layer l7 = random_layer(rng, 8, 3, 3, 1, bits, 1.4, 100);
-  Tensor dw = b.add_conv("dw", c1, l7.w, l7.bias,
-                         {.stride = 2, .pad = 1, .groups = 8}, {0.03, -128}, Act::relu6);
-  Tensor mp = b.add_pool("maxpool", c1, ModelBuilder::Pool::max, 2, 2);  // [4,4,8] uint8
-  Tensor pw = b.add_conv("pw", mp, random_weights(rng, 8, 1, 1, 8, bits, 1.0), {}, {}, {0.05, 3});
-  Tensor sum = b.add_add("add", dw, pw, {0.06, -10}, Act::relu);
-  Tensor ap = b.add_pool("avgpool", sum, ModelBuilder::Pool::avg, 3, 1, 1);  // [4,4,8]
-  Tensor g = b.add_global_avg_pool("gap", ap);                              // [8]
+  TensorId dw = b.add_conv("dw", c1, l7.w, l7.bias,
+                           {.stride = 2, .pad = 1, .groups = 8}, {0.03, -128}, Act::relu6);
+  TensorId mp = b.add_pool("maxpool", c1, ModelBuilder::Pool::max, 2, 2);  // [4,4,8] uint8
+  TensorId pw = b.add_conv("pw", mp, random_weights(rng, 8, 1, 1, 8, bits, 1.0), {}, {}, {0.05, 3});
+  TensorId sum = b.add_add("add", dw, pw, {0.06, -10}, Act::relu);
+  TensorId ap = b.add_pool("avgpool", sum, ModelBuilder::Pool::avg, 3, 1, 1);  // [4,4,8]
+  TensorId g = b.add_global_avg_pool("gap", ap);                              // [8]
   const Layer l8 = random_layer(rng, 5, 1, 1, 8, bits, 1.0, 200);
   b.set_output(b.add_fc("fc", g, l8.w, l8.bias, {0.1, 2}));
   b.set_class_names({"a", "b", "c", "d", "e"});

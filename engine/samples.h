@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "engine/format.h"
+#include "engine/builder.h"
 
 namespace octet::engine {
 

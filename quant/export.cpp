@@ -253,13 +253,13 @@ ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Prep
     auto it = aq_name.find(a);
     return it == aq_name.end() ? std::string("?") : it->second;
   };
-  std::map<const ActQuant*, engine::Tensor> tensor;
+  std::map<const ActQuant*, engine::TensorId> tensor;
   const auto tensor_for = [&](const ActQuant* a, const std::string& layer) {
     auto it = tensor.find(a);
     if (it == tensor.end()) refuse(layer, "its input '" + name_of(a) + "' is not produced by an earlier op");
     return it->second;
   };
-  const auto record = [&](const ActQuant* a, engine::Tensor t, const std::string& op) {
+  const auto record = [&](const ActQuant* a, engine::TensorId t, const std::string& op) {
     tensor[a] = t;
     R.tensor_of_actquant[name_of(a)] = t.id;
     R.op_output.emplace_back(op, name_of(a));
@@ -294,7 +294,7 @@ ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Prep
   R.input_zero_point = best_z;
   R.input_scale = s_px;
   for (int c = 0; c < C; ++c) R.padding_value.push_back(double(pre.scale[size_t(c)]) * best_z + double(pre.offset[size_t(c)]));
-  const engine::Tensor pixels = b.add_input("image", opt.input_h, opt.input_w, C, s_px, best_z);
+  const engine::TensorId pixels = b.add_input("image", opt.input_h, opt.input_w, C, s_px, best_z);
 
   uint64_t weight_bytes = 0;
   for (const QuantEdge& e : quant_edges(model)) {
@@ -303,7 +303,7 @@ ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Prep
         ConvBn& cb = *e.conv;
         const QuantParams og = grid(e.output, e.name);
         const bool stem = e.input == nullptr;
-        const engine::Tensor x = stem ? pixels : tensor_for(e.input, e.name);
+        const engine::TensorId x = stem ? pixels : tensor_for(e.input, e.name);
         const double s_in = b.desc().tensors[x.id].scale;
         const Tensor y = fake_quantized(cb.weight_quant(), cb.folded_weight());
         const std::vector<QuantParams> wp = cb.weight_params();
@@ -370,7 +370,7 @@ ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Prep
         w.bits = iw.bits;
         weight_bytes += engine::packed_size(w.values.size(), w.bits);
         const std::vector<int32_t> bq = bias_codes(bias, s_in, iw.scales, e.name);
-        const engine::Tensor out = b.add_conv(e.name, x, w, bq, {.stride = cb.stride, .pad = cb.pad}, out_quant(og, e.name));
+        const engine::TensorId out = b.add_conv(e.name, x, w, bq, {.stride = cb.stride, .pad = cb.pad}, out_quant(og, e.name));
         set_clamp(b, clamp_of(og, e.relu));
         record(e.output, out, e.name);
         break;
@@ -380,7 +380,7 @@ ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Prep
         const QuantParams og = grid(e.output, e.name);
         if (og.qmin < -128 || og.qmax > 127 || og.qmin >= 0)
           refuse(e.name, cat("logit codes [", og.qmin, ", ", og.qmax, "]: the engine's logits are signed int8"));
-        const engine::Tensor x = tensor_for(e.input, e.name);
+        const engine::TensorId x = tensor_for(e.input, e.name);
         const double s_in = b.desc().tensors[x.id].scale;
         auto* wq = dynamic_cast<WeightQuant*>(fc.weight_transform());
         const Tensor y = wq ? fake_quantized(*wq, fc.weight()) : fc.weight().clone();
@@ -399,30 +399,30 @@ ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Prep
         Tensor fb = fc.bias();
         std::vector<double> bias = fb.defined() ? to_double(fb) : std::vector<double>(size_t(fc.out_features), 0.0);
         const std::vector<int32_t> bq = bias_codes(bias, s_in, iw.scales, e.name);
-        const engine::Tensor out = b.add_fc(e.name, x, w, bq, out_quant(og, e.name));
+        const engine::TensorId out = b.add_fc(e.name, x, w, bq, out_quant(og, e.name));
         set_clamp(b, clamp_of(og, e.relu));
         record(e.output, out, e.name);
         break;
       }
       case QuantEdge::Kind::kAdd: {
         const QuantParams og = grid(e.output, e.name);
-        const engine::Tensor a = tensor_for(e.input, e.name);
-        const engine::Tensor c = tensor_for(e.input_b, e.name);
-        const engine::Tensor out = b.add_add(e.name, a, c, out_quant(og, e.name));
+        const engine::TensorId a = tensor_for(e.input, e.name);
+        const engine::TensorId c = tensor_for(e.input_b, e.name);
+        const engine::TensorId out = b.add_add(e.name, a, c, out_quant(og, e.name));
         set_clamp(b, clamp_of(og, e.relu));
         record(e.output, out, e.name);
         break;
       }
       case QuantEdge::Kind::kMaxPool:
       case QuantEdge::Kind::kAvgPool: {
-        const engine::Tensor x = tensor_for(e.input, e.name);
+        const engine::TensorId x = tensor_for(e.input, e.name);
         const engine::TensorDesc& xt = b.desc().tensors[x.id];
         const QuantParams og = grid(e.output, e.name);
         if (og.zero_point != xt.zero_point || std::fabs(og.scale - xt.scale) > 1e-7 * xt.scale)
           refuse(e.name, cat("output grid (scale ", og.scale, ", zero point ", og.zero_point, ") differs from its input's (",
                              xt.scale, ", ", xt.zero_point, "): engine pools keep their input's grid"));
         nn::Module& m = model.find(e.name);
-        engine::Tensor out;
+        engine::TensorId out;
         if (e.kind == QuantEdge::Kind::kMaxPool) {
           auto* mp = dynamic_cast<nn::MaxPool2d*>(&m);
           if (!mp) refuse(e.name, "is not a MaxPool2d");
@@ -440,7 +440,7 @@ ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Prep
     }
   }
   if (R.op_output.empty()) refuse(rc.name, "has no layers");
-  b.set_output(engine::Tensor{b.desc().ops.back().output});
+  b.set_output(engine::TensorId{b.desc().ops.back().output});
 
   // Metadata.
   if (!opt.class_names.empty()) {

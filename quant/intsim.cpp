@@ -7,20 +7,19 @@
 #include <stdexcept>
 
 #include "core/parallel.h"
+#include "engine/builder.h"
 #include "engine/fixedpoint.h"
 
 namespace octet::quant {
 
 namespace {
 
+using engine::carry_offset;  // the carried (int8) domain of a dtype: uint8 codes move down by 128
 using engine::DType;
 using engine::OpDesc;
 using engine::OpType;
 using engine::TensorDesc;
 namespace param = engine::param;
-
-// The carried (int8) domain of a dtype: uint8 codes move down by 128.
-int32_t carry_offset(DType t) { return t == DType::uint8 ? 128 : 0; }
 
 int8_t clamp8(int32_t v, int32_t lo, int32_t hi) { return static_cast<int8_t>(std::clamp(v, lo, hi)); }
 

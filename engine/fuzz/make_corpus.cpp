@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/builder.h"
 #include "engine/format.h"
 #include "engine/samples.h"
 

@@ -10,7 +10,9 @@
 #include <stdexcept>
 #include <vector>
 
+#include "engine/builder.h"
 #include "engine/engine.h"
+#include "engine/plan.h"
 #include "engine/samples.h"
 
 using namespace octet::engine;
@@ -136,7 +138,7 @@ TEST_CASE("a model small enough to compute by hand") {
   // pixels [2,2,1] (zero point 128) -> conv 1x1 (w = 2, bias 10, M = 0.5)
   // -> global average pool -> fc 1 -> 2 (w = {3, -1}, bias {0, 100}, M = 0.25).
   ModelBuilder b("hand");
-  Tensor x = b.add_input("px", 2, 2, 1, 1.0, 128);
+  TensorId x = b.add_input("px", 2, 2, 1, 1.0, 128);
   Weights w1;
   w1.out_c = 1;
   w1.in_c = 1;

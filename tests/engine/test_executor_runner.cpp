@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 
+#include "engine/builder.h"
 #include "engine/engine.h"
 #include "engine/samples.h"
 

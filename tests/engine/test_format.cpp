@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 
+#include "engine/builder.h"
 #include "engine/engine.h"
 #include "engine/format.h"
 #include "engine/samples.h"
@@ -410,7 +411,7 @@ TEST_CASE("malformed: accumulator headroom") {
   // 131072 * 64 * 255 = 2139095040 fits int32; 131072 * 65 * 255 does not.
   auto fc_model = [](int8_t w_max) {
     ModelBuilder b;
-    Tensor x = b.add_input("x", 256, 256, 2, 1.0, 0);
+    TensorId x = b.add_input("x", 256, 256, 2, 1.0, 0);
     Weights w;
     w.out_c = 1;
     w.in_c = 256 * 256 * 2;
@@ -510,7 +511,7 @@ TEST_CASE("ModelBuilder refuses to write a model the reader would reject") {
   ModelBuilder empty;
   CHECK_THROWS_AS(empty.serialize(), std::invalid_argument);
   ModelBuilder bad;
-  Tensor x = bad.add_input("x", 4, 4, 3, 1.0, 0);
+  TensorId x = bad.add_input("x", 4, 4, 3, 1.0, 0);
   Weights w;
   w.out_c = 2;
   w.kernel_h = w.kernel_w = 3;

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/builder.h"
 #include "engine/engine.h"
 
 using namespace octet::engine;
@@ -82,7 +83,7 @@ std::vector<uint8_t> resnet20(int bits, uint64_t seed) {
   ModelBuilder b("resnet20-portable");
   const double s = 0.05;
   const OutQuant relu_q{s, -128}, lin_q{s, 0};
-  Tensor x = b.add_input("image", 32, 32, 3, 1.0 / 64, 128);
+  TensorId x = b.add_input("image", 32, 32, 3, 1.0 / 64, 128);
   Weights w = weights(rng, 16, 3, 3, bits, std::sqrt(2.0) * s * 64);
   std::vector<int32_t> bb = bias(rng, 16, 200);
   x = b.add_conv("stem", x, w, bb, {.stride = 1, .pad = 1}, relu_q, Act::relu);
@@ -94,11 +95,11 @@ std::vector<uint8_t> resnet20(int bits, uint64_t seed) {
       const std::string name = "layer" + std::to_string(stage + 1) + "." + std::to_string(blk);
       w = weights(rng, cout, 3, cin, bits, std::sqrt(2.0));
       bb = bias(rng, cout, 500);
-      Tensor y = b.add_conv(name + ".conv1", x, w, bb, {.stride = stride, .pad = 1}, relu_q, Act::relu);
+      TensorId y = b.add_conv(name + ".conv1", x, w, bb, {.stride = stride, .pad = 1}, relu_q, Act::relu);
       w = weights(rng, cout, 3, cout, bits, 0.7);
       bb = bias(rng, cout, 500);
       y = b.add_conv(name + ".conv2", y, w, bb, {.stride = 1, .pad = 1}, lin_q);
-      Tensor shortcut = x;
+      TensorId shortcut = x;
       if (stride != 1 || cin != cout) {
         w = weights(rng, cout, 1, cin, bits, 0.7);
         bb = bias(rng, cout, 100);

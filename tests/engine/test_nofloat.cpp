@@ -4,7 +4,7 @@
 // Run-time code = every function of the kernel objects (kernels_*.cpp.o,
 // parallel.cpp.o, cpu.cpp.o) and the executor's run path in engine.cpp.o
 // (Session::run, the op step it calls, and the chunk functions it hands to
-// parallel_for). The loader and the writer (format.cpp, samples.cpp, Model's
+// parallel_for). The loader and the writer (format_*.cpp, samples.cpp, Model's
 // display helpers) may use double: they run offline or once at load.
 //
 // Floating point = arithmetic, comparison or conversion on float/double/half

@@ -10,6 +10,7 @@
 #include <set>
 #include <vector>
 
+#include "engine/builder.h"
 #include "engine/engine.h"
 #include "engine/fixedpoint.h"
 #include "engine/samples.h"
