@@ -1,8 +1,8 @@
 // quant/export.h: a prepared (QAT or PTQ-calibrated) ResNet -> an Octet
 // integer model (engine/format.h), the bridge between training and the engine.
 //
-// What the exporter does, layer by layer (quant_edges() of quant/qat.h gives
-// the graph and the ActQuant that holds each tensor's grid):
+// What the exporter does, layer by layer (quant_edges() of quant/qat_prepare.h
+// gives the graph and the ActQuant that holds each tensor's grid):
 //
 //   activations  every engine tensor takes its ActQuant's grid: scale, zero
 //                point, codes [qmin, qmax] (int8 if signed, uint8 if not).
@@ -65,6 +65,7 @@
 #include <vector>
 
 #include "core/augment.h"
+#include "engine/builder.h"
 #include "engine/format.h"
 #include "nn/resnet.h"
 #include "quant/qat.h"

@@ -2,6 +2,10 @@
 
 #include <stdexcept>
 
+#include "quant/qat_checkpoint.h"
+#include "quant/qat_prepare.h"
+#include "quant/qat_schedule.h"
+
 namespace octet::quant {
 
 namespace {

@@ -1,7 +1,7 @@
 // quant/qat_training.h: quantization-aware training in the trainer, one call.
 //
 //   auto model = nn::make_model("resnet20", 10, seed);
-//   quant::prepare(*model, config);          // quant/qat.h
+//   quant::prepare(*model, config);          // quant/qat_prepare.h
 //   nn::Trainer t(train_config, train, &test, model);
 //   quant::attach_qat(t, config);            // before resume(), fork() or fit()
 //   t.fit();
@@ -18,7 +18,7 @@
 #pragma once
 
 #include "nn/trainer.h"
-#include "quant/qat.h"
+#include "quant/qat_config.h"
 
 namespace octet::quant {
 
