@@ -90,8 +90,18 @@ inline __m512i broadcast4(const uint8_t* p) {
   return _mm512_set1_epi32(v);
 }
 
+// The micro-kernel of this ISA's conv_pixels<Kernel> (engine/kernels_internal.h).
+// tile is defined outside the class: defined inside, it would be implicitly
+// inline, which gives it GCC's larger inlining limits than a plain function.
+struct Kernel {
+  using T = uint8_t;
+  static constexpr int kMr[] = {12, 8, 6, 6};  // MR for NR = 1..4
+  template <int MR, int NR>
+  static void tile(const ConvView& v, const ConvBlock& b, const uint8_t* const* base, int8_t* const* out);
+};
+
 template <int MR, int NR>
-void tile(const ConvView& v, const ConvBlock& b, const uint8_t* const* base, int8_t* const* out) {
+void Kernel::tile(const ConvView& v, const ConvBlock& b, const uint8_t* const* base, int8_t* const* out) {
   __m512i acc[MR][NR];
   for (int n = 0; n < NR; ++n) {
     const __m512i bias = _mm512_loadu_si512(v.bias + b.param + 16 * n);
@@ -124,39 +134,10 @@ void tile(const ConvView& v, const ConvBlock& b, const uint8_t* const* base, int
   }
 }
 
-// tile<m, NR> for a run-time m in [1, M].
-template <int NR, int M>
-void tile_m(int m, const ConvView& v, const ConvBlock& b, const uint8_t* const* base, int8_t* const* out) {
-  if constexpr (M >= 1) {
-    if (m == M)
-      tile<M, NR>(v, b, base, out);
-    else
-      tile_m<NR, M - 1>(m, v, b, base, out);
-  }
-}
-
-template <int NR, int MR>
-void block_pixels(const ConvView& v, const ConvBlock& b, const uint8_t* xp, int8_t* y, size_t p0, size_t p1) {
-  for_each_pixel_tile<MR>(v, b, xp, y, p0, p1, [&](int m, const uint8_t* const* base, int8_t* const* out) {
-    if (m == MR)
-      tile<MR, NR>(v, b, base, out);
-    else
-      tile_m<NR, MR - 1>(m, v, b, base, out);
-  });
-}
-
 }  // namespace
 
 void conv_pixels_avx512_vnni(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1) {
-  for (int i = 0; i < v.n_blocks; ++i) {
-    const ConvBlock& b = v.blocks[i];
-    switch (b.nr) {
-      case 1: block_pixels<1, 12>(v, b, xp, y, p0, p1); break;
-      case 2: block_pixels<2, 8>(v, b, xp, y, p0, p1); break;
-      case 3: block_pixels<3, 6>(v, b, xp, y, p0, p1); break;
-      default: block_pixels<4, 6>(v, b, xp, y, p0, p1); break;
-    }
-  }
+  conv_pixels<Kernel>(v, xp, y, p0, p1);
 }
 
 namespace {

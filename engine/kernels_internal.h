@@ -1,9 +1,10 @@
 // engine/kernels_internal.h: what a prepared convolution hands to the
 // ISA-specific tile loops (engine/kernels_avx2.cpp, kernels_avx512.cpp,
-// kernels_neon.cpp). Plain data, and `static` helpers: those files are
+// kernels_neon.cpp, kernels_neon_dot.cpp), and the tile loop they share
+// (conv_pixels below). Plain data, and `static` helpers: those files are
 // compiled with their ISA's flags, so they must not instantiate any inline or
 // template code that other files share (the linker could keep their AVX-512
-// copy for everyone); a static function is each file's own copy.
+// copy for everyone); a static function (template) is each file's own copy.
 //
 // The scheme, for every ISA: the input of a batch is first copied into a
 // padded image xp [N][H+2p][W+2p][groups * cin_gp] ("pre-pass"), the padding
@@ -70,7 +71,8 @@ struct ConvView {
 
 // Computes output pixels [p0, p1) (numbered n * OH * OW + oh * OW + ow over
 // the batch) for every block: xp is the padded input, y the [N,OH,OW,Cout]
-// output. Each exists only in a build for its architecture.
+// output. Each exists only in a build for its architecture; each is its
+// file's conv_pixels<Kernel> (below).
 void conv_pixels_avx2(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
 void conv_pixels_avx512_vnni(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1);
 // AMX-INT8 (family dot_u8 with its own K layout). The K of one kernel row kh
@@ -121,6 +123,73 @@ static inline void for_each_pixel_tile(const ConvView& v, const ConvBlock& b, co
       }
     }
     tile(m, base, out);
+  }
+}
+
+// The tile loop of an ISA's conv_pixels_*, the same for every ISA up to its
+// micro-kernel K, a struct in the ISA file's anonymous namespace:
+//   struct K {
+//     using T = ...;                       // element of xp: uint8_t (dot families) or int16_t (s16)
+//     static constexpr int kMr[] = {...};  // MR (pixels per tile) for nr = 1, 2, ..;
+//                                          // a block of more vectors takes the last
+//     template <int MR, int NR>            // MR pixels (window origins, outputs) x NR vectors
+//     static void tile(const ConvView& v, const ConvBlock& b, const T* const* base, int8_t* const* out);
+//   };
+// conv_pixels<K>(v, xp, y, p0, p1) computes output pixels [p0, p1) of every
+// block (as conv_pixels_* do) in tiles of MR x b.nr: K::tile<MR, nr>, and for
+// the last m < MR pixels K::tile<m, nr>. Every function here is `static` and
+// K's type is local to its file, so each ISA file instantiates its own copy,
+// compiled with its own flags, and no instantiation is shared between files.
+// tile_m and block_pixels are not declared inline, as when each file had its
+// own copy, so that the compiler's inlining of the tile loop stays as it was.
+
+// K::tile<m, NR> for a run-time m in [1, M].
+template <typename K, int NR, int M>
+static void tile_m(int m, const ConvView& v, const ConvBlock& b, const typename K::T* const* base, int8_t* const* out) {
+  if constexpr (M >= 1) {
+    if (m == M)
+      K::template tile<M, NR>(v, b, base, out);
+    else
+      tile_m<K, NR, M - 1>(m, v, b, base, out);
+  }
+}
+
+// Block b's pixels [p0, p1) in tiles of MR pixels x NR vectors.
+template <typename K, int NR, int MR>
+static void block_pixels(const ConvView& v, const ConvBlock& b, const typename K::T* xp, int8_t* y, size_t p0,
+                         size_t p1) {
+  using T = typename K::T;
+  for_each_pixel_tile<MR>(v, b, xp, y, p0, p1, [&](int m, const T* const* base, int8_t* const* out) {
+    if (m == MR)
+      K::template tile<MR, NR>(v, b, base, out);
+    else
+      tile_m<K, NR, MR - 1>(m, v, b, base, out);
+  });
+}
+
+// block_pixels<K, nr, K::kMr[nr - 1]> for a run-time nr >= NR (nr beyond
+// kMr: the last entry's).
+template <typename K, int NR>
+static inline void block_pixels_nr(int nr, const ConvView& v, const ConvBlock& b, const typename K::T* xp, int8_t* y,
+                                   size_t p0, size_t p1) {
+  constexpr int kNrMax = static_cast<int>(sizeof(K::kMr) / sizeof(K::kMr[0]));
+  static_assert(NR >= 1 && NR <= kNrMax);
+  if constexpr (NR < kNrMax) {
+    if (nr == NR)
+      block_pixels<K, NR, K::kMr[NR - 1]>(v, b, xp, y, p0, p1);
+    else
+      block_pixels_nr<K, NR + 1>(nr, v, b, xp, y, p0, p1);
+  } else {
+    block_pixels<K, NR, K::kMr[NR - 1]>(v, b, xp, y, p0, p1);
+  }
+}
+
+template <typename K>
+static inline void conv_pixels(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1) {
+  const typename K::T* x = reinterpret_cast<const typename K::T*>(xp);
+  for (int i = 0; i < v.n_blocks; ++i) {
+    const ConvBlock& b = v.blocks[i];
+    block_pixels_nr<K, 1>(b.nr, v, b, x, y, p0, p1);
   }
 }
 

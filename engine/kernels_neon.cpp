@@ -15,8 +15,18 @@ namespace octet::engine::detail {
 
 namespace {
 
+// The micro-kernel of this ISA's conv_pixels<Kernel> (engine/kernels_internal.h).
+// tile is defined outside the class: defined inside, it would be implicitly
+// inline, which gives it GCC's larger inlining limits than a plain function.
+struct Kernel {
+  using T = int16_t;
+  static constexpr int kMr[] = {8, 6, 5, 4};  // MR for NR = 1..4
+  template <int MR, int NR>
+  static void tile(const ConvView& v, const ConvBlock& b, const int16_t* const* base, int8_t* const* out);
+};
+
 template <int MR, int NR>
-void tile(const ConvView& v, const ConvBlock& b, const int16_t* const* base, int8_t* const* out) {
+void Kernel::tile(const ConvView& v, const ConvBlock& b, const int16_t* const* base, int8_t* const* out) {
   int32x4_t acc[MR][NR];
   for (int n = 0; n < NR; ++n) {
     const int32x4_t bias = vld1q_s32(v.bias + b.param + 4 * n);
@@ -47,39 +57,10 @@ void tile(const ConvView& v, const ConvBlock& b, const int16_t* const* base, int
   }
 }
 
-template <int NR, int M>
-void tile_m(int m, const ConvView& v, const ConvBlock& b, const int16_t* const* base, int8_t* const* out) {
-  if constexpr (M >= 1) {
-    if (m == M)
-      tile<M, NR>(v, b, base, out);
-    else
-      tile_m<NR, M - 1>(m, v, b, base, out);
-  }
-}
-
-template <int NR, int MR>
-void block_pixels(const ConvView& v, const ConvBlock& b, const int16_t* xp, int8_t* y, size_t p0, size_t p1) {
-  for_each_pixel_tile<MR>(v, b, xp, y, p0, p1, [&](int m, const int16_t* const* base, int8_t* const* out) {
-    if (m == MR)
-      tile<MR, NR>(v, b, base, out);
-    else
-      tile_m<NR, MR - 1>(m, v, b, base, out);
-  });
-}
-
 }  // namespace
 
 void conv_pixels_neon(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0, size_t p1) {
-  const int16_t* x16 = reinterpret_cast<const int16_t*>(xp);
-  for (int i = 0; i < v.n_blocks; ++i) {
-    const ConvBlock& b = v.blocks[i];
-    switch (b.nr) {
-      case 1: block_pixels<1, 8>(v, b, x16, y, p0, p1); break;
-      case 2: block_pixels<2, 6>(v, b, x16, y, p0, p1); break;
-      case 3: block_pixels<3, 5>(v, b, x16, y, p0, p1); break;
-      default: block_pixels<4, 4>(v, b, x16, y, p0, p1); break;
-    }
-  }
+  conv_pixels<Kernel>(v, xp, y, p0, p1);
 }
 
 // 4 elements at a time: a' and b' rescaled, summed, requantized.
