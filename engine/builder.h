@@ -8,6 +8,7 @@
 //   ModelBuilder b("resnet20");
 //   TensorId x = b.add_input("image", 32, 32, 3, 1.0 / 255, 0);
 //   x = b.add_conv("stem", x, weights, bias, {.stride = 1, .pad = 1}, {.scale = 0.05}, Act::relu);
+//   x = b.add_conv("c2", x, weights2, bias2, {.pad = 1}, {.scale = 0.05}, Clamp(-8, 7));  // a 4-bit grid
 //   ...
 //   b.set_output(b.add_fc("fc", x, fc_weights, fc_bias, {.scale = 0.1}));
 //   b.write("model.oct");
@@ -46,6 +47,19 @@ std::vector<uint8_t> pack_bits(std::span<const int8_t> values, int bits);
 
 enum class Act { none, relu, relu6 };
 
+// The clamp of an op's output codes, in its dtype's domain: either a fused
+// activation (Act; its bounds are activation_bounds below) or explicit
+// bounds, e.g. a sub-8-bit grid's [qmin, qmax] raised to the zero point under
+// a ReLU (quant/export.cpp). Converts from Act, so `Act::relu` is a Clamp and
+// callers that pass an Act (or nothing: Act::none) get today's bounds.
+// Explicit bounds are stored as given; serialize() (the reader) checks them.
+struct Clamp {
+  Clamp(Act a = Act::none) : act(a) {}  // implicit on purpose
+  Clamp(int32_t lo, int32_t hi) : bounds(std::pair<int32_t, int32_t>{lo, hi}) {}
+  Act act = Act::none;
+  std::optional<std::pair<int32_t, int32_t>> bounds;  // set: used as is, `act` ignored
+};
+
 // An activation tensor of the builder's model: its index in the tensor table
 // (ModelDesc::tensors). Not octet::Tensor, the float tensor of core/.
 struct TensorId {
@@ -83,17 +97,19 @@ class ModelBuilder {
   TensorId add_input(const std::string& name, int h, int w, int c, double scale, int32_t zero_point);
 
   // requantize: multiplier[c] = QuantizeMultiplier(s_in * s_w[c] / s_out);
-  // bias (empty = zeros) is int32 at scale s_in * s_w[c]. `multipliers`, if
-  // given, replaces the computed ones (e.g. to match an integer simulation).
+  // bias (empty = zeros) is int32 at scale s_in * s_w[c]. The output is
+  // clamped to activation_bounds(clamp, out). `multipliers`, if given,
+  // replaces the computed ones (e.g. to match an integer simulation).
   TensorId add_conv(const std::string& name, TensorId x, const Weights& w, std::vector<int32_t> bias,
-                    ConvParams p, OutQuant out, Act act = Act::none,
+                    ConvParams p, OutQuant out, Clamp clamp = Act::none,
                     std::optional<std::vector<QuantizedMultiplier>> multipliers = std::nullopt);
   TensorId add_fc(const std::string& name, TensorId x, const Weights& w, std::vector<int32_t> bias, OutQuant out,
-                  Act act = Act::none, std::optional<std::vector<QuantizedMultiplier>> multipliers = std::nullopt);
+                  Clamp clamp = Act::none, std::optional<std::vector<QuantizedMultiplier>> multipliers = std::nullopt);
 
   // y = a + b in real terms (TFLite's scheme, left_shift 20): both inputs are
-  // brought to 2*max(s_a, s_b) / 2^20, summed, then requantized to `out`.
-  TensorId add_add(const std::string& name, TensorId a, TensorId b, OutQuant out, Act act = Act::none);
+  // brought to 2*max(s_a, s_b) / 2^20, summed, requantized to `out` and
+  // clamped to activation_bounds(clamp, out).
+  TensorId add_add(const std::string& name, TensorId a, TensorId b, OutQuant out, Clamp clamp = Act::none);
 
   enum class Pool { max, avg };
   // Output keeps the input's dtype, scale and zero point.
@@ -120,14 +136,15 @@ class ModelBuilder {
   uint32_t add_const_i32(const std::string& name, std::vector<int32_t> values);
   const TensorDesc& activation(TensorId t, const std::string& op) const;
   TensorId add_matmul_like(OpType type, const std::string& name, TensorId x, const Weights& w,
-                           std::vector<int32_t> bias, ConvParams p, OutQuant out, Act act,
+                           std::vector<int32_t> bias, ConvParams p, OutQuant out, const Clamp& clamp,
                            std::optional<std::vector<QuantizedMultiplier>> m);
   ModelDesc desc_;
   bool have_output_ = false;
 };
 
-// Clamp bounds of an activation in the dtype's own domain (relu: [zp, max];
+// Clamp bounds of an op's output in the dtype's own domain: explicit bounds
+// as given; otherwise by the Act (none: the dtype's range; relu: [zp, max];
 // relu6: [zp, min(max, zp + round(6 / scale))]).
-std::pair<int32_t, int32_t> activation_bounds(Act act, const OutQuant& out);
+std::pair<int32_t, int32_t> activation_bounds(const Clamp& clamp, const OutQuant& out);
 
 }  // namespace octet::engine

@@ -177,9 +177,10 @@ void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes) 
 
 // ---- ModelBuilder -----------------------------------------------------------------
 
-std::pair<int32_t, int32_t> activation_bounds(Act act, const OutQuant& out) {
+std::pair<int32_t, int32_t> activation_bounds(const Clamp& clamp, const OutQuant& out) {
+  if (clamp.bounds) return *clamp.bounds;
   const auto [lo, hi] = dtype_range(out.dtype);
-  switch (act) {
+  switch (clamp.act) {
     case Act::none: return {lo, hi};
     case Act::relu: return {std::clamp(out.zero_point, lo, hi), hi};
     case Act::relu6: {
@@ -240,7 +241,7 @@ TensorId ModelBuilder::add_input(const std::string& name, int h, int w, int c, d
 }
 
 TensorId ModelBuilder::add_matmul_like(OpType type, const std::string& name, TensorId x, const Weights& w,
-                                       std::vector<int32_t> bias, ConvParams p, OutQuant out, Act act,
+                                       std::vector<int32_t> bias, ConvParams p, OutQuant out, const Clamp& clamp,
                                        std::optional<std::vector<QuantizedMultiplier>> multipliers) {
   const std::string what = cat("ModelBuilder: ", op_name(type), " '", name, "': ");
   const TensorDesc& xt = activation(x, name);
@@ -319,7 +320,7 @@ TensorId ModelBuilder::add_matmul_like(OpType type, const std::string& name, Ten
   y.zero_point = out.zero_point;
   y.scale = out.scale;
   const uint32_t y_id = add_tensor(std::move(y));
-  const auto [act_min, act_max] = activation_bounds(act, out);
+  const auto [act_min, act_max] = activation_bounds(clamp, out);
   OpDesc op{type, name, {x.id, w_id, b_id, m_id, s_id}, y_id, {}};
   if (type == OpType::conv2d) {
     op.params[param::kStride] = p.stride;
@@ -336,17 +337,17 @@ TensorId ModelBuilder::add_matmul_like(OpType type, const std::string& name, Ten
 }
 
 TensorId ModelBuilder::add_conv(const std::string& name, TensorId x, const Weights& w, std::vector<int32_t> bias,
-                                ConvParams p, OutQuant out, Act act,
+                                ConvParams p, OutQuant out, Clamp clamp,
                                 std::optional<std::vector<QuantizedMultiplier>> multipliers) {
-  return add_matmul_like(OpType::conv2d, name, x, w, std::move(bias), p, out, act, std::move(multipliers));
+  return add_matmul_like(OpType::conv2d, name, x, w, std::move(bias), p, out, clamp, std::move(multipliers));
 }
 
 TensorId ModelBuilder::add_fc(const std::string& name, TensorId x, const Weights& w, std::vector<int32_t> bias,
-                              OutQuant out, Act act, std::optional<std::vector<QuantizedMultiplier>> multipliers) {
-  return add_matmul_like(OpType::fully_connected, name, x, w, std::move(bias), {}, out, act, std::move(multipliers));
+                              OutQuant out, Clamp clamp, std::optional<std::vector<QuantizedMultiplier>> multipliers) {
+  return add_matmul_like(OpType::fully_connected, name, x, w, std::move(bias), {}, out, clamp, std::move(multipliers));
 }
 
-TensorId ModelBuilder::add_add(const std::string& name, TensorId a, TensorId b, OutQuant out, Act act) {
+TensorId ModelBuilder::add_add(const std::string& name, TensorId a, TensorId b, OutQuant out, Clamp clamp) {
   const TensorDesc& at = activation(a, name);
   const TensorDesc& bt = activation(b, name);
   const std::string what = cat("ModelBuilder: add '", name, "': ");
@@ -367,7 +368,7 @@ TensorId ModelBuilder::add_add(const std::string& name, TensorId a, TensorId b, 
   y.zero_point = out.zero_point;
   y.scale = out.scale;
   const uint32_t y_id = add_tensor(std::move(y));
-  const auto [act_min, act_max] = activation_bounds(act, out);
+  const auto [act_min, act_max] = activation_bounds(clamp, out);
   OpDesc op{OpType::add, name, {a.id, b.id}, y_id, {}};
   op.params[param::kLeftShift] = left_shift;
   op.params[param::kAMult] = qa.multiplier;

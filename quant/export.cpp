@@ -45,30 +45,12 @@ engine::OutQuant out_quant(const QuantParams& p, const std::string& layer) {
   return {static_cast<double>(p.scale), static_cast<int32_t>(p.zero_point), dtype_of(p, layer)};
 }
 
-// Clamp of an op's output in its dtype's domain: the grid's codes, from the
-// zero point up when a ReLU is fused.
-std::pair<int32_t, int32_t> clamp_of(const QuantParams& p, bool relu) {
+// The clamp of an op's output, passed to the builder with the op: the grid's
+// codes [qmin, qmax] (so a 4-bit grid stays 4-bit), from the zero point up
+// when a ReLU is fused.
+engine::Clamp clamp_of(const QuantParams& p, bool relu) {
   const int32_t lo = static_cast<int32_t>(relu ? std::max<int64_t>(p.qmin, p.zero_point) : p.qmin);
   return {lo, static_cast<int32_t>(p.qmax)};
-}
-
-void set_clamp(engine::ModelBuilder& b, std::pair<int32_t, int32_t> c) {
-  engine::OpDesc& op = b.mutable_desc().ops.back();
-  switch (op.type) {
-    case OpType::conv2d:
-      op.params[param::kConvActMin] = c.first;
-      op.params[param::kConvActMax] = c.second;
-      break;
-    case OpType::fully_connected:
-      op.params[param::kFcActMin] = c.first;
-      op.params[param::kFcActMax] = c.second;
-      break;
-    case OpType::add:
-      op.params[param::kAddActMin] = c.first;
-      op.params[param::kAddActMax] = c.second;
-      break;
-    default: break;
-  }
 }
 
 // Integer codes of a weight tensor [Cout, ...] from its fake-quantized values
@@ -238,230 +220,272 @@ std::string ExportResult::summary() const {
 
 // ---- the exporter ---------------------------------------------------------------
 
-ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Preprocess& pre, const ExportOptions& opt) {
-  if (!is_prepared(model)) throw std::logic_error("export_model: the model is not prepared (QAT or PTQ)");
-  model.eval();
-  NoGradGuard no_grad;
-  const nn::ResNetConfig& rc = model.config();
-  ExportResult R;
-  R.builder = engine::ModelBuilder(opt.model_name.empty() ? rc.name : opt.model_name);
-  engine::ModelBuilder& b = R.builder;
+namespace {
 
-  std::map<const ActQuant*, std::string> aq_name;
-  for (auto& [name, aq] : act_quants(model)) aq_name[aq] = name;
-  const auto name_of = [&](const ActQuant* a) {
+// One export in progress: the model and its settings, the result being filled
+// (its builder), and the engine tensor of each ActQuant produced so far.
+// export_model calls the steps below in order; each adds its ops to the
+// builder and refuses (ExportError naming the layer) what the engine cannot run.
+struct Exporter {
+  nn::ResNet& model;
+  const QatConfig& config;
+  const Preprocess& pre;
+  const ExportOptions& opt;
+  const nn::ResNetConfig& rc;
+  ExportResult R;
+  engine::ModelBuilder& b;                             // R.builder
+  std::map<const ActQuant*, std::string> aq_name;      // every ActQuant's dotted name
+  std::map<const ActQuant*, engine::TensorId> tensor;  // its engine tensor, once an op produced it
+  engine::TensorId pixels;                             // the input's int8 tensor, which the stem reads
+  bool uniform = true;                                 // a[c] is the same in every channel
+  uint64_t weight_bytes = 0;                           // packed weights so far
+
+  Exporter(nn::ResNet& m, const QatConfig& c, const Preprocess& p, const ExportOptions& o)
+      : model(m), config(c), pre(p), opt(o), rc(m.config()), b(R.builder) {
+    R.builder = engine::ModelBuilder(opt.model_name.empty() ? rc.name : opt.model_name);
+    for (auto& [name, aq] : act_quants(model)) aq_name[aq] = name;
+  }
+
+  std::string name_of(const ActQuant* a) const {
     auto it = aq_name.find(a);
     return it == aq_name.end() ? std::string("?") : it->second;
-  };
-  std::map<const ActQuant*, engine::TensorId> tensor;
-  const auto tensor_for = [&](const ActQuant* a, const std::string& layer) {
+  }
+  engine::TensorId tensor_for(const ActQuant* a, const std::string& layer) const {
     auto it = tensor.find(a);
     if (it == tensor.end()) refuse(layer, "its input '" + name_of(a) + "' is not produced by an earlier op");
     return it->second;
-  };
-  const auto record = [&](const ActQuant* a, engine::TensorId t, const std::string& op) {
+  }
+  void record(const ActQuant* a, engine::TensorId t, const std::string& op) {
     tensor[a] = t;
     R.tensor_of_actquant[name_of(a)] = t.id;
     R.op_output.emplace_back(op, name_of(a));
-  };
-  const auto grid = [&](const ActQuant* a, const std::string& layer) {
+  }
+  QuantParams grid(const ActQuant* a, const std::string& layer) const {
     if (!a) refuse(layer, "has no output quantizer");
     if (!a->has_range()) refuse(layer, "output '" + name_of(a) + "' has no range (never observed or calibrated)");
     return a->params();
-  };
+  }
+  double scale_of(engine::TensorId t) const { return b.desc().tensors[t.id].scale; }
 
-  // The input fold: z minimizing max_c |a[c] z + o[c]| (see export.h).
-  const int C = pre.channels();
-  if (C != rc.in_channels) refuse("input", cat("preprocessing has ", C, " channels, the model ", rc.in_channels));
-  int best_z = 0;
-  double best_e = std::numeric_limits<double>::infinity();
-  for (int z = 0; z < 256; ++z) {
-    double e = 0;
-    for (int c = 0; c < C; ++c) e = std::max(e, std::fabs(double(pre.scale[size_t(c)]) * z + double(pre.offset[size_t(c)])));
-    if (e < best_e) {
-      best_e = e;
-      best_z = z;
+  // The input: uint8 pixels, real = s_px * (pixel - z). Picks the z that
+  // minimizes max_c |a[c] z + o[c]| (the preprocessed value the engine pads
+  // with, e[c]; export.h) and s_px = max_c a[c]. Checks: the preprocessing has
+  // the model's channel count and positive, finite scales.
+  void input() {
+    const int C = pre.channels();
+    if (C != rc.in_channels) refuse("input", cat("preprocessing has ", C, " channels, the model ", rc.in_channels));
+    int best_z = 0;
+    double best_e = std::numeric_limits<double>::infinity();
+    for (int z = 0; z < 256; ++z) {
+      double e = 0;
+      for (int c = 0; c < C; ++c) e = std::max(e, std::fabs(double(pre.scale[size_t(c)]) * z + double(pre.offset[size_t(c)])));
+      if (e < best_e) {
+        best_e = e;
+        best_z = z;
+      }
     }
+    double s_px = 0;
+    for (int c = 0; c < C; ++c) {
+      if (!(pre.scale[size_t(c)] > 0) || !std::isfinite(pre.scale[size_t(c)]))
+        refuse("input", cat("preprocessing scale of channel ", c, " is ", pre.scale[size_t(c)]));
+      uniform = uniform && pre.scale[size_t(c)] == pre.scale[0];
+      s_px = std::max(s_px, double(pre.scale[size_t(c)]));
+    }
+    R.input_zero_point = best_z;
+    R.input_scale = s_px;
+    for (int c = 0; c < C; ++c) R.padding_value.push_back(double(pre.scale[size_t(c)]) * best_z + double(pre.offset[size_t(c)]));
+    pixels = b.add_input("image", opt.input_h, opt.input_w, C, s_px, best_z);
   }
-  bool uniform = true;
-  double s_px = 0;
-  for (int c = 0; c < C; ++c) {
-    if (!(pre.scale[size_t(c)] > 0) || !std::isfinite(pre.scale[size_t(c)]))
-      refuse("input", cat("preprocessing scale of channel ", c, " is ", pre.scale[size_t(c)]));
-    uniform = uniform && pre.scale[size_t(c)] == pre.scale[0];
-    s_px = std::max(s_px, double(pre.scale[size_t(c)]));
-  }
-  R.input_zero_point = best_z;
-  R.input_scale = s_px;
-  for (int c = 0; c < C; ++c) R.padding_value.push_back(double(pre.scale[size_t(c)]) * best_z + double(pre.offset[size_t(c)]));
-  const engine::TensorId pixels = b.add_input("image", opt.input_h, opt.input_w, C, s_px, best_z);
 
-  uint64_t weight_bytes = 0;
-  for (const QuantEdge& e : quant_edges(model)) {
-    switch (e.kind) {
-      case QuantEdge::Kind::kConv: {
-        ConvBn& cb = *e.conv;
-        const QuantParams og = grid(e.output, e.name);
-        const bool stem = e.input == nullptr;
-        const engine::TensorId x = stem ? pixels : tensor_for(e.input, e.name);
-        const double s_in = b.desc().tensors[x.id].scale;
-        const Tensor y = fake_quantized(cb.weight_quant(), cb.folded_weight());
-        const std::vector<QuantParams> wp = cb.weight_params();
-        const int out_c = cb.out_channels, in_c = cb.in_channels, k = cb.kernel;
-        std::vector<double> bias = to_double(cb.folded_bias());
-        IntWeights iw;
-        if (stem && cb.input_quant() && cb.input_quant()->fake_quant_enabled())
-          R.notes.push_back("'" + e.name + "': the model fake-quantized its (preprocessed) input; the engine "
-                            "reads exact pixels instead, so it skips that rounding");
-        if (stem) {
-          // Fold the preprocessing: w' = w * a[c] / s_px, bias += sum w * e[c].
-          const double* ev = R.padding_value.data();
-          const float* yd = y.data();
-          std::vector<double> corner(static_cast<size_t>(out_c), 0.0);
-          for (int o = 0; o < out_c; ++o)
-            for (int c = 0; c < in_c; ++c)
-              for (int kh = 0; kh < k; ++kh)
-                for (int kw = 0; kw < k; ++kw) {
-                  const double w = yd[((static_cast<size_t>(o) * in_c + c) * k + kh) * k + kw];
-                  bias[size_t(o)] += w * ev[c];
-                  if (kh < cb.pad || kw < cb.pad) corner[size_t(o)] += std::fabs(w * ev[c]);  // padded at the top-left corner
-                }
-          for (int o = 0; o < out_c; ++o)
-            R.border_error_steps = std::max(R.border_error_steps, corner[size_t(o)] / og.scale);
-          if (uniform) {
-            iw = weight_codes(y, wp, cb.weight_bits(), e.name);  // the QAT codes, unchanged
-          } else {
-            // Per-channel a[c]: requantize w * a[c] / s_px per output channel, same bits and code range.
-            Tensor y2 = y.clone();
-            float* d = y2.data();
-            std::vector<QuantParams> wp2 = wp;
-            for (int o = 0; o < out_c; ++o) {
-              double mx = 0;
-              for (int c = 0; c < in_c; ++c)
-                for (int t = 0; t < k * k; ++t) {
-                  float& v = d[(static_cast<size_t>(o) * in_c + c) * k * k + t];
-                  v = static_cast<float>(v * double(pre.scale[size_t(c)]) / s_px);
-                  mx = std::max(mx, std::fabs(double(v)));
-                }
-              QuantParams& g = wp2[size_t(o)];
-              g.zero_point = 0;
-              g.scale = mx > 0 ? static_cast<float>(mx / static_cast<double>(g.qmax)) : 1.0f;
-              for (int t = 0; t < in_c * k * k; ++t) {
-                float& v = d[static_cast<size_t>(o) * in_c * k * k + t];
-                v = static_cast<float>(std::clamp<double>(std::nearbyint(v / g.scale), g.qmin, g.qmax) * g.scale);
-              }
-            }
-            iw = weight_codes(y2, wp2, cb.weight_bits(), e.name);
-            R.stem_requantized = true;
-            R.notes.push_back("'" + e.name + "': the preprocessing scales differ per channel (" +
-                              std::string(preprocess_name(pre.mode)) +
-                              "), so the stem's folded weights were requantized per output channel "
-                              "(same bits); its codes differ from the QAT codes");
+  // The stem's weight codes (conv() calls it for the conv that reads the
+  // pixels): folds the preprocessing, w' = w * a[c] / s_px and
+  // bias[o] += sum_{c,kh,kw} w * e[c], and records the worst border error (the
+  // top-left corner's padded taps, in output steps). With the same a[c] in
+  // every channel the codes are the QAT codes, unchanged; otherwise the folded
+  // weights are requantized per output channel at the same bits (a note).
+  // Checks: as weight_codes.
+  IntWeights stem_weights(const QuantEdge& e, const Tensor& y, const std::vector<QuantParams>& wp,
+                          const QuantParams& og, std::vector<double>& bias) {
+    ConvBn& cb = *e.conv;
+    const int out_c = cb.out_channels, in_c = cb.in_channels, k = cb.kernel;
+    if (cb.input_quant() && cb.input_quant()->fake_quant_enabled())
+      R.notes.push_back("'" + e.name + "': the model fake-quantized its (preprocessed) input; the engine "
+                        "reads exact pixels instead, so it skips that rounding");
+    const double* ev = R.padding_value.data();
+    const float* yd = y.data();
+    std::vector<double> corner(static_cast<size_t>(out_c), 0.0);
+    for (int o = 0; o < out_c; ++o)
+      for (int c = 0; c < in_c; ++c)
+        for (int kh = 0; kh < k; ++kh)
+          for (int kw = 0; kw < k; ++kw) {
+            const double w = yd[((static_cast<size_t>(o) * in_c + c) * k + kh) * k + kw];
+            bias[size_t(o)] += w * ev[c];
+            if (kh < cb.pad || kw < cb.pad) corner[size_t(o)] += std::fabs(w * ev[c]);  // padded at the top-left corner
           }
-        } else {
-          iw = weight_codes(y, wp, cb.weight_bits(), e.name);
+    for (int o = 0; o < out_c; ++o) R.border_error_steps = std::max(R.border_error_steps, corner[size_t(o)] / og.scale);
+    if (uniform) return weight_codes(y, wp, cb.weight_bits(), e.name);  // the QAT codes, unchanged
+
+    // Per-channel a[c]: requantize w * a[c] / s_px per output channel, same bits and code range.
+    Tensor y2 = y.clone();
+    float* d = y2.data();
+    std::vector<QuantParams> wp2 = wp;
+    for (int o = 0; o < out_c; ++o) {
+      double mx = 0;
+      for (int c = 0; c < in_c; ++c)
+        for (int t = 0; t < k * k; ++t) {
+          float& v = d[(static_cast<size_t>(o) * in_c + c) * k * k + t];
+          v = static_cast<float>(v * double(pre.scale[size_t(c)]) / R.input_scale);
+          mx = std::max(mx, std::fabs(double(v)));
         }
-        engine::Weights w;
-        w.values = to_ohwi(iw.codes, out_c, in_c, k, k);
-        w.out_c = out_c;
-        w.kernel_h = w.kernel_w = k;
-        w.in_c = in_c;
-        w.scales = iw.scales;
-        w.bits = iw.bits;
-        weight_bytes += engine::packed_size(w.values.size(), w.bits);
-        const std::vector<int32_t> bq = bias_codes(bias, s_in, iw.scales, e.name);
-        const engine::TensorId out = b.add_conv(e.name, x, w, bq, {.stride = cb.stride, .pad = cb.pad}, out_quant(og, e.name));
-        set_clamp(b, clamp_of(og, e.relu));
-        record(e.output, out, e.name);
-        break;
-      }
-      case QuantEdge::Kind::kLinear: {
-        nn::Linear& fc = *e.linear;
-        const QuantParams og = grid(e.output, e.name);
-        if (og.qmin < -128 || og.qmax > 127 || og.qmin >= 0)
-          refuse(e.name, cat("logit codes [", og.qmin, ", ", og.qmax, "]: the engine's logits are signed int8"));
-        const engine::TensorId x = tensor_for(e.input, e.name);
-        const double s_in = b.desc().tensors[x.id].scale;
-        auto* wq = dynamic_cast<WeightQuant*>(fc.weight_transform());
-        const Tensor y = wq ? fake_quantized(*wq, fc.weight()) : fc.weight().clone();
-        std::vector<QuantParams> wp = linear_weight_params(fc);
-        const int bits = wq ? wq->spec().bits : config.weight_bits;
-        const IntWeights iw = weight_codes(y, wp, bits, e.name);
-        if (b.shape(x).size() != 1 || b.shape(x)[0] != fc.in_features)
-          refuse(e.name, cat("input has ", b.desc().tensors[x.id].numel(), " values, the layer ", fc.in_features));
-        engine::Weights w;
-        w.values = iw.codes;  // [out, in] already
-        w.out_c = fc.out_features;
-        w.in_c = fc.in_features;
-        w.scales = iw.scales;
-        w.bits = iw.bits;
-        weight_bytes += engine::packed_size(w.values.size(), w.bits);
-        Tensor fb = fc.bias();
-        std::vector<double> bias = fb.defined() ? to_double(fb) : std::vector<double>(size_t(fc.out_features), 0.0);
-        const std::vector<int32_t> bq = bias_codes(bias, s_in, iw.scales, e.name);
-        const engine::TensorId out = b.add_fc(e.name, x, w, bq, out_quant(og, e.name));
-        set_clamp(b, clamp_of(og, e.relu));
-        record(e.output, out, e.name);
-        break;
-      }
-      case QuantEdge::Kind::kAdd: {
-        const QuantParams og = grid(e.output, e.name);
-        const engine::TensorId a = tensor_for(e.input, e.name);
-        const engine::TensorId c = tensor_for(e.input_b, e.name);
-        const engine::TensorId out = b.add_add(e.name, a, c, out_quant(og, e.name));
-        set_clamp(b, clamp_of(og, e.relu));
-        record(e.output, out, e.name);
-        break;
-      }
-      case QuantEdge::Kind::kMaxPool:
-      case QuantEdge::Kind::kAvgPool: {
-        const engine::TensorId x = tensor_for(e.input, e.name);
-        const engine::TensorDesc& xt = b.desc().tensors[x.id];
-        const QuantParams og = grid(e.output, e.name);
-        if (og.zero_point != xt.zero_point || std::fabs(og.scale - xt.scale) > 1e-7 * xt.scale)
-          refuse(e.name, cat("output grid (scale ", og.scale, ", zero point ", og.zero_point, ") differs from its input's (",
-                             xt.scale, ", ", xt.zero_point, "): engine pools keep their input's grid"));
-        nn::Module& m = model.find(e.name);
-        engine::TensorId out;
-        if (e.kind == QuantEdge::Kind::kMaxPool) {
-          auto* mp = dynamic_cast<nn::MaxPool2d*>(&m);
-          if (!mp) refuse(e.name, "is not a MaxPool2d");
-          out = b.add_pool(e.name, x, engine::ModelBuilder::Pool::max, mp->kernel, mp->stride, mp->pad);
-        } else if (dynamic_cast<nn::GlobalAvgPool*>(&m)) {
-          out = b.add_global_avg_pool(e.name, x);
-        } else if (auto* ap = dynamic_cast<nn::AvgPool2d*>(&m)) {
-          out = b.add_pool(e.name, x, engine::ModelBuilder::Pool::avg, ap->kernel, ap->stride, ap->pad);
-        } else {
-          refuse(e.name, "is neither a GlobalAvgPool nor an AvgPool2d");
-        }
-        record(e.output, out, e.name);
-        break;
+      QuantParams& g = wp2[size_t(o)];
+      g.zero_point = 0;
+      g.scale = mx > 0 ? static_cast<float>(mx / static_cast<double>(g.qmax)) : 1.0f;
+      for (int t = 0; t < in_c * k * k; ++t) {
+        float& v = d[static_cast<size_t>(o) * in_c * k * k + t];
+        v = static_cast<float>(std::clamp<double>(std::nearbyint(v / g.scale), g.qmin, g.qmax) * g.scale);
       }
     }
+    IntWeights iw = weight_codes(y2, wp2, cb.weight_bits(), e.name);
+    R.stem_requantized = true;
+    R.notes.push_back("'" + e.name + "': the preprocessing scales differ per channel (" +
+                      std::string(preprocess_name(pre.mode)) +
+                      "), so the stem's folded weights were requantized per output channel "
+                      "(same bits); its codes differ from the QAT codes");
+    return iw;
   }
-  if (R.op_output.empty()) refuse(rc.name, "has no layers");
-  b.set_output(engine::TensorId{b.desc().ops.back().output});
 
-  // Metadata.
-  if (!opt.class_names.empty()) {
-    if (static_cast<int>(opt.class_names.size()) != rc.num_classes)
-      refuse("fc", cat(opt.class_names.size(), " class names for ", rc.num_classes, " classes"));
-    b.set_class_names(opt.class_names);
+  // A conv (ConvBn): the folded weight through the model's own weight
+  // quantizer gives the codes QAT trained, relaid out [Cout][KH][KW][Cin];
+  // bias_q = round(b_fold / (s_in * s_w)); the op clamps to the output grid
+  // (clamp_of). The stem (no input ActQuant) reads the pixels and folds the
+  // preprocessing first (stem_weights). Checks: the output grid, the weight
+  // codes (weight_codes), the bias in int32 (bias_codes).
+  void conv(const QuantEdge& e) {
+    ConvBn& cb = *e.conv;
+    const QuantParams og = grid(e.output, e.name);
+    const bool is_stem = e.input == nullptr;
+    const engine::TensorId x = is_stem ? pixels : tensor_for(e.input, e.name);
+    const Tensor y = fake_quantized(cb.weight_quant(), cb.folded_weight());
+    const std::vector<QuantParams> wp = cb.weight_params();
+    std::vector<double> bias = to_double(cb.folded_bias());
+    const IntWeights iw = is_stem ? stem_weights(e, y, wp, og, bias) : weight_codes(y, wp, cb.weight_bits(), e.name);
+    engine::Weights w;
+    w.values = to_ohwi(iw.codes, cb.out_channels, cb.in_channels, cb.kernel, cb.kernel);
+    w.out_c = cb.out_channels;
+    w.kernel_h = w.kernel_w = cb.kernel;
+    w.in_c = cb.in_channels;
+    w.scales = iw.scales;
+    w.bits = iw.bits;
+    weight_bytes += engine::packed_size(w.values.size(), w.bits);
+    const std::vector<int32_t> bq = bias_codes(bias, scale_of(x), iw.scales, e.name);
+    record(e.output,
+           b.add_conv(e.name, x, w, bq, {.stride = cb.stride, .pad = cb.pad}, out_quant(og, e.name), clamp_of(og, e.relu)),
+           e.name);
   }
-  {
+
+  // A Linear (the fc): the same from the Linear and its weight quantizer
+  // (without one, the float weights on config.weight_bits). Checks: signed
+  // int8 logit codes, the input holds in_features values, weights and bias.
+  void linear(const QuantEdge& e) {
+    nn::Linear& fc = *e.linear;
+    const QuantParams og = grid(e.output, e.name);
+    if (og.qmin < -128 || og.qmax > 127 || og.qmin >= 0)
+      refuse(e.name, cat("logit codes [", og.qmin, ", ", og.qmax, "]: the engine's logits are signed int8"));
+    const engine::TensorId x = tensor_for(e.input, e.name);
+    auto* wq = dynamic_cast<WeightQuant*>(fc.weight_transform());
+    const Tensor y = wq ? fake_quantized(*wq, fc.weight()) : fc.weight().clone();
+    const int bits = wq ? wq->spec().bits : config.weight_bits;
+    const IntWeights iw = weight_codes(y, linear_weight_params(fc), bits, e.name);
+    if (b.shape(x).size() != 1 || b.shape(x)[0] != fc.in_features)
+      refuse(e.name, cat("input has ", b.desc().tensors[x.id].numel(), " values, the layer ", fc.in_features));
+    engine::Weights w;
+    w.values = iw.codes;  // [out, in] already
+    w.out_c = fc.out_features;
+    w.in_c = fc.in_features;
+    w.scales = iw.scales;
+    w.bits = iw.bits;
+    weight_bytes += engine::packed_size(w.values.size(), w.bits);
+    Tensor fb = fc.bias();
+    std::vector<double> bias = fb.defined() ? to_double(fb) : std::vector<double>(size_t(fc.out_features), 0.0);
+    const std::vector<int32_t> bq = bias_codes(bias, scale_of(x), iw.scales, e.name);
+    record(e.output, b.add_fc(e.name, x, w, bq, out_quant(og, e.name), clamp_of(og, e.relu)), e.name);
+  }
+
+  // A residual add: TFLite's rescale of the two producers' grids into the
+  // output grid (ModelBuilder::add_add); a fused ReLU is the clamp. Checks:
+  // the output grid, both inputs produced earlier.
+  void add(const QuantEdge& e) {
+    const QuantParams og = grid(e.output, e.name);
+    const engine::TensorId a = tensor_for(e.input, e.name);
+    const engine::TensorId c = tensor_for(e.input_b, e.name);
+    record(e.output, b.add_add(e.name, a, c, out_quant(og, e.name), clamp_of(og, e.relu)), e.name);
+  }
+
+  // A pool's input tensor. Checks: the pool's output grid is its input's
+  // (engine pools keep their input's grid).
+  engine::TensorId pool_input(const QuantEdge& e) const {
+    const engine::TensorId x = tensor_for(e.input, e.name);
+    const engine::TensorDesc& xt = b.desc().tensors[x.id];
+    const QuantParams og = grid(e.output, e.name);
+    if (og.zero_point != xt.zero_point || std::fabs(og.scale - xt.scale) > 1e-7 * xt.scale)
+      refuse(e.name, cat("output grid (scale ", og.scale, ", zero point ", og.zero_point, ") differs from its input's (",
+                         xt.scale, ", ", xt.zero_point, "): engine pools keep their input's grid"));
+    return x;
+  }
+
+  // A max pool: the MaxPool2d's kernel, stride and padding. Checks: pool_input,
+  // the module is a MaxPool2d.
+  void max_pool(const QuantEdge& e) {
+    const engine::TensorId x = pool_input(e);
+    auto* mp = dynamic_cast<nn::MaxPool2d*>(&model.find(e.name));
+    if (!mp) refuse(e.name, "is not a MaxPool2d");
+    record(e.output, b.add_pool(e.name, x, engine::ModelBuilder::Pool::max, mp->kernel, mp->stride, mp->pad), e.name);
+  }
+
+  // An average pool: global ([H,W,C] -> [C]) or an AvgPool2d's window.
+  // Checks: pool_input, the module is one of the two.
+  void avg_pool(const QuantEdge& e) {
+    const engine::TensorId x = pool_input(e);
+    nn::Module& m = model.find(e.name);
+    engine::TensorId out;
+    if (dynamic_cast<nn::GlobalAvgPool*>(&m)) {
+      out = b.add_global_avg_pool(e.name, x);
+    } else if (auto* ap = dynamic_cast<nn::AvgPool2d*>(&m)) {
+      out = b.add_pool(e.name, x, engine::ModelBuilder::Pool::avg, ap->kernel, ap->stride, ap->pad);
+    } else {
+      refuse(e.name, "is neither a GlobalAvgPool nor an AvgPool2d");
+    }
+    record(e.output, out, e.name);
+  }
+
+  // The logits: the last op's output. Checks: the model has layers.
+  void output() {
+    if (R.op_output.empty()) refuse(rc.name, "has no layers");
+    b.set_output(engine::TensorId{b.desc().ops.back().output});
+  }
+
+  // The metadata, in this order: class names, the preprocessing that was
+  // folded (and the padding pixel), the QAT configuration (the grid keys and
+  // what differs from the defaults), then opt.metadata. Checks: one class
+  // name per class.
+  void metadata() {
+    if (!opt.class_names.empty()) {
+      if (static_cast<int>(opt.class_names.size()) != rc.num_classes)
+        refuse("fc", cat(opt.class_names.size(), " class names for ", rc.num_classes, " classes"));
+      b.set_class_names(opt.class_names);
+    }
+    const int C = pre.channels();
     std::ostringstream p;
     p.precision(6);
     p << preprocess_name(pre.mode) << ": x = pixel * (";
     for (int c = 0; c < C; ++c) p << (c ? "," : "") << pre.scale[size_t(c)];
     p << ") + (";
     for (int c = 0; c < C; ++c) p << (c ? "," : "") << pre.offset[size_t(c)];
-    p << "), folded into the first conv; pads with pixel " << best_z << " (x = ";
+    p << "), folded into the first conv; pads with pixel " << R.input_zero_point << " (x = ";
     for (int c = 0; c < C; ++c) p << (c ? "," : "") << R.padding_value[size_t(c)];
     p << ")";
     b.set_preprocessing(p.str());
-  }
-  {
-    // The QAT configuration, compactly: the grid keys, then whatever differs from the defaults.
+
     const auto kv = config.to_kv(), defaults = QatConfig{}.to_kv();
     std::string q;
     for (const auto& [k, v] : kv) {
@@ -471,30 +495,61 @@ ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Prep
       q += (q.empty() ? "" : "; ") + k + "=" + v;
     }
     b.set_metadata("qat_config", q + " (other keys: defaults)");
+    for (const auto& [k, v] : opt.metadata) b.set_metadata(k, v);
   }
-  for (const auto& [k, v] : opt.metadata) b.set_metadata(k, v);
 
-  // The headroom proof, with a message naming the layer (the reader checks it again).
-  R.headroom = headroom_report(b.desc());
-  for (const LayerHeadroom& h : R.headroom)
-    if (h.bound > kInt32Max)
-      refuse(h.name, cat("accumulator headroom: K * max|w| * max|x - zp| + |bias| = ", h.k, " * ", h.max_w, " * ", h.max_x,
-                         " + ", h.max_bias, " (at most) = ", h.bound, " > 2^31 - 1"));
-
-  std::vector<uint8_t> bytes;
-  try {
-    bytes = b.serialize();
-  } catch (const engine::FormatError& err) {
-    throw ExportError(std::string("export: the engine's reader refuses the result: ") + err.what());
+  // The headroom proof of every conv and fc (headroom_report), refused with
+  // the layer's numbers when K * max|w| * max|x - zp| + |bias| > 2^31 - 1
+  // (the reader checks it again).
+  void prove_headroom() {
+    R.headroom = headroom_report(b.desc());
+    for (const LayerHeadroom& h : R.headroom)
+      if (h.bound > kInt32Max)
+        refuse(h.name, cat("accumulator headroom: K * max|w| * max|x - zp| + |bias| = ", h.k, " * ", h.max_w, " * ", h.max_x,
+                           " + ", h.max_bias, " (at most) = ", h.bound, " > 2^31 - 1"));
   }
-  R.file_bytes = bytes.size();
-  R.weight_bytes = weight_bytes;
-  R.float_weight_bytes = float_weight_bytes(rc);
-  if (R.border_error_steps > 0.5)
-    R.notes.push_back(cat("the stem's border pixels differ from the float model's zero padding by up to ",
-                          R.border_error_steps, " output steps (", preprocess_name(pre.mode),
-                          " preprocessing has no integer pixel that maps to 0 in every channel)"));
-  return R;
+
+  // Serializes once through the engine's own reader (a refusal is an
+  // ExportError), then the sizes and the border note.
+  void serialize() {
+    std::vector<uint8_t> bytes;
+    try {
+      bytes = b.serialize();
+    } catch (const engine::FormatError& err) {
+      throw ExportError(std::string("export: the engine's reader refuses the result: ") + err.what());
+    }
+    R.file_bytes = bytes.size();
+    R.weight_bytes = weight_bytes;
+    R.float_weight_bytes = float_weight_bytes(rc);
+    if (R.border_error_steps > 0.5)
+      R.notes.push_back(cat("the stem's border pixels differ from the float model's zero padding by up to ",
+                            R.border_error_steps, " output steps (", preprocess_name(pre.mode),
+                            " preprocessing has no integer pixel that maps to 0 in every channel)"));
+  }
+};
+
+}  // namespace
+
+ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Preprocess& pre, const ExportOptions& opt) {
+  if (!is_prepared(model)) throw std::logic_error("export_model: the model is not prepared (QAT or PTQ)");
+  model.eval();
+  NoGradGuard no_grad;
+  Exporter ex(model, config, pre, opt);
+  ex.input();  // uint8 pixels in; the pad pixel z
+  for (const QuantEdge& e : quant_edges(model)) {  // the layers, in forward order
+    switch (e.kind) {
+      case QuantEdge::Kind::kConv: ex.conv(e); break;  // the stem (no input) folds the preprocessing: stem_weights
+      case QuantEdge::Kind::kLinear: ex.linear(e); break;
+      case QuantEdge::Kind::kAdd: ex.add(e); break;
+      case QuantEdge::Kind::kMaxPool: ex.max_pool(e); break;
+      case QuantEdge::Kind::kAvgPool: ex.avg_pool(e); break;
+    }
+  }
+  ex.output();
+  ex.metadata();
+  ex.prove_headroom();
+  ex.serialize();
+  return std::move(ex.R);
 }
 
 ExportResult export_model(LoadedModel& loaded, ExportOptions opt) {

@@ -1,13 +1,31 @@
 // quant/export.h: a prepared (QAT or PTQ-calibrated) ResNet -> an Octet
 // integer model (engine/format.h), the bridge between training and the engine.
 //
+// The steps of export_model, in order (each a member of the Exporter in
+// quant/export.cpp, which says what it does and what it refuses):
+//
+//   1. input           uint8 pixels in; picks the pad pixel z and s_px (below)
+//   2. the layers      quant_edges() in forward order, one step per kind:
+//        conv            a ConvBn; the stem (the conv that reads the pixels)
+//                        first folds the preprocessing (stem_weights)
+//        linear          the fc, whose output (the logits) must be signed int8
+//        add             a residual add
+//        max_pool        a MaxPool2d
+//        avg_pool        a GlobalAvgPool or an AvgPool2d
+//   3. output          the last op's output is the logits
+//   4. metadata        class names, the folded preprocessing, the QAT config,
+//                      ExportOptions::metadata
+//   5. prove_headroom  the int32 accumulator bound of every conv and fc
+//   6. serialize       through the engine's own reader; sizes and notes
+//
 // What the exporter does, layer by layer (quant_edges() of quant/qat_prepare.h
 // gives the graph and the ActQuant that holds each tensor's grid):
 //
 //   activations  every engine tensor takes its ActQuant's grid: scale, zero
 //                point, codes [qmin, qmax] (int8 if signed, uint8 if not).
 //                Every op's output clamp is [qmin, qmax] (so 4-bit grids stay
-//                4-bit), raised to the zero point when a ReLU is fused.
+//                4-bit), raised to the zero point when a ReLU is fused; the
+//                exporter hands it to the builder with the op (engine::Clamp).
 //   conv         ConvBn's folded weight, fake-quantized by the model's own
 //                weight quantizer: the codes are exactly the ones QAT trained
 //                (per-channel symmetric, 2..8 bits), relaid out [Cout][KH][KW][Cin].
