@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "core/blas.h"
+#include "core/keyvalue.h"
 #include "core/loader.h"
 #include "core/parallel.h"
 #include "core/plot.h"
@@ -31,13 +32,7 @@ std::string fmt_float(double v, int digits) {
   return buf;
 }
 
-// The shortest text that reads back as the same value ("0.1", not "0.100000001").
-template <class T>
-std::string shortest(T v) {
-  char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
-}
+using kv::shortest;
 
 // Applies f(key, field) to every TrainConfig field; one list for both
 // directions of the serialization.
@@ -100,111 +95,18 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("progress", c.progress);
 }
 
-struct ToString {
-  std::map<std::string, std::string>& m;
-  void operator()(const char* k, const std::string& v) { m[k] = v; }
-  void operator()(const char* k, int v) { m[k] = std::to_string(v); }
-  void operator()(const char* k, int64_t v) { m[k] = std::to_string(v); }
-  void operator()(const char* k, uint64_t v) { m[k] = std::to_string(v); }
-  void operator()(const char* k, bool v) { m[k] = v ? "true" : "false"; }
-  void operator()(const char* k, float v) { m[k] = shortest(v); }
-  void operator()(const char* k, double v) { m[k] = shortest(v); }
-  void operator()(const char* k, const std::vector<int>& v) {
-    std::string s;
-    for (size_t i = 0; i < v.size(); ++i) {
-      if (i) s += ',';
-      s += std::to_string(v[i]);
-    }
-    m[k] = s;
-  }
-};
-
-struct FromString {
-  const std::map<std::string, std::string>& m;
-  std::set<std::string>& used;
-  const std::string* find(const char* k) {
-    auto it = m.find(k);
-    if (it == m.end()) return nullptr;
-    used.insert(k);
-    return &it->second;
-  }
-  [[noreturn]] static void bad(const char* k, const std::string& v, const char* what) {
-    throw std::invalid_argument(std::string("config '") + k + "': expected " + what + ", got '" + v + "'");
-  }
-  template <class T>
-  T parse_int(const char* k, const std::string& v) {
-    errno = 0;
-    char* end = nullptr;
-    long long x = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end || errno || x < static_cast<long long>(std::numeric_limits<T>::min()) ||
-        static_cast<unsigned long long>(x) > static_cast<unsigned long long>(std::numeric_limits<T>::max()))
-      bad(k, v, "an integer");
-    return static_cast<T>(x);
-  }
-  double parse_double(const char* k, const std::string& v) {
-    char* end = nullptr;
-    double x = std::strtod(v.c_str(), &end);
-    if (v.empty() || *end) bad(k, v, "a number");
-    return x;
-  }
-  void operator()(const char* k, std::string& f) {
-    if (auto* v = find(k)) f = *v;
-  }
-  void operator()(const char* k, int& f) {
-    if (auto* v = find(k)) f = parse_int<int>(k, *v);
-  }
-  void operator()(const char* k, int64_t& f) {
-    if (auto* v = find(k)) f = parse_int<int64_t>(k, *v);
-  }
-  void operator()(const char* k, uint64_t& f) {
-    if (auto* v = find(k)) {
-      char* end = nullptr;
-      errno = 0;
-      unsigned long long x = std::strtoull(v->c_str(), &end, 10);
-      if (v->empty() || *end || errno || (*v)[0] == '-') bad(k, *v, "a non-negative integer");
-      f = x;
-    }
-  }
-  void operator()(const char* k, bool& f) {
-    if (auto* v = find(k)) {
-      if (*v == "true" || *v == "1") {
-        f = true;
-      } else if (*v == "false" || *v == "0") {
-        f = false;
-      } else {
-        bad(k, *v, "true or false");
-      }
-    }
-  }
-  void operator()(const char* k, float& f) {
-    if (auto* v = find(k)) f = static_cast<float>(parse_double(k, *v));
-  }
-  void operator()(const char* k, double& f) {
-    if (auto* v = find(k)) f = parse_double(k, *v);
-  }
-  void operator()(const char* k, std::vector<int>& f) {
-    if (auto* v = find(k)) {
-      f.clear();
-      std::stringstream ss(*v);
-      std::string item;
-      while (std::getline(ss, item, ','))
-        if (!item.empty()) f.push_back(parse_int<int>(k, item));
-    }
-  }
-};
-
 }  // namespace
 
 std::map<std::string, std::string> TrainConfig::to_map() const {
   std::map<std::string, std::string> m;
   TrainConfig copy = *this;
-  visit_fields(copy, ToString{m});
+  visit_fields(copy, kv::Writer{m});
   return m;
 }
 
 void TrainConfig::from_map(const std::map<std::string, std::string>& m) {
   std::set<std::string> used;
-  visit_fields(*this, FromString{m, used});
+  visit_fields(*this, kv::Reader{m, used, "config"});
   for (auto& [k, v] : m)
     if (!used.count(k)) throw std::invalid_argument("config: unknown key '" + k + "'");
   optim.lr = static_cast<float>(schedule.lr);

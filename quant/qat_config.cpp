@@ -4,14 +4,13 @@
 #include "quant/qat_config.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
 #include <limits>
 #include <set>
 #include <stdexcept>
 
+#include "core/keyvalue.h"
 #include "quant/qat_internal.h"
 
 namespace octet::quant {
@@ -52,125 +51,40 @@ namespace {
 
 using detail::shortest;
 
-[[noreturn]] void bad_value(const std::string& key, const std::string& value, const std::string& what) {
-  throw std::invalid_argument("qat config '" + key + "': expected " + what + ", got '" + value + "'");
-}
-
-int64_t parse_i64(const std::string& k, const std::string& v) {
-  errno = 0;
-  char* end = nullptr;
-  const long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end || errno) bad_value(k, v, "an integer");
-  return x;
-}
-
-int parse_int(const std::string& k, const std::string& v) {
-  const int64_t x = parse_i64(k, v);
-  if (x < std::numeric_limits<int>::min() || x > std::numeric_limits<int>::max()) bad_value(k, v, "an int");
-  return static_cast<int>(x);
-}
-
-double parse_num(const std::string& k, const std::string& v) {
-  char* end = nullptr;
-  const double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end || !std::isfinite(x)) bad_value(k, v, "a finite number");
-  return x;
-}
-
-bool parse_bool(const std::string& k, const std::string& v) {
-  if (v == "true" || v == "1") return true;
-  if (v == "false" || v == "0") return false;
-  bad_value(k, v, "true or false");
-}
-
 // One list of fields for both directions.
 template <class F>
 void visit(QatConfig& c, F&& f) {
-  f.en("op", c.op);
-  f.en("round", c.round);
-  f.i("weight_bits", c.weight_bits);
-  f.i("act_bits", c.act_bits);
-  f.b("signed_activations", c.signed_activations);
-  f.b("per_channel_weights", c.per_channel_weights);
-  f.b("symmetric_weights", c.symmetric_weights);
-  f.b("narrow_weights", c.narrow_weights);
-  f.b("quantize_weights", c.quantize_weights);
-  f.b("quantize_activations", c.quantize_activations);
-  f.en("add_inputs", c.add_inputs);
-  f.b("quantize_input", c.quantize_input);
-  f.b("quantize_output", c.quantize_output);
-  f.b("range_given", c.range_given);
-  f.fl("range_min", c.range_min);
-  f.fl("range_max", c.range_max);
-  f.s("observer", c.act_observer.kind);
-  f.d("observer_decay", c.act_observer.decay);
-  f.d("observer_percentile", c.act_observer.percentile);
-  f.d("observer_k", c.act_observer.k);
-  f.i("observer_bins", c.act_observer.bins);
-  f.d("quant_delay", c.quant_delay);
-  f.l("quant_delay_step", c.quant_delay_step);
-  f.d("observer_freeze", c.observer_freeze);
-  f.l("observer_freeze_step", c.observer_freeze_step);
-  f.d("bn_freeze", c.bn_freeze);
-  f.l("bn_freeze_step", c.bn_freeze_step);
-  f.b("cle", c.cross_layer_equalization);
-  f.b("bias_correction", c.bias_correction);
+  f("op", c.op, quant_op_name, parse_quant_op);
+  f("round", c.round, round_mode_name, parse_round_mode);
+  f("weight_bits", c.weight_bits);
+  f("act_bits", c.act_bits);
+  f("signed_activations", c.signed_activations);
+  f("per_channel_weights", c.per_channel_weights);
+  f("symmetric_weights", c.symmetric_weights);
+  f("narrow_weights", c.narrow_weights);
+  f("quantize_weights", c.quantize_weights);
+  f("quantize_activations", c.quantize_activations);
+  f("add_inputs", c.add_inputs, add_inputs_name, parse_add_inputs);
+  f("quantize_input", c.quantize_input);
+  f("quantize_output", c.quantize_output);
+  f("range_given", c.range_given);
+  f("range_min", c.range_min);
+  f("range_max", c.range_max);
+  f("observer", c.act_observer.kind);
+  f("observer_decay", c.act_observer.decay);
+  f("observer_percentile", c.act_observer.percentile);
+  f("observer_k", c.act_observer.k);
+  f("observer_bins", c.act_observer.bins);
+  f("quant_delay", c.quant_delay);
+  f("quant_delay_step", c.quant_delay_step);
+  f("observer_freeze", c.observer_freeze);
+  f("observer_freeze_step", c.observer_freeze_step);
+  f("bn_freeze", c.bn_freeze);
+  f("bn_freeze_step", c.bn_freeze_step);
+  f("cle", c.cross_layer_equalization);
+  f("bias_correction", c.bias_correction);
 }
 
-struct Writer {
-  std::map<std::string, std::string>& m;
-  void en(const char* k, QuantOp v) { m[k] = std::string(quant_op_name(v)); }
-  void en(const char* k, RoundMode v) { m[k] = std::string(round_mode_name(v)); }
-  void en(const char* k, AddInputs v) { m[k] = std::string(add_inputs_name(v)); }
-  void i(const char* k, int v) { m[k] = std::to_string(v); }
-  void l(const char* k, int64_t v) { m[k] = std::to_string(v); }
-  void b(const char* k, bool v) { m[k] = v ? "true" : "false"; }
-  void fl(const char* k, float v) { m[k] = shortest(v); }
-  void d(const char* k, double v) { m[k] = shortest(v); }
-  void s(const char* k, const std::string& v) { m[k] = v; }
-};
-
-struct Reader {
-  const std::map<std::string, std::string>& m;
-  std::set<std::string>& used;
-  const std::string* get(const char* k) {
-    auto it = m.find(k);
-    if (it == m.end()) return nullptr;
-    used.insert(k);
-    return &it->second;
-  }
-  template <class E, class P>
-  void parse_enum(const char* k, E& f, P parse) {
-    if (auto* v = get(k)) {
-      try {
-        f = parse(*v);
-      } catch (const std::invalid_argument& e) {
-        throw std::invalid_argument(std::string("qat config '") + k + "': " + e.what());
-      }
-    }
-  }
-  void en(const char* k, QuantOp& f) { parse_enum(k, f, parse_quant_op); }
-  void en(const char* k, RoundMode& f) { parse_enum(k, f, parse_round_mode); }
-  void en(const char* k, AddInputs& f) { parse_enum(k, f, parse_add_inputs); }
-  void i(const char* k, int& f) {
-    if (auto* v = get(k)) f = parse_int(k, *v);
-  }
-  void l(const char* k, int64_t& f) {
-    if (auto* v = get(k)) f = parse_i64(k, *v);
-  }
-  void b(const char* k, bool& f) {
-    if (auto* v = get(k)) f = parse_bool(k, *v);
-  }
-  void fl(const char* k, float& f) {
-    if (auto* v = get(k)) f = static_cast<float>(parse_num(k, *v));
-  }
-  void d(const char* k, double& f) {
-    if (auto* v = get(k)) f = parse_num(k, *v);
-  }
-  void s(const char* k, std::string& f) {
-    if (auto* v = get(k)) f = *v;
-  }
-};
 
 constexpr const char* kBitsPrefix = "bits.";
 
@@ -180,31 +94,25 @@ int64_t resolve_step(double fraction, int64_t step, int64_t total) {
   return static_cast<int64_t>(std::floor(fraction * static_cast<double>(total)));
 }
 
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r");
-  if (b == std::string::npos) return "";
-  const auto e = s.find_last_not_of(" \t\r");
-  return s.substr(b, e - b + 1);
-}
-
 }  // namespace
 
 std::map<std::string, std::string> QatConfig::to_kv() const {
   std::map<std::string, std::string> m;
   QatConfig copy = *this;
-  visit(copy, Writer{m});
+  visit(copy, kv::Writer{m});
   for (auto& [name, bits] : bits_overrides) m[kBitsPrefix + name] = std::to_string(bits);
   return m;
 }
 
-QatConfig QatConfig::from_kv(const std::map<std::string, std::string>& kv) {
+QatConfig QatConfig::from_kv(const std::map<std::string, std::string>& m) {
   QatConfig c;
   std::set<std::string> used;
-  visit(c, Reader{kv, used});
-  for (auto& [k, v] : kv) {
+  kv::Reader read{m, used, "qat config", true};
+  visit(c, read);
+  for (auto& [k, v] : m) {
     if (used.count(k)) continue;
     if (k.rfind(kBitsPrefix, 0) == 0 && k.size() > 5) {
-      c.bits_overrides[k.substr(5)] = parse_int(k, v);
+      c.bits_overrides[k.substr(5)] = read.integer<int>(k, v);
       continue;
     }
     throw std::invalid_argument("qat config: unknown key '" + k + "'");
@@ -214,29 +122,12 @@ QatConfig QatConfig::from_kv(const std::map<std::string, std::string>& kv) {
 }
 
 QatConfig QatConfig::from_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument("qat config file " + path + ": cannot open");
-  std::map<std::string, std::string> kv;
-  std::string line;
-  int n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    const auto hash = line.find('#');
-    if (hash != std::string::npos) line.resize(hash);
-    line = trim(line);
-    if (line.empty()) continue;
-    const auto eq = line.find('=');
-    const std::string where = path + ":" + std::to_string(n);
-    if (eq == std::string::npos) throw std::invalid_argument("qat config file " + where + ": expected key = value");
-    const std::string k = trim(line.substr(0, eq)), v = trim(line.substr(eq + 1));
-    if (k.empty()) throw std::invalid_argument("qat config file " + where + ": empty key");
-    if (kv.count(k)) throw std::invalid_argument("qat config file " + where + ": key '" + k + "' given twice");
-    kv[k] = v;
-  }
+  const std::string what = "qat config file";
+  const std::map<std::string, std::string> m = kv::parse_map(kv::read_file(path, what), what + " " + path);
   try {
-    return from_kv(kv);
+    return from_kv(m);
   } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument("qat config file " + path + ": " + e.what());
+    throw std::invalid_argument(what + " " + path + ": " + e.what());
   }
 }
 

@@ -1,8 +1,9 @@
 #include "apps/study/study_file.h"
 
+#include "core/keyvalue.h"
+
 #include <cctype>
 #include <charconv>
-#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -102,28 +103,15 @@ StudyFile StudyFile::parse(const std::string& text, const std::string& path) {
   StudyFile s;
   s.path = path;
   const std::string file = path.empty() ? std::string("study") : "study file " + path;
-  std::map<std::string, int> seen;  // key -> line
+  std::set<std::string> seen;  // the keys given
   std::vector<std::string> row_order, figure_order;
   std::map<std::string, Row> rows;
   std::map<std::string, Figure> figures;
-  std::istringstream in(text);
-  std::string line;
-  int n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    const std::string where = file + ":" + std::to_string(n);
-    const auto hash = line.find('#');
-    if (hash != std::string::npos) line.resize(hash);
-    line = trim(line);
-    if (line.empty()) continue;
-    const auto eq = line.find('=');
-    if (eq == std::string::npos) throw std::invalid_argument(where + ": expected key = value, got '" + line + "'");
-    const std::string key = trim(line.substr(0, eq)), value = trim(line.substr(eq + 1));
-    if (key.empty()) throw std::invalid_argument(where + ": empty key");
-    if (auto it = seen.find(key); it != seen.end())
-      throw std::invalid_argument(where + ": key '" + key + "' given twice (first on line " +
-                                  std::to_string(it->second) + ")");
-    seen[key] = n;
+  for (const kv::Line& l : kv::parse_lines(text, file)) {
+    const std::string where = file + ":" + std::to_string(l.number);
+    const std::string& key = l.key;
+    const std::string& value = l.value;
+    seen.insert(key);
     auto flags = [&](const std::string& v) {
       try {
         return parse_flags(v);
@@ -234,12 +222,6 @@ StudyFile StudyFile::parse(const std::string& text, const std::string& path) {
   return s;
 }
 
-StudyFile StudyFile::load(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::invalid_argument("study file " + path + ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse(ss.str(), path);
-}
+StudyFile StudyFile::load(const std::string& path) { return parse(kv::read_file(path, "study file"), path); }
 
 }  // namespace octet::study
