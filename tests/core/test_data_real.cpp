@@ -1,5 +1,6 @@
 // The real CIFAR-10 copy (../shared/data/cifar10-jpg.tar.gz, unpacked into
-// <build>/data by scripts/data.sh). Skipped, with a message, when absent.
+// <build>/data by scripts/data.sh, or $OCTET_DATA). Reported as skipped by
+// ctest when absent (tests/skip.h).
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -8,22 +9,17 @@
 
 #include "core/dataset.h"
 #include "core/loader.h"
+#include "tests/skip.h"
 
 using namespace octet;
 
 namespace {
-const std::string kData = OCTET_BINARY_DIR "/data";
-
-bool have_data() {
-  std::error_code ec;
-  if (std::filesystem::is_directory(kData + "/test", ec)) return true;
-  MESSAGE("skipped: no CIFAR-10 at " << kData << " (run scripts/data.sh " OCTET_BINARY_DIR " to unpack it)");
-  return false;
-}
+// $OCTET_DATA or <build>/data; without either, the suite is reported as
+// skipped before any test case runs.
+const std::string kData = octet::testing::cifar10_root_or_skip(OCTET_BINARY_DIR);
 }  // namespace
 
 TEST_CASE("real CIFAR-10 test split: 10,000 images of 32x32, 1,000 per class, official class order") {
-  if (!have_data()) return;
   const auto t0 = std::chrono::steady_clock::now();
   Dataset test = load_dataset(kData, Split::test);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

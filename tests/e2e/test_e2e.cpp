@@ -5,7 +5,7 @@
 //   - the engine's accuracy is far above chance (10%), and close to the
 //     fake-quant model's on the same images.
 // Needs the CIFAR-10 image tree at OCTET_BINARY_DIR/data (scripts/data.sh);
-// skipped with a message otherwise.
+// reported as skipped by ctest otherwise (tests/skip.h).
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -26,6 +26,7 @@
 #include "quant/intsim.h"
 #include "quant/qat.h"
 #include "quant/qat_training.h"
+#include "tests/skip.h"
 
 using namespace octet;
 
@@ -48,11 +49,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 TEST_CASE("e2e: QAT ResNet-8 on a CIFAR-10 subset -> export -> engine == integer simulation, accuracy above chance") {
-  const std::string root = OCTET_BINARY_DIR "/data";
-  if (!std::filesystem::exists(root + "/train") || !std::filesystem::exists(root + "/test")) {
-    MESSAGE("skipped: no CIFAR-10 image tree at " << root << " (run scripts/data.sh " OCTET_BINARY_DIR ")");
-    return;
-  }
+  const std::string root = octet::testing::cifar10_root_or_skip(OCTET_BINARY_DIR);
   const auto t0 = std::chrono::steady_clock::now();
   const Dataset train_all = load_dataset(root, Split::train);
   const Dataset test_all = load_dataset(root, Split::test);

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "engine/builder.h"
+#include "tests/skip.h"
 #include "engine/engine.h"
 #include "engine/samples.h"
 
@@ -58,10 +59,9 @@ struct TempDir {
 bool runner_runs() {
   REQUIRE_MESSAGE(fs::exists(kRunner), "build the octet-run target first: " << kRunner);
   const Result r = sh(kRunner + " --help 2>&1");
-  if (r.code == 126 || r.code == 127) {
-    MESSAGE("octet-run cannot be executed on this host; skipped");
-    return false;
-  }
+  if (r.code == 126 || r.code == 127)
+    octet::testing::skip_suite("octet-run (" + kRunner + ") cannot be executed on this host (a cross build without "
+                               "binfmt for its CPU)");
   CHECK(r.code == 0);
   CHECK(r.out.find("usage: octet-run MODEL IMAGES") != std::string::npos);
   return true;
