@@ -4,14 +4,12 @@
 
 namespace octet::kv {
 
-namespace {
 std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t\r");
   if (b == std::string::npos) return "";
   const auto e = s.find_last_not_of(" \t\r");
   return s.substr(b, e - b + 1);
 }
-}  // namespace
 
 std::vector<Line> parse_lines(const std::string& text, const std::string& where) {
   std::vector<Line> out;

@@ -162,6 +162,9 @@ struct Reader {
   }
 };
 
+// s without the spaces, tabs and carriage returns at its ends.
+std::string trim(const std::string& s);
+
 // One "key = value" line of a file.
 struct Line {
   int number = 0;  // 1-based

@@ -334,19 +334,25 @@ class Runner {
     std::fflush(stdout);
   }
 
-  void fail(const Job& j, const std::string& error, double seconds) {
-    const fs::path dir = fs::path(o_.dir) / j.dir();
+  // The fields every result.json starts with.
+  json result_head(const Job& j, const char* status) const {
     json r;
     r["job"] = j.id;
     r["row"] = j.row;
     r["seed"] = j.seed;
     r["kind"] = job_kind_name(j.kind);
-    r["status"] = "failed";
+    r["status"] = status;
+    r["machine"] = machine_;
+    r["invocation"] = token_;
+    return r;
+  }
+
+  void fail(const Job& j, const std::string& error, double seconds) {
+    const fs::path dir = fs::path(o_.dir) / j.dir();
+    json r = result_head(j, "failed");
     r["error"] = error;
     r["log_tail"] = fs::exists(dir / "log.txt") ? tail_lines(dir / "log.txt", 12) : "";
     r["seconds"] = seconds;
-    r["invocation"] = token_;
-    r["machine"] = machine_;
     write_text_atomic(dir / "result.json", r.dump(1) + "\n");
     tally_.finished(j, false);
     say("FAILED " + j.id + ": " + error + " (" + (dir / "log.txt").string() + "); " + tally_.left());
@@ -402,19 +408,12 @@ class Runner {
         if (fs::exists(dir / "run" / "last.ckpt")) args.push_back("--resume");
       }
       octet(j, args);
-      json r;
-      r["job"] = j.id;
-      r["row"] = j.row;
-      r["seed"] = j.seed;
-      r["kind"] = job_kind_name(j.kind);
-      r["status"] = "done";
+      json r = result_head(j, "done");
       r["command"] = j.args;
       r["epochs"] = j.epochs;
       r["epochs_trained"] = j.cost;
       if (j.kind == JobKind::kTrunk) r["stop_after"] = j.stop_after;
       r["threads"] = o_.threads;
-      r["machine"] = machine_;
-      r["invocation"] = token_;
       if (!j.fork_job.empty()) r["fork"] = {{"from", j.fork_job}, {"epoch", j.fork_epoch}};
       if (!j.row.empty()) evaluate(j, r);
       r["seconds"] = std::chrono::duration<double>(Clock::now() - t0).count();

@@ -13,12 +13,7 @@ namespace octet::study {
 
 namespace {
 
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r");
-  if (b == std::string::npos) return "";
-  const auto e = s.find_last_not_of(" \t\r");
-  return s.substr(b, e - b + 1);
-}
+using kv::trim;
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
