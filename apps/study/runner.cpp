@@ -250,34 +250,35 @@ class Runner {
   }
 
  private:
-  // The first runnable job, locked for this worker; `waiting`: some job may
-  // become runnable later (it waits for a dependency or another worker).
+  // A job's state for this run: done, failed in this run (an older failure is
+  // tried again), or pending (which includes a finished trunk that is needed again).
+  State state_of(const Job& j) const {
+    const Outcome out = read_outcome(fs::path(o_.dir) / j.dir());
+    if (out.state == State::kDone && j.kind == JobKind::kTrunk && trunk_needed_again(j, out)) return State::kPending;
+    if (out.state == State::kFailed && out.token != token_) return State::kPending;
+    return out.state;
+  }
+
+  // The first runnable job in plan order, locked for this worker; `waiting`:
+  // some job may become runnable later (it waits for a dependency, or another
+  // worker holds it). A job whose dependency failed in this run is recorded
+  // as failed here.
   const Job* claim(bool& waiting) {
     for (const Job& j : plan_.jobs) {
-      const fs::path dir = fs::path(o_.dir) / j.dir();
-      Outcome out = read_outcome(dir);
-      if (out.state == State::kDone && j.kind == JobKind::kTrunk && trunk_needed_again(j, out))
-        out.state = State::kPending;
-      if (out.state == State::kDone) continue;
-      if (out.state == State::kFailed && out.token == token_) continue;  // failed in this run
-      bool deps_done = true, deps_failed = false;
+      if (state_of(j) != State::kPending) continue;
+      bool deps_done = true;
       std::string failed_dep;
       for (const std::string& d : j.depends) {
-        const Job& dj = *plan_.job(d);
-        Outcome dep = read_outcome(fs::path(o_.dir) / dj.dir());
-        if (dep.state == State::kDone && dj.kind == JobKind::kTrunk && trunk_needed_again(dj, dep))
-          dep.state = State::kPending;
-        if (dep.state == State::kDone) continue;
+        const State dep = state_of(*plan_.job(d));
+        if (dep == State::kDone) continue;
         deps_done = false;
-        if (dep.state == State::kFailed && dep.token == token_) {
-          deps_failed = true;
-          failed_dep = d;
-        }
+        if (dep == State::kFailed) failed_dep = d;
       }
-      if (!deps_done && !deps_failed) {
+      if (!deps_done && failed_dep.empty()) {
         waiting = true;
         continue;
       }
+      const fs::path dir = fs::path(o_.dir) / j.dir();
       fs::create_directories(dir);
       const int fd = open((dir / "lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
       if (fd < 0) throw std::runtime_error("cannot open " + (dir / "lock").string() + ": " + std::strerror(errno));
@@ -286,16 +287,12 @@ class Runner {
         waiting = true;  // another worker runs it
         continue;
       }
-      // Between reading the state and taking the lock, another worker may have finished it.
-      Outcome again = read_outcome(dir);
-      if (again.state == State::kDone && j.kind == JobKind::kTrunk && trunk_needed_again(j, again))
-        again.state = State::kPending;
-      if (again.state == State::kDone || (again.state == State::kFailed && again.token == token_)) {
+      if (state_of(j) != State::kPending) {  // another worker finished it before we took the lock
         close(fd);
         continue;
       }
       lock_fd_ = fd;
-      if (deps_failed) {
+      if (!failed_dep.empty()) {
         fail(j, "dependency " + failed_dep + " failed", 0);
         release();
         continue;
