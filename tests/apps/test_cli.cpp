@@ -299,6 +299,52 @@ TEST_CASE("cli: every QAT knob flag of octet train reaches the run's configurati
   }
 }
 
+TEST_CASE("cli: float train -> calibrate (PTQ) -> export -> compare: the per-layer error analysis on a real run") {
+  TempDir tmp;
+  const std::string data = tmp / "tree";
+  write_tree(data, 32);
+  const Result train = octet_cli("train --preset quick --epochs 1 --batch 16 --threads 1 --no-progress --data " +
+                                 quoted(data) + " --out " + quoted(tmp / "f"));
+  INFO(train.output);
+  REQUIRE(train.code == 0);
+  const Result cal = octet_cli("calibrate " + quoted(tmp / "f/last.ckpt") + " --data " + quoted(data) +
+                               " --observer percentile --images 32 --batch 16 --threads 1 -o " + quoted(tmp / "p.ckpt"));
+  INFO(cal.output);
+  REQUIRE(cal.code == 0);
+  CHECK(contains(cal.output, "calibrating on 32 training images with observer percentile"));
+  CHECK(contains(cal.output, "wrote " + tmp / "p.ckpt"));
+  // A calibrated checkpoint is quantized: it cannot be calibrated again.
+  const Result twice = octet_cli("calibrate " + quoted(tmp / "p.ckpt") + " --data " + quoted(data) + " -o " +
+                                 quoted(tmp / "q.ckpt"));
+  CHECK(twice.code == 1);
+  CHECK(contains(twice.output, "already quantized"));
+  CHECK(!fs::exists(tmp / "q.ckpt"));
+
+  const Result exported = octet_cli("export " + quoted(tmp / "p.ckpt") + " -o " + quoted(tmp / "p.oct"));
+  INFO(exported.output);
+  REQUIRE(exported.code == 0);
+  const Result cmp = octet_cli("compare " + quoted(tmp / "p.ckpt") + " " + quoted(tmp / "p.oct") + " --data " +
+                               quoted(data) + " --threads 1");
+  INFO(cmp.output);
+  REQUIRE(cmp.code == 0);
+  CHECK(contains(cmp.output, "identical to the export of the checkpoint"));
+  CHECK(contains(cmp.output, "comparing 16 test images"));
+  // One row per engine tensor, named by its quantizer and the op that makes it.
+  for (const char* row : {"relu.1                   conv1", "layer1.0.relu2.1         layer1.0.add",
+                          "layer2.0.shortcut.1.1    layer2.0.shortcut.0", "avgpool.1                avgpool.0",
+                          "fc.1                     fc.0"})
+    CHECK_MESSAGE(contains(cmp.output, row), row);
+  CHECK(contains(cmp.output, "argmax agreement over 16 images"));
+  // The float checkpoint (calibrated on the fly, with other settings) against
+  // that model file: compare says they differ, and matches layers by name.
+  const Result other = octet_cli("compare " + quoted(tmp / "f/last.ckpt") + " " + quoted(tmp / "p.oct") + " --data " +
+                                 quoted(data) + " --threads 1");
+  INFO(other.output);
+  CHECK(other.code == 0);
+  CHECK(contains(other.output, "float -> PTQ calibration: observer minmax"));
+  CHECK(contains(other.output, "DIFFERS from the export of the checkpoint: layers are matched by tensor name"));
+}
+
 TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> inspect on a tiny image tree") {
   TempDir tmp;
   const std::string data = tmp / "tree", run = tmp / "run", model = tmp / "model.oct";
