@@ -243,6 +243,9 @@ TEST_CASE("cli: train --stop-after stops early, --resume goes on bit for bit; --
   INFO(rest.output);
   REQUIRE(rest.code == 0);
   CHECK(contains(rest.output, "resuming after epoch 1"));
+  CHECK(!contains(rest.output, "epoch 1/3"));  // only the remaining epochs ran
+  CHECK(contains(rest.output, "epoch 2/3"));
+  CHECK(contains(rest.output, "epoch 3/3"));
   CHECK(read_all(tmp / "part/steps.csv") == read_all(tmp / "whole/steps.csv"));
   const octet::Checkpoint a = octet::load_checkpoint(tmp / "whole/last.ckpt"), b = octet::load_checkpoint(tmp / "part/last.ckpt");
   REQUIRE(a.tensors.size() == b.tensors.size());
