@@ -1,6 +1,9 @@
 // core/ops.cpp: elementwise ops with broadcasting, relu, reductions, views,
 // matmul/linear and cross-entropy, forward and backward. Convolution lives in
 // ops_conv.cpp, batch norm in ops_norm.cpp, pools in ops_pool.cpp.
+// Over 600 lines: every op is a forward and its backward side by side, and
+// splitting the elementwise family from the reductions would split the one
+// broadcasting helper they share.
 #include <algorithm>
 #include <cmath>
 #include <cstring>

@@ -5,7 +5,9 @@
 // otherwise. The kernels are compiled for their ISA by function attribute and
 // chosen at run time, so the binary still runs on any x86-64. The AVX-512
 // kernels are described first; the AVX2 ones ("on AVX2 + FMA" below) are the
-// same ideas with half the lanes and half the registers.
+// same ideas with half the lanes and half the registers. Over 600 lines: two
+// ISAs x (forward, weight gradient) with their padding and blocking, kept in
+// one file because they share the padded-grid layout described below.
 //
 // The idea: flatten each image plane. With zero padding to Hp x Wp
 // (Hp = H + 2*pad, Wp = W + 2*pad) and the output computed on a grid of the

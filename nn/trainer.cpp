@@ -1,3 +1,8 @@
+// nn/trainer.cpp: the training loop (see trainer.h), its configuration's
+// key = value form and validation, checkpoints (make, restore, fork), and
+// evaluation. Over 600 lines: one class and its serialization; the next split
+// is TrainConfig into nn/train_config.cpp and evaluate / recompute_bn_stats
+// into nn/evaluate.cpp (not done yet).
 #include "nn/trainer.h"
 
 #include <algorithm>

@@ -1,5 +1,8 @@
 // quant/fake_quant.cpp: FakeQuant (TF), QDQv2 (TF) and LSQ, forward and
 // backward, per tensor and per channel (see fake_quant.h).
+// Over 600 lines: three ops x (forward, backward) x (per tensor, per channel),
+// each written out next to its one-element reference so the two can be read
+// together.
 //
 // Structure: every op turns its range arguments into one small struct per
 // channel (all float math that TF does once per call happens here), then

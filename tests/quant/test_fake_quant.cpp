@@ -1,5 +1,6 @@
 // tests/quant/test_fake_quant.cpp: the three fake-quant ops (TF FakeQuant,
-// TF QuantizeAndDequantizeV2, LSQ), forward and backward.
+// TF QuantizeAndDequantizeV2, LSQ), forward and backward. Over 600 lines:
+// three ops, each with worked numbers and every gradient checked two ways.
 //
 // What is checked, and how:
 //   - worked numbers for each op, computed by hand in the comments (nudging,
