@@ -24,10 +24,20 @@ const char* kUsage = R"(usage: octet study FILE --out DIR [--data PATH] [--jobs 
        octet study report DIR [--out REPORT_DIR]
 
 A parameter study, one factor at a time: FILE (studies/*.study, key = value
-lines) gives the base recipe (octet train flags), the baseline's knobs, the
-seeds and the rows, each naming only what it changes (see
-apps/study/study_file.h). Every (row, seed) is a job in DIR/jobs/<id>/, id =
-row, seed and a hash of the job's whole recipe.
+lines, '#' comments) gives the base recipe, the baseline's knobs, the seeds
+and the rows, each naming only what it changes:
+
+  title = ...                 paper = what the paper column holds
+  train = --preset full --epochs 10 --subset 10000    (octet train flags)
+  baseline = --qat --preprocess vgg                   (overrides train's)
+  seeds = 0, 1, 2
+  row.ID = FLAGS              (overrides the baseline's; empty: the baseline)
+  row.ID.label = TEXT         row.ID.paper = TOP1 / TOP5 (or -)
+  row.ID.command = calibrate  row.ID.from = ROW   (PTQ of ROW's final model)
+  figure.ID = ROW, ROW, ...   figure.ID.title = TEXT
+
+Every (row, seed) is a job in DIR/jobs/<id>/, id = row, seed and a hash of
+the job's whole recipe.
 
   octet study FILE --out DIR   runs the jobs that are not finished: rows that
       share a float phase fork one trunk per seed at their quantize delay
