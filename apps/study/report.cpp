@@ -238,9 +238,23 @@ std::string main_table(const Folder& f) {
     std::string delta = "-";
     if (f.baseline == &r && !top1.empty()) {
       delta = "(reference)";
-    } else if (f.baseline && !top1.empty() && !f.baseline->done.empty()) {
-      const double d = mean(top1) - mean(percent_of(f.baseline->done, &Scores::top1, false));
-      delta = std::abs(d) < 0.005 ? "+0.00" : fmt("%+.2f", d);  // no "-0.00"
+    } else if (f.baseline) {
+      // Paired by seed: the mean of (row - baseline) over the seeds both have,
+      // so a row with fewer seeds done is not compared with other seeds'
+      // baselines (and the seeds' common part cancels).
+      std::vector<double> diffs;
+      for (const auto& [seed, job] : r.by_seed) {
+        const auto b = f.baseline->by_seed.find(seed);
+        if (!job->result || !job->result->done() || b == f.baseline->by_seed.end() || !b->second->result ||
+            !b->second->result->done())
+          continue;
+        diffs.push_back(100.0 * (job->result->main_scores()->top1 - b->second->result->main_scores()->top1));
+      }
+      if (!diffs.empty()) {
+        const double d = mean(diffs);
+        delta = std::abs(d) < 0.005 ? "+0.00" : fmt("%+.2f", d);  // no "-0.00"
+        if (diffs.size() < f.baseline->done.size()) delta += " (" + std::to_string(diffs.size()) + " seed" + (diffs.size() == 1 ? "" : "s") + ")";
+      }
     }
     std::string engine = mean_std_text(percent_of(r.done, &Scores::top1, true)), equal = "-", note;
     std::string theory = "-", file = "-";  // the same for every seed: the first seed's that has it
@@ -268,8 +282,9 @@ std::string main_table(const Folder& f) {
           std::to_string(r.by_seed.size()) + " |\n";
   }
   md += "\nTop-1 and top-5: the fake-quant model's accuracy for quantized rows, the float model's for float "
-        "rows; mean ± sample standard deviation over the seeds done. Δ: points of top-1 against the baseline's "
-        "mean. Engine == simulation: images whose integer-engine logits equal the integer simulation's, summed "
+        "rows; mean ± sample standard deviation over the seeds done. Δ: points of top-1 against the baseline, "
+        "the mean of the differences seed by seed over the seeds both have (a count says when that is fewer than "
+        "the baseline's). Engine == simulation: images whose integer-engine logits equal the integer simulation's, summed "
         "over seeds.";
   if (!f.study.paper.empty()) md += " Paper: " + f.study.paper + ".";
   md += "\n";

@@ -181,7 +181,7 @@ TEST_CASE("report of a study folder: the table, the per-seed table, the job list
   const auto q = table_line(md, "4-bit weights");  // the label, not the id
   REQUIRE(q.size() == 10);
   CHECK(q[1] == "68.00 (1 seed)");  // seed 1 failed
-  CHECK(q[3] == "-3.50");           // 68.00 - 71.50
+  CHECK(q[3] == "-3.00 (1 seed)");  // paired: 68.00 - 71.00, the baseline of the same seed (not its mean 71.50)
   CHECK(q[4] == "67.50 (1 seed)");
   CHECK(q[5] == "10000/10000");
   CHECK(q[6] == "-");
@@ -190,7 +190,7 @@ TEST_CASE("report of a study folder: the table, the per-seed table, the job list
   const auto h = table_line(md, "16 bits");
   REQUIRE(h.size() == 10);
   CHECK(h[1] == "71.80 (1 seed)");
-  CHECK(h[3] == "+0.30");
+  CHECK(h[3] == "+0.80 (1 seed)");  // 71.80 - 71.00, seed 0's baseline
   CHECK(h[4] == "- [1]");  // no engine figure: a footnote says why
   CHECK(h[5] == "-");
   CHECK(h[6] == "- / 99.00");
