@@ -26,6 +26,7 @@
 
 #include "apps/args.h"
 #include "apps/commands.h"
+#include "engine/builder.h"
 #include "engine/engine.h"
 #include "engine/samples.h"
 
@@ -88,12 +89,14 @@ void print_layers(engine::Session& s, const std::vector<uint8_t>& pixels, int ba
 
 int bench_engine(int argc, char** argv) {
   Args a(argc, argv, "octet bench engine",
-         "usage: octet bench engine [--threads N] [--model FILE] [--seconds 1] [--layers]\n"
+         "usage: octet bench engine [--threads N] [--model FILE] [--seconds 1] [--layers] [--save-model FILE]\n"
          "int8 inference throughput of the engine at batch 1 and batch 100, its arena\n"
          "size and the runner's size. The model defaults to a ResNet-20-shaped int8\n"
          "model with random weights. --threads 0: all cores. OCTET_ISA=avx2 (etc.)\n"
          "picks a lower instruction set than the best one. --layers: then a table per\n"
-         "batch size of every op's time per image, share, multiply-adds and GMAC/s.\n");
+         "batch size of every op's time per image, share, multiply-adds and GMAC/s.\n"
+         "--save-model FILE: also write the random model that is timed (.oct), e.g. to\n"
+         "time the same network in ONNX Runtime (scripts/bench.sh).\n");
   if (a.help()) {
     std::fputs(a.usage().c_str(), stdout);
     return 0;
@@ -102,12 +105,21 @@ int bench_engine(int argc, char** argv) {
   const std::string path = a.get("--model", "");
   const double seconds = a.get_double("--seconds", 1.0);
   const bool layers = a.flag("--layers");
+  const std::string save = a.get("--save-model", "");
   a.finish();
   if (threads < 0) throw UsageError("octet bench engine: --threads must be >= 0");
   if (!(seconds > 0)) throw UsageError("octet bench engine: --seconds must be > 0");
 
-  const auto model = path.empty() ? engine::Model::from_bytes(engine::random_resnet({}).serialize(), "random_resnet20")
-                                  : engine::Model::load(path);
+  if (!save.empty() && !path.empty())
+    throw UsageError("octet bench engine: --save-model writes the random model; with --model there is none");
+  std::shared_ptr<const engine::Model> model;
+  if (path.empty()) {
+    const std::vector<uint8_t> bytes = engine::random_resnet({}).serialize();
+    if (!save.empty()) engine::write_file_atomic(save, bytes);
+    model = engine::Model::from_bytes(bytes, "random_resnet20");
+  } else {
+    model = engine::Model::load(path);
+  }
   engine::set_num_threads(threads);
   std::printf("model %s\nmacs_per_image %llu\n", model->name().c_str(),
               static_cast<unsigned long long>(model->macs_per_image()));

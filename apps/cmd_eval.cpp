@@ -11,10 +11,12 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "apps/args.h"
 #include "apps/commands.h"
+#include "apps/eval_onnx.h"
 #include "apps/model_io.h"
 #include "core/checkpoint.h"
 #include "core/dataset.h"
@@ -39,6 +41,8 @@ and the confusion matrix.
     intsim      exported in memory and run by the integer simulation (quant/intsim.h)
     engine      exported in memory and run by the integer engine
   MODEL (an .oct file of octet export): the integer engine.
+  MODEL.onnx (octet export --onnx): ONNX Runtime, optionally against the .oct
+              file in the engine (octet eval MODEL.onnx --help).
 
 options:
   --data PATH           data set (default: $OCTET_DATA)
@@ -78,10 +82,9 @@ nn::Metrics eval_integer(const std::shared_ptr<const engine::Model>& model, cons
                          bool with_intsim, bool engine_path, int64_t* exact_out = nullptr, int64_t* checked_out = nullptr,
                          int64_t sim_images = 0) {
   const int classes = model->num_classes();
-  if (ds.channels != model->input_c() || ds.height != model->input_h() || ds.width != model->input_w())
-    throw std::runtime_error("the data set's images are " + std::to_string(ds.channels) + "x" + std::to_string(ds.height) +
-                             "x" + std::to_string(ds.width) + ", the model takes " + std::to_string(model->input_c()) +
-                             "x" + std::to_string(model->input_h()) + "x" + std::to_string(model->input_w()));
+  const ImageShape takes{model->input_c(), model->input_h(), model->input_w()};
+  if (ds.shape() != takes)
+    throw std::runtime_error("the data set's images are " + ds.shape().str() + ", the model takes " + takes.str());
   const engine::TensorDesc& out = model->desc().tensors[model->desc().output];
   std::unique_ptr<engine::Session> session;
   if (engine_path) session = std::make_unique<engine::Session>(model, batch);
@@ -177,6 +180,8 @@ std::pair<int64_t, int64_t> folded_parameter_counts(nn::Module& model) {
 }  // namespace
 
 int cmd_eval(int argc, char** argv) {
+  // An ONNX model (octet export --onnx) runs in ONNX Runtime: apps/eval_onnx.h.
+  if (is_onnx_eval(argc, argv)) return eval_onnx(argc, argv);
   Args a(argc, argv, "octet eval", std::string(kUsage) + "\n" + PtqFlags::usage());
   if (a.help()) {
     std::fputs(a.usage().c_str(), stdout);
@@ -224,7 +229,20 @@ int cmd_eval(int argc, char** argv) {
   if (tta != nn::TestTimeAugment::none && !float_forward)
     throw UsageError("octet eval: --tta is for the float and fake-quant forward of a checkpoint, not the integer engine");
 
-  const Dataset all = load_dataset(resolve_data_path(data), split == "test" ? Split::test : Split::train);
+  // The model first: the data are loaded in the shape it takes (a model
+  // file's input, a checkpoint's training images), never resized to fit.
+  std::shared_ptr<const engine::Model> engine_model;
+  std::optional<quant::LoadedModel> loaded;
+  LoadOptions shape;
+  if (model_file) {
+    engine_model = engine::Model::load(path);
+    shape = data_options({engine_model->input_c(), engine_model->input_h(), engine_model->input_w()},
+                         "the input of " + path);
+  } else {
+    loaded = load_checkpoint_model(path, (mode.empty() ? "float" : mode) != "float", ptq);
+    shape = data_options(*loaded, path);
+  }
+  const Dataset all = load_dataset(resolve_data_path(data), split == "test" ? Split::test : Split::train, shape);
   // --limit: a seeded class-mixed sample (image trees are sorted by class).
   const Dataset ds = limit > 0 && limit < all.size() ? nn::take_subset(all, limit, 0) : all;
   const int64_t count = ds.size();
@@ -236,7 +254,7 @@ int cmd_eval(int argc, char** argv) {
   nlohmann::ordered_json extra;
   int64_t exact = -1, checked = 0;
   if (model_file) {
-    const auto model = engine::Model::load(path);
+    const auto& model = engine_model;
     std::printf("model %s: %s, %d classes, %s weights, %s file\n", path.c_str(), model->name().c_str(),
                 model->num_classes(), human_bytes(model->weight_bytes_stored()).c_str(),
                 human_bytes(std::filesystem::file_size(path)).c_str());
@@ -247,7 +265,7 @@ int cmd_eval(int argc, char** argv) {
     extra["model_file_bytes"] = std::filesystem::file_size(path);
   } else {
     const std::string m = mode.empty() ? "float" : mode;
-    quant::LoadedModel lm = load_checkpoint_model(path, m != "float", ptq);
+    quant::LoadedModel& lm = *loaded;
     if (ds.num_classes() != lm.model->config().num_classes)
       throw std::runtime_error("the data set has " + std::to_string(ds.num_classes()) + " classes, the model " +
                                std::to_string(lm.model->config().num_classes));
@@ -256,7 +274,7 @@ int cmd_eval(int argc, char** argv) {
     if (m == "float" || m == "fakequant") {
       if (bn_stats != "none") {
         if (lm.qat) throw UsageError("octet eval: --bn-stats is for float checkpoints; " + path + " is a QAT one");
-        const Dataset train = load_dataset(resolve_data_path(data), Split::train);
+        const Dataset train = load_dataset(resolve_data_path(data), Split::train, shape);
         nn::BnStatsOptions bo;
         bo.augment = bn_stats == "augmented";
         bo.batch = bn_batch;

@@ -1,5 +1,6 @@
 // apps/cmd_export.cpp: `octet export CKPT -o MODEL`, a QAT (or PTQ-calibrated)
-// checkpoint -> an integer model file for the engine (quant/export.h).
+// checkpoint -> an integer model file for the engine (quant/export.h), and/or
+// the same integer model as ONNX (--onnx FILE, quant/onnx_export.h).
 #include <cstdio>
 #include <string>
 
@@ -8,11 +9,14 @@
 #include "apps/model_io.h"
 #include "core/parallel.h"
 #include "quant/export.h"
+#include "quant/onnx_export.h"
 
 namespace octet::app {
 
 namespace {
-const char* kUsage = R"(usage: octet export CKPT -o MODEL [options]
+const char* kUsage = R"(usage: octet export CKPT -o MODEL [--onnx FILE] [options]
+       octet export CKPT --onnx FILE [options]
+       octet export MODEL.oct --onnx FILE [--onnx-activations T]
 
 Turns a checkpoint into an Octet model file (.oct) that the integer engine
 runs: BN folded into the convs, the input preprocessing folded into the first
@@ -22,8 +26,21 @@ accumulator headroom proven for every layer. A QAT checkpoint (octet train
 --qat) or a PTQ one (octet calibrate) exports as it is; a float checkpoint is
 PTQ-calibrated first (flags below, needs --data).
 
+With --onnx, the same integer model is also (or only) written as ONNX (IR 7,
+opset 13, QDQ form): uint8 NHWC pixels "pixels" in, float32 "logits" out,
+int8 weights with per-channel scales, int32 biases, every activation as
+QuantizeLinear -> DequantizeLinear with the model's own scale and zero point.
+An existing model file (.oct) converts to ONNX the same way. Check the ONNX
+file in ONNX Runtime against the engine with
+  octet eval FILE.onnx --data PATH --against MODEL.oct
+
 options:
   -o, --out MODEL       the model file to write
+  --onnx FILE           the ONNX file to write (alone or beside -o MODEL)
+  --onnx-activations T  uint8 (default: ONNX Runtime runs it in integer kernels
+                        end to end on x86) or int8; the codes convert exactly.
+                        float32: the float twin instead (weights dequantized,
+                        activations not quantized; a reference, not int8)
   --name NAME           model name stored in the file (default: the architecture)
   --data PATH           data set for PTQ of a float checkpoint (default: $OCTET_DATA)
   --layers              print the per-layer headroom table
@@ -38,6 +55,8 @@ int cmd_export(int argc, char** argv) {
     return 0;
   }
   const std::string out = a.get("--out", "");
+  const std::string onnx = a.get("--onnx", "");
+  const std::string onnx_act = a.get("--onnx-activations", "uint8");
   const std::string name = a.get("--name", "");
   const std::string data = a.get("--data", "");
   const bool layers = a.flag("--layers");
@@ -45,7 +64,25 @@ int cmd_export(int argc, char** argv) {
   const PtqFlags ptq = PtqFlags::read(a, data);
   a.finish();
   const std::string ckpt = a.positional_at(0, "the checkpoint (CKPT)");
-  if (out.empty()) throw UsageError("octet export: give the model file to write with -o MODEL");
+  if (out.empty() && onnx.empty())
+    throw UsageError("octet export: give the file(s) to write: -o MODEL and/or --onnx FILE");
+  if (onnx_act != "uint8" && onnx_act != "int8" && onnx_act != "float32")
+    throw UsageError("octet export: --onnx-activations must be uint8, int8 or float32, not '" + onnx_act + "'");
+  quant::OnnxOptions oo;
+  oo.activations = onnx_act == "int8" ? engine::DType::int8 : engine::DType::uint8;
+  oo.float_twin = onnx_act == "float32";
+  oo.producer_version = OCTET_VERSION_STRING;
+  oo.source = ckpt;
+
+  // A model file: only the ONNX conversion (nothing to export again).
+  if (ckpt.size() > 4 && ckpt.compare(ckpt.size() - 4, 4, ".oct") == 0) {
+    if (!out.empty() || onnx.empty())
+      throw UsageError("octet export: " + ckpt + " is a model file already: convert it with --onnx FILE (no -o)");
+    const engine::ModelDesc md = engine::read_model_file(ckpt);
+    const uint64_t bytes = quant::write_onnx(onnx, md, oo);
+    std::printf("wrote %s (%s)\n", onnx.c_str(), human_bytes(bytes).c_str());
+    return 0;
+  }
 
   quant::LoadedModel m = load_checkpoint_model(ckpt, /*need_quantized=*/true, ptq);
   quant::ExportOptions opt;
@@ -53,8 +90,14 @@ int cmd_export(int argc, char** argv) {
   opt.class_names = checkpoint_class_names(m.checkpoint);
   if (static_cast<int>(opt.class_names.size()) != m.model->config().num_classes) opt.class_names.clear();
   const quant::ExportResult r = quant::export_model(m, opt);
-  r.builder.write(out);
-  std::printf("wrote %s (%s)\n", out.c_str(), human_bytes(r.file_bytes).c_str());
+  if (!out.empty()) {
+    r.builder.write(out);
+    std::printf("wrote %s (%s)\n", out.c_str(), human_bytes(r.file_bytes).c_str());
+  }
+  if (!onnx.empty()) {
+    const uint64_t bytes = quant::write_onnx(onnx, r.builder.desc(), oo);
+    std::printf("wrote %s (%s)\n", onnx.c_str(), human_bytes(bytes).c_str());
+  }
   std::fputs(r.summary().c_str(), stdout);
   if (layers) {
     std::printf("\n%-24s %-16s %6s %5s %6s %6s %12s %12s %6s\n", "layer", "op", "K", "bits", "max|w|", "max|x|", "max|bias|",

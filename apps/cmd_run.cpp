@@ -1,26 +1,39 @@
 // apps/cmd_run.cpp: `octet run MODEL IMAGE...`: classifies image files with
-// the integer engine and prints the top-5 classes of each.
+// the integer engine and prints the top-5 classes of each. The model takes
+// images of the shape it was trained on (its input tensor, H x W x C): an
+// image of another size is resized only with --resize, and refused otherwise,
+// naming both sizes, so no model silently sees another shape than it learned.
+// A color image for a gray model (or the reverse) is converted, and the
+// output says so (stb_image's luma, or gray replicated into R, G and B).
+#include <stb/stb_image.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "apps/args.h"
 #include "apps/commands.h"
+#include "core/dataset.h"
 #include "core/image.h"
 #include "engine/engine.h"
 
 namespace octet::app {
 
 namespace {
-const char* kUsage = R"(usage: octet run MODEL IMAGE... [--top K] [--threads N]
+const char* kUsage = R"(usage: octet run MODEL IMAGE... [--top K] [--resize] [--threads N]
 
 Runs JPEG/PNG/BMP images through an Octet model file in the integer engine
 and prints, per image, the top K classes (default 5) with their int8 logit,
 its real value (scale * (q - zero_point)) and the softmax of the real logits.
-An image of another size than the model's input is resized (area filter)
-and the output says so.
+Images must have the size of the model's input (the size it was trained on);
+one of another size is an error, unless --resize. A color image for a gray
+model is turned to gray (and a gray one for a color model to RGB); the
+output says so.
+
+  --resize    resize images of another size to the model's (area filter)
 )";
 }  // namespace
 
@@ -31,6 +44,7 @@ int cmd_run(int argc, char** argv) {
     return 0;
   }
   const int top = a.get_int("--top", 5);
+  const bool allow_resize = a.flag("--resize");
   const int threads = a.get_int("--threads", 0);
   a.finish();
   const std::string path = a.positional_at(0, "the model file (MODEL)");
@@ -43,24 +57,41 @@ int cmd_run(int argc, char** argv) {
   const std::vector<std::string> names = model->class_names();
   const int W = model->input_w(), H = model->input_h(), C = model->input_c();
   if (C != 3 && C != 1) throw std::runtime_error(path + ": the model takes " + std::to_string(C) + " channels; images have 1 or 3");
-  std::printf("model %s (%s): input %dx%dx%d, %d classes\n", path.c_str(), model->name().c_str(), W, H, C,
+  const ImageShape takes{C, H, W};
+  std::printf("model %s (%s): input %s, %d classes\n", path.c_str(), model->name().c_str(), takes.str().c_str(),
               model->num_classes());
   int failures = 0;
   for (size_t i = 1; i < a.positional().size(); ++i) {
     const std::string& file = a.positional()[i];
     Image img;
+    int file_channels = 0;  // what the file holds: 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA
     try {
-      img = load_image(file, C);
+      const std::vector<uint8_t> bytes = read_file_bytes(file);
+      int w = 0, h = 0;
+      if (bytes.size() <= static_cast<size_t>(std::numeric_limits<int>::max()) &&
+          !stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &file_channels))
+        file_channels = 0;
+      img = decode_image(bytes, file, C);
     } catch (const std::exception& e) {
       std::printf("\n%s: error: %s\n", file.c_str(), e.what());
       ++failures;
       continue;
     }
-    bool resized = false;
     const int w0 = img.width, h0 = img.height;
+    if ((w0 != W || h0 != H) && !allow_resize) {
+      std::printf("\n%s: error: the image is %dx%d, the model takes %s images (what it was trained on); "
+                  "give --resize to resize it\n",
+                  file.c_str(), w0, h0, takes.str().c_str());
+      ++failures;
+      continue;
+    }
+    bool resized = false;
     const Image in = resize_to(img, W, H, resized);
     std::printf("\n%s: %dx%d", file.c_str(), w0, h0);
     if (resized) std::printf(" (resized to %dx%d: the model takes %dx%d images)", W, H, W, H);
+    const bool file_gray = file_channels == 1 || file_channels == 2;
+    if (file_channels > 0 && file_gray && C != 1) std::printf(" (gray, replicated to RGB: the model takes %d channels)", C);
+    if (file_channels > 0 && !file_gray && C == 1) std::printf(" (color, turned to gray: the model takes 1 channel)");
     std::printf("\n");
     const std::span<const int8_t> logits = session.run(in.pixels.data(), 1);
     // Softmax of the real logits, for display only (the engine itself stops at int8).

@@ -21,7 +21,9 @@ namespace {
 
 const char* kUsage = R"(usage: octet train [--preset quick|full] --data PATH --out DIR [options]
 
-Trains a ResNet on CIFAR-10 (or any class-per-folder image tree). Each epoch:
+Trains a ResNet on CIFAR-10, MNIST or Fashion-MNIST (IDX files, .gz or not),
+or any class-per-folder image tree; the model takes the training images'
+shape (gray stays one channel). Each epoch:
 a progress bar, test evaluation, a row in DIR/log.csv, DIR/loss.png and
 DIR/accuracy.png, and DIR/last.ckpt (+ DIR/best.ckpt), written atomically.
 
@@ -45,7 +47,9 @@ options:
                         2019/2021); every checkpoint holds the model with the
                         branches folded into the 3x3 convs, the plain ResNet
                         (default none; float training only)
-  --data PATH           dataset folder (default: $OCTET_DATA)
+  --data PATH           dataset folder (default: $OCTET_DATA): CIFAR-10 binary batches,
+                        IDX files (e.g. /usr/share/datasets/fashion-mnist), or an image
+                        tree PATH/{train,test}/<class>/*.png|jpg
   --epochs N  --batch N
   --optimizer sgd|rmsprop|adam   --momentum M  --nesterov[=false]  --wd W
   --no-wd-bn            no weight decay on BN parameters and biases
@@ -208,14 +212,21 @@ int cmd_train(int argc, char** argv) {
   std::printf("octet train: threads %d, OpenBLAS core %s, data %s\n", num_threads(),
               openblas_core_banner().c_str(), root.c_str());
   Dataset train = load_dataset(root, Split::train);
-  Dataset test = load_dataset(root, Split::test);
-  std::printf("train %lld images, test %lld images, %d classes\n", static_cast<long long>(train.size()),
-              static_cast<long long>(test.size()), train.num_classes());
+  // The training images' shape is the model's input (recorded in every
+  // checkpoint, declared by the exporter): the test images must have it too.
+  LoadOptions test_shape;
+  test_shape.channels = train.channels;
+  test_shape.height = train.height;
+  test_shape.width = train.width;
+  test_shape.wanted_by = "the training images' shape";
+  Dataset test = load_dataset(root, Split::test, test_shape);
+  std::printf("train %lld images, test %lld images, %d classes, images %s\n", static_cast<long long>(train.size()),
+              static_cast<long long>(test.size()), train.num_classes(), train.shape().str().c_str());
 
   std::shared_ptr<nn::ResNet> qmodel;
   if (qat) {
     if (init.empty()) {
-      qmodel = nn::make_model(c.model, train.num_classes(), c.seed, nn::parse_conv_init(c.weight_init));
+      qmodel = nn::make_model(c.model, train.num_classes(), c.seed, nn::parse_conv_init(c.weight_init), train.channels);
       if (c.zero_init_residual) nn::zero_init_residual(*qmodel);
     } else {
       quant::LoadedModel lm = quant::load_model(init);
@@ -223,6 +234,9 @@ int cmd_train(int argc, char** argv) {
       if (lm.model->config().name != c.model)
         throw std::runtime_error("--init " + init + " holds a " + lm.model->config().name + ", not a " + c.model +
                                  " (give --model " + lm.model->config().name + ")");
+      if (lm.input.channels != train.channels)
+        throw std::runtime_error("--init " + init + " was trained on " + lm.input.str() + " images, the training images of " +
+                                 root + " are " + train.shape().str() + ": the stem takes another channel count");
       qmodel = lm.model;
     }
     quant::prepare(*qmodel, q);

@@ -58,13 +58,30 @@ quant::LoadedModel load_checkpoint_model(const std::string& path, bool need_quan
   cfg.act_bits = ptq.act_bits;
   cfg.act_observer.kind = ptq.observer;
   cfg.validate();
-  const Dataset train = load_dataset(resolve_data_path(ptq.data), Split::train);
+  const Dataset train = load_dataset(resolve_data_path(ptq.data), Split::train, data_options(m, path));
   std::printf("checkpoint %s: %s, float -> PTQ calibration: observer %s, %d train images from %s\n", path.c_str(),
               m.model->config().name.c_str(), ptq.observer.c_str(), ptq.images, train.source.c_str());
   std::fflush(stdout);
   quant::calibrate(*m.model, cfg, train, m.preprocess, ptq.images);
   m.qat = cfg;
   return m;
+}
+
+LoadOptions data_options(const ImageShape& shape, const std::string& who) {
+  LoadOptions o;
+  o.channels = shape.channels;
+  o.height = shape.height;
+  o.width = shape.width;
+  o.wanted_by = who;
+  return o;
+}
+
+LoadOptions data_options(const quant::LoadedModel& m, const std::string& path) {
+  if (m.input_recorded) return data_options(m.input, "the input of " + path);
+  LoadOptions o;  // before the input.* metadata every model took 3 channels, of any size in float
+  o.channels = 3;
+  o.wanted_by = "the input of " + path;
+  return o;
 }
 
 std::vector<uint8_t> images_nhwc(const Dataset& ds, int64_t first, int64_t n) {

@@ -1,7 +1,7 @@
 // apps/model_io.h: what export, eval, run, inspect and compare share: telling
 // model files from checkpoints, loading a checkpoint as a quantized model
-// (PTQ-calibrating a float one on request), and dataset images in the
-// engine's layout.
+// (PTQ-calibrating a float one on request), loading data in the shape a model
+// takes, and dataset images in the engine's layout.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +37,15 @@ struct PtqFlags {
 // on its train split when `need_quantized` (else returned as it is).
 // Prints one line about what it did.
 quant::LoadedModel load_checkpoint_model(const std::string& path, bool need_quantized, const PtqFlags& ptq);
+
+// How to load data for a model that takes `shape` images (`who` names the
+// model in messages, e.g. "the input of model.oct"): that channel count (an
+// image tree converts its files to it) and that size, never resized: images
+// of another size are an error naming both shapes.
+LoadOptions data_options(const ImageShape& shape, const std::string& who);
+// The same for a loaded checkpoint: its recorded shape or, for a checkpoint
+// older than that metadata, 3 channels and any size (what it meant then).
+LoadOptions data_options(const quant::LoadedModel& m, const std::string& path);
 
 // Images [first, first + n) of a dataset (CHW) as NHWC uint8, the engine's layout.
 std::vector<uint8_t> images_nhwc(const Dataset& ds, int64_t first, int64_t n);

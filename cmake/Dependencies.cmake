@@ -104,8 +104,15 @@ function(octet_test name)
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE ${T_LIBS} doctest::doctest octet_flags)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR})
+  # OCTET_EMULATOR: how a test starts another program of this build (e.g.
+  # octet-run): "" natively, "qemu-aarch64 -L <sysroot> " in a cross build, so
+  # the Arm runner really runs under qemu instead of failing to execute.
+  string(REPLACE ";" " " emulator "${CMAKE_CROSSCOMPILING_EMULATOR}")
+  if(emulator)
+    string(APPEND emulator " ")
+  endif()
   target_compile_definitions(${name} PRIVATE
-    OCTET_SOURCE_DIR="${PROJECT_SOURCE_DIR}" OCTET_BINARY_DIR="${PROJECT_BINARY_DIR}")
+    OCTET_SOURCE_DIR="${PROJECT_SOURCE_DIR}" OCTET_BINARY_DIR="${PROJECT_BINARY_DIR}" OCTET_EMULATOR="${emulator}")
   add_test(NAME ${name} COMMAND ${name})
   # A suite that cannot run its subject here exits 77 (tests/skip.h): "Skipped", not "Passed".
   set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77)
@@ -139,4 +146,16 @@ function(octet_test_suite prefix)
     list(APPEND targets ${prefix}.${name})
   endforeach()
   set(${prefix}_TESTS ${targets} PARENT_SCOPE)
+endfunction()
+
+# octet_isa_tests(SUITE COMPONENT ISA...): ctest entries COMPONENT.isa.<ISA>
+# that run the kernel suite SUITE with OCTET_TEST_ISA=<ISA>: only that ISA is
+# checked, and the entry is "Skipped" (with the reason) on a CPU without it
+# (tests/skip.h, isa_selected). So ctest lists every ISA the build ships and
+# whether this machine executed it.
+function(octet_isa_tests suite component)
+  foreach(isa ${ARGN})
+    add_test(NAME ${component}.isa.${isa} COMMAND ${suite})
+    set_tests_properties(${component}.isa.${isa} PROPERTIES ENVIRONMENT "OCTET_TEST_ISA=${isa}" SKIP_RETURN_CODE 77)
+  endforeach()
 endfunction()

@@ -119,27 +119,42 @@ Preprocess Preprocess::standard(const std::vector<float>& mean, const std::vecto
   return p;
 }
 
-Preprocess Preprocess::vgg() {
+Preprocess Preprocess::vgg(int channels) {
   Preprocess p;
   p.mode = PreprocessMode::vgg;
-  p.scale = {1.0f, 1.0f, 1.0f};
-  p.offset = {-kVggMean[0], -kVggMean[1], -kVggMean[2]};
+  if (channels == 3) {
+    p.scale = {1.0f, 1.0f, 1.0f};
+    p.offset = {-kVggMean[0], -kVggMean[1], -kVggMean[2]};
+  } else if (channels == 1) {  // the gray an RGB image of the mean colour turns into
+    p.scale = {1.0f};
+    p.offset = {-kVggGrayMean};
+  } else {
+    throw std::invalid_argument("vgg preprocessing: its means are for RGB (3 channels) or gray (1) images, not " +
+                                std::to_string(channels) + " channels");
+  }
   return p;
 }
 
-Preprocess Preprocess::inception() {
+Preprocess Preprocess::inception(int channels) {
+  if (channels < 1)
+    throw std::invalid_argument("inception preprocessing: channels must be >= 1, got " + std::to_string(channels));
   Preprocess p;
   p.mode = PreprocessMode::inception;
-  p.scale = {float(1.0 / 127.5), float(1.0 / 127.5), float(1.0 / 127.5)};
-  p.offset = {-1.0f, -1.0f, -1.0f};
+  p.scale.assign(size_t(channels), float(1.0 / 127.5));
+  p.offset.assign(size_t(channels), -1.0f);
   return p;
 }
 
-Preprocess Preprocess::make(PreprocessMode mode) {
+Preprocess Preprocess::make(PreprocessMode mode, int channels) {
   switch (mode) {
-    case PreprocessMode::standard: return standard();
-    case PreprocessMode::vgg: return vgg();
-    case PreprocessMode::inception: return inception();
+    case PreprocessMode::standard:
+      if (channels == 3) return standard();
+      if (channels == 1) return standard({kFashionMnistMean}, {kFashionMnistStd});
+      throw std::invalid_argument("standard preprocessing: default statistics exist for 3 channels (CIFAR-10) and "
+                                  "1 (Fashion-MNIST), not " +
+                                  std::to_string(channels) + "; compute them from the data (compute_channel_stats)");
+    case PreprocessMode::vgg: return vgg(channels);
+    case PreprocessMode::inception: return inception(channels);
   }
   throw std::invalid_argument("Preprocess::make: bad mode");
 }

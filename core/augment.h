@@ -17,15 +17,19 @@
 // the number of threads.
 //
 // Preprocessing turns uint8 pixels x in 0..255 into floats with one affine
-// map per channel:
+// map per channel, for images of any channel count C:
 //
 //     y = x * scale[c] + offset[c]
 //
-//   standard   (x/255 - mean_c) / std_c: scale = 1/(255 std_c), offset = -mean_c/std_c
-//              (CIFAR-10 mean/std by default, or compute_channel_stats() of the train set)
+//   standard   (x/255 - mean_c) / std_c: scale = 1/(255 std_c), offset = -mean_c/std_c.
+//              Training uses compute_channel_stats() of its train set, for any C
+//              (nn/trainer.h, make_preprocess); the constants of make() are
+//              CIFAR-10's (C = 3) and Fashion-MNIST's (C = 1)
 //   vgg        x - mean_c in 0..255 units, no scaling: scale = 1, offset = -mean_c,
-//              mean = (123.68, 116.78, 103.94) RGB (the VGG / ResNet-v1 means)
-//   inception  x/127.5 - 1, range [-1, 1]: scale = 1/127.5, offset = -1
+//              mean = (123.68, 116.78, 103.94) RGB (the VGG / ResNet-v1 means); for
+//              gray images (C = 1) their luma, 0.299 R + 0.587 G + 0.114 B = 117.38
+//              (ITU-R BT.601, the weights that turn RGB into gray); other C: refused
+//   inception  x/127.5 - 1, range [-1, 1]: scale = 1/127.5, offset = -1, any C
 //
 // The affine form is the contract, not an approximation: the float pipeline
 // computes exactly x * scale + offset in float, and the exporter folds the
@@ -96,8 +100,14 @@ PreprocessMode parse_preprocess(const std::string& name);  // throws std::invali
 // CIFAR-10 training-set statistics in [0, 1] units (RGB).
 inline constexpr float kCifar10Mean[3] = {0.4914f, 0.4822f, 0.4465f};
 inline constexpr float kCifar10Std[3] = {0.2470f, 0.2435f, 0.2616f};
-// VGG / ResNet-v1 (Caffe, TF-slim) channel means in 0..255 units, RGB order.
+// Fashion-MNIST training-set statistics in [0, 1] units (gray; the 60,000
+// images of train-images-idx3-ubyte: 0.28604, 0.35302).
+inline constexpr float kFashionMnistMean = 0.2860f;
+inline constexpr float kFashionMnistStd = 0.3530f;
+// VGG / ResNet-v1 (Caffe, TF-slim) channel means in 0..255 units, RGB order,
+// and their BT.601 luma for gray images.
 inline constexpr float kVggMean[3] = {123.68f, 116.78f, 103.94f};
+inline constexpr float kVggGrayMean = float(0.299 * 123.68 + 0.587 * 116.78 + 0.114 * 103.94);  // 117.379
 
 struct Preprocess {
   PreprocessMode mode = PreprocessMode::standard;
@@ -107,10 +117,14 @@ struct Preprocess {
   // mean, std in [0, 1] units, one per channel (default: CIFAR-10's).
   static Preprocess standard(const std::vector<float>& mean = {kCifar10Mean[0], kCifar10Mean[1], kCifar10Mean[2]},
                              const std::vector<float>& std = {kCifar10Std[0], kCifar10Std[1], kCifar10Std[2]});
-  static Preprocess vgg();
-  static Preprocess inception();
-  // By mode with the default constants.
-  static Preprocess make(PreprocessMode mode);
+  // channels 3 (RGB) or 1 (gray); others throw std::invalid_argument.
+  static Preprocess vgg(int channels = 3);
+  // Any channels >= 1.
+  static Preprocess inception(int channels = 3);
+  // By mode with the default constants, for images of `channels` channels:
+  // standard has constants for 3 (CIFAR-10) and 1 (Fashion-MNIST) only;
+  // other counts need the data's statistics (standard(mean, std)).
+  static Preprocess make(PreprocessMode mode, int channels = 3);
 
   int channels() const { return int(scale.size()); }
   float apply(int c, uint8_t x) const { return float(x) * scale[size_t(c)] + offset[size_t(c)]; }

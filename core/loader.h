@@ -8,7 +8,7 @@
 //     Batch b;
 //     for (int64_t epoch = 0; epoch < epochs; ++epoch) {
 //       loader.start_epoch(epoch);             // or start_epoch(epoch, k) to resume at batch k
-//       while (loader.next(b)) train_step(b);  // b.images: N x 3 x 32 x 32 floats (NCHW)
+//       while (loader.next(b)) train_step(b);  // b.images: N x C x H x W floats (NCHW), the dataset's shape
 //     }
 //
 // Determinism: batch k of epoch e is a pure function of (dataset, options,
@@ -67,7 +67,7 @@ struct LoaderOptions {
   bool alternate_flip = false;  // ... drawn once, then alternating by epoch (core/augment.h, alternating_flip)
   int cutout = 0;          // cutout square side in pixels, 0 = off (when augment; core/augment.h)
   int cutout_epochs = 0;   // > 0: cutout only in epochs 0..cutout_epochs-1, clean images after (0 = every epoch)
-  Preprocess preprocess = Preprocess::standard();
+  Preprocess preprocess = Preprocess::standard();  // one map per channel of the images (CIFAR-10's by default)
   BatchOutput output = BatchOutput::float_nchw;
   uint64_t seed = 0;
   int prefetch = 3;  // batches built ahead of the consumer (0 = none)

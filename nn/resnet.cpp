@@ -123,6 +123,7 @@ ResNet::ResNet(const ResNetConfig& cfg, Rng& rng) : Module("ResNet"), config_(cf
   if (cfg.blocks.empty() || cfg.blocks.size() != cfg.widths.size())
     throw std::invalid_argument("ResNet '" + cfg.name + "': blocks and widths must be non-empty and of equal length");
   if (cfg.num_classes < 1) throw std::invalid_argument("ResNet: num_classes must be >= 1");
+  if (cfg.in_channels < 1) throw std::invalid_argument("ResNet: in_channels must be >= 1");
   if (cfg.imagenet_stem) {
     register_module("conv1", std::make_shared<Conv2d>(cfg.in_channels, cfg.stem_channels, 7, 2, 3, false, rng, cfg.conv_init));
   } else {
@@ -226,9 +227,11 @@ ResNetConfig resnet_config(const std::string& name, int num_classes) {
   return c;
 }
 
-std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uint64_t seed, ConvInit conv_init) {
+std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uint64_t seed, ConvInit conv_init,
+                                   int in_channels) {
   ResNetConfig cfg = resnet_config(name, num_classes);
   cfg.conv_init = conv_init;
+  cfg.in_channels = in_channels;
   Rng rng(seed, /*stream=*/0x1417);
   return std::make_shared<ResNet>(cfg, rng);
 }

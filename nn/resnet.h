@@ -97,14 +97,14 @@ struct ResNetConfig {
   bool imagenet_stem = false;       // 7x7/2 conv + 3x3/2 max pool instead of 3x3/1 conv
   bool stride_on_3x3 = false;       // Bottleneck only: v1.5
   int num_classes = 10;
-  int in_channels = 3;
+  int in_channels = 3;              // the images' channels, which the stem takes: 3 (RGB), 1 (gray), ...
   ConvInit conv_init = ConvInit::torch;  // how every Conv2d draws its weight
 };
 
 class ResNet : public Module {
  public:
   ResNet(const ResNetConfig& config, Rng& rng);
-  Tensor forward(const Tensor& x) override;  // [N, 3, H, W] -> logits [N, classes]
+  Tensor forward(const Tensor& x) override;  // [N, in_channels, H, W] -> logits [N, classes]
   std::string describe() const override { return "ResNet(" + config_.name + ")"; }
 
   const ResNetConfig& config() const { return config_; }
@@ -122,9 +122,10 @@ class ResNet : public Module {
 ResNetConfig resnet_config(const std::string& name, int num_classes = 10);
 std::vector<std::string> model_names();
 
-// A freshly initialized model from a seeded generator (same seed, same weights).
+// A freshly initialized model from a seeded generator (same seed, same
+// weights), for images of `in_channels` channels (the data's; 1 for gray).
 std::shared_ptr<ResNet> make_model(const std::string& name, int num_classes, uint64_t seed,
-                                   ConvInit conv_init = ConvInit::torch);
+                                   ConvInit conv_init = ConvInit::torch, int in_channels = 3);
 
 // ---------------------------------------------------------------- train-time branches
 //

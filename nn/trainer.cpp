@@ -264,7 +264,7 @@ void TrainConfig::validate() {
 
 Preprocess make_preprocess(const std::string& mode, const Dataset& train) {
   PreprocessMode m = parse_preprocess(mode);
-  if (m != PreprocessMode::standard) return Preprocess::make(m);
+  if (m != PreprocessMode::standard) return Preprocess::make(m, train.channels);
   ChannelStats st = compute_channel_stats(train);
   std::vector<float> mean(st.mean.begin(), st.mean.end()), sd(st.std.begin(), st.std.end());
   return Preprocess::standard(mean, sd);
@@ -303,6 +303,26 @@ Dataset take_subset(const Dataset& data, int64_t n, uint64_t seed) {
   return out;
 }
 
+ImageShape input_shape_from_checkpoint(const Checkpoint& ck, bool* recorded) {
+  const char* keys[3] = {"input.channels", "input.height", "input.width"};
+  int present = 0;
+  for (const char* k : keys) present += ck.meta.count(k) ? 1 : 0;
+  if (recorded) *recorded = present == 3;
+  if (present == 0) return ImageShape{3, 32, 32};  // before the keys: what every export declared
+  if (present != 3)
+    throw std::runtime_error("checkpoint " + ck.source +
+                             ": metadata input.channels, input.height and input.width must come together");
+  int v[3] = {0, 0, 0};
+  for (int i = 0; i < 3; ++i) {
+    const std::string& text = ck.get(keys[i]);
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v[i]);
+    if (ec != std::errc() || end != text.data() + text.size() || v[i] < 1 || v[i] > (1 << 16))
+      throw std::runtime_error("checkpoint " + ck.source + ": metadata '" + keys[i] + "' is not a size in 1..65536: '" +
+                               text + "'");
+  }
+  return ImageShape{v[0], v[1], v[2]};
+}
+
 std::shared_ptr<ResNet> model_from_checkpoint(const Checkpoint& ck) {
   const std::string& classes = ck.get("classes");
   int n = 0;
@@ -311,7 +331,7 @@ std::shared_ptr<ResNet> model_from_checkpoint(const Checkpoint& ck) {
   } catch (const std::exception&) {
     throw std::runtime_error("checkpoint " + ck.source + ": metadata 'classes' is not a number: '" + classes + "'");
   }
-  auto model = make_model(ck.get("model"), n, 0);
+  auto model = make_model(ck.get("model"), n, 0, ConvInit::torch, input_shape_from_checkpoint(ck).channels);
   try {
     model->load_state(ck.with_prefix("model."));
   } catch (const std::exception& e) {
@@ -359,9 +379,14 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
     if (cfg_.reparam != "none")
       throw std::invalid_argument("train: reparam " + cfg_.reparam +
                                   " adds branches to a model the trainer makes; this run was given its model");
+    if (auto* r = dynamic_cast<const ResNet*>(model.get()); r && r->config().in_channels != train.channels)
+      throw std::invalid_argument("train: the model takes " + std::to_string(r->config().in_channels) +
+                                  "-channel images, the training images of " + train.source + " are " +
+                                  train.shape().str());
     model_ = std::move(model);
   } else {
-    model_ = make_model(cfg_.model, train.num_classes(), cfg_.seed, conv_init);
+    // The stem takes the data's channels: gray images stay one channel.
+    model_ = make_model(cfg_.model, train.num_classes(), cfg_.seed, conv_init, train.channels);
     if (!branch_kinds.empty()) add_branches(*model_, branch_kinds, cfg_.seed, conv_init);
     if (cfg_.zero_init_residual) zero_init_residual(*model_);
   }
@@ -436,6 +461,11 @@ Checkpoint Trainer::make_checkpoint(bool averaged) const {
   ck.meta["preprocess.mode"] = preprocess_name(pre_.mode);
   ck.meta["preprocess.scale"] = join_floats(pre_.scale);
   ck.meta["preprocess.offset"] = join_floats(pre_.offset);
+  // What the model takes: eval, run and the exporter read it back
+  // (input_shape_from_checkpoint).
+  ck.meta["input.channels"] = std::to_string(train_->channels);
+  ck.meta["input.height"] = std::to_string(train_->height);
+  ck.meta["input.width"] = std::to_string(train_->width);
   ck.meta["best_top1"] = shortest(best_top1_);
   ck.meta["schedule"] = schedule_->describe();
   std::string hist;
@@ -507,6 +537,13 @@ void Trainer::restore_state(const Checkpoint& ck, bool is_fork) {
     else
       diffs += "\n  " + k + ": checkpoint " + was + ", now " + v;
   }
+  // The images must be of the shape the run trained on (checked when the
+  // checkpoint records it: older ones may have trained on any size).
+  bool recorded = false;
+  const ImageShape was_shape = input_shape_from_checkpoint(ck, &recorded);
+  if (recorded && was_shape != train_->shape())
+    diffs += "\n  training images: checkpoint " + was_shape.str() + ", now " + train_->shape().str() + " (" +
+             train_->source + ")";
   if (!diffs.empty())
     throw std::runtime_error(where + " was written by a run with another configuration; " +
                              (is_fork ? "a fork may change any flag but these:" : "give the same flags to resume:") +

@@ -56,8 +56,9 @@
 // "self_distill.predictions", [images, classes]); metadata "config.<key>" (every TrainConfig field),
 // "model", "epoch" (completed epochs), "step", "optim.steps",
 // "preprocess.mode/scale/offset" (the exact float affine map, for eval and
-// the exporter), "best_top1", "history" (the CSV rows), "step_history" (the
-// rows of steps.csv), "classes".
+// the exporter), "input.channels/height/width" (the shape of the training
+// images: what the model takes, for eval, run and the exporter), "best_top1",
+// "history" (the CSV rows), "step_history" (the rows of steps.csv), "classes".
 #pragma once
 
 #include <cstdint>
@@ -171,8 +172,9 @@ struct NonFiniteLoss : std::runtime_error {
 
 class Trainer {
  public:
-  // model: nullptr = make_model(cfg.model, classes, cfg.seed). quant/ passes
-  // its prepared (fake-quant) model here. Construction reads no files: a
+  // model: nullptr = make_model(cfg.model, classes, cfg.seed), its stem taking
+  // the training images' channels. quant/ passes its prepared (fake-quant)
+  // model here, whose stem must take them too. Construction reads no files: a
   // resumed run is restored by resume(), or by fit() itself.
   Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std::shared_ptr<Module> model = nullptr);
 
@@ -275,6 +277,13 @@ class Trainer {
 Preprocess make_preprocess(const std::string& mode, const Dataset& train);
 // The exact map stored in a checkpoint.
 Preprocess preprocess_from_checkpoint(const Checkpoint& ck);
+// The shape of the images the checkpoint's model was trained on (metadata
+// "input.channels", "input.height", "input.width"). Checkpoints written
+// before these keys existed were all trained on 3-channel 32x32 images as far
+// as the exporter knew (it always declared that input): they get that shape,
+// and *recorded (when given) says false. Throws naming the checkpoint when a
+// key is malformed or only some are present.
+ImageShape input_shape_from_checkpoint(const Checkpoint& ck, bool* recorded = nullptr);
 
 // A class-mixed sample of n images (seeded shuffle, first n); n >= size: a copy.
 Dataset take_subset(const Dataset& data, int64_t n, uint64_t seed);
@@ -308,7 +317,8 @@ struct BnStatsOptions {
 int64_t recompute_bn_stats(Module& model, const Dataset& data, const Preprocess& pre, const BnStatsOptions& opt);
 
 // A model rebuilt from a training checkpoint (architecture from "model",
-// classes from "classes", state from "model.*").
+// classes from "classes", the stem's channels from "input.channels", state
+// from "model.*").
 std::shared_ptr<ResNet> model_from_checkpoint(const Checkpoint& ck);
 
 }  // namespace octet::nn

@@ -15,8 +15,11 @@
 // version against float, and an attribution of the integer model's error:
 //
 //   weight share    E(weights - float)
-//   clip share      E(fakequant - float) * c,   c = the clipped part of this tensor's own
-//   round share     E(fakequant - float) * (1 - c)   activation quantization error
+//   clip share      A * c,         A = max(0, E(fakequant - float) - E(weights - float)):
+//   round share     A * (1 - c)    what the activation quantizers add on top of the
+//                                  weights' error (else the weight error counts twice);
+//                                  c = the clipped part of this tensor's own
+//                                  activation quantization error
 //   integer share   E(integer - fakequant): the integer arithmetic's rounding
 //                   (requantization, add rescale, pool ties) and the export's own
 //                   changes: the stem's border padding and, with per-channel

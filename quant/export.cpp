@@ -267,13 +267,19 @@ struct Exporter {
   }
   double scale_of(engine::TensorId t) const { return b.desc().tensors[t.id].scale; }
 
-  // The input: uint8 pixels, real = s_px * (pixel - z). Picks the z that
+  // The input: uint8 pixels, real = s_px * (pixel - z), of opt's height and
+  // width (32x32 when unset) and the model's channels. Picks the z that
   // minimizes max_c |a[c] z + o[c]| (the preprocessed value the engine pads
-  // with, e[c]; export.h) and s_px = max_c a[c]. Checks: the preprocessing has
-  // the model's channel count and positive, finite scales.
+  // with, e[c]; export.h) and s_px = max_c a[c]; with one channel (gray) the
+  // fold is that of any channel. Checks: the preprocessing has the model's
+  // channel count (and opt's, when set), positive, finite scales, a size >= 1.
   void input() {
     const int C = pre.channels();
     if (C != rc.in_channels) refuse("input", cat("preprocessing has ", C, " channels, the model ", rc.in_channels));
+    if (opt.input_c != 0 && opt.input_c != rc.in_channels)
+      refuse("input", cat("the input is to have ", opt.input_c, " channels, but the model's stem takes ", rc.in_channels));
+    const int H = opt.input_h ? opt.input_h : 32, W = opt.input_w ? opt.input_w : 32;
+    if (H < 1 || W < 1) refuse("input", cat("input size ", W, "x", H, " is not positive"));
     int best_z = 0;
     double best_e = std::numeric_limits<double>::infinity();
     for (int z = 0; z < 256; ++z) {
@@ -294,7 +300,7 @@ struct Exporter {
     R.input_zero_point = best_z;
     R.input_scale = s_px;
     for (int c = 0; c < C; ++c) R.padding_value.push_back(double(pre.scale[size_t(c)]) * best_z + double(pre.offset[size_t(c)]));
-    pixels = b.add_input("image", opt.input_h, opt.input_w, C, s_px, best_z);
+    pixels = b.add_input("image", H, W, C, s_px, best_z);
   }
 
   // The stem's weight codes (conv() calls it for the conv that reads the
@@ -412,13 +418,38 @@ struct Exporter {
   }
 
   // A residual add: TFLite's rescale of the two producers' grids into the
-  // output grid (ModelBuilder::add_add); a fused ReLU is the clamp. Checks:
-  // the output grid, both inputs produced earlier.
+  // output grid (ModelBuilder::add_add); a fused ReLU is the clamp. With
+  // Add-input quantizers (QatConfig::add_inputs tied or untied) each input
+  // is first requantized onto its slot's grid, as training rounds it there.
+  // Checks: the output grid, both inputs produced earlier, the slots' grids.
   void add(const QuantEdge& e) {
     const QuantParams og = grid(e.output, e.name);
-    const engine::TensorId a = tensor_for(e.input, e.name);
-    const engine::TensorId c = tensor_for(e.input_b, e.name);
+    engine::TensorId a = tensor_for(e.input, e.name);
+    engine::TensorId c = tensor_for(e.input_b, e.name);
+    if (e.add_slot_a) a = requantize(e.add_slot_a, a);
+    if (e.add_slot_b) c = requantize(e.add_slot_b, c);
     record(e.output, b.add_add(e.name, a, c, out_quant(og, e.name), clamp_of(og, e.relu)), e.name);
+  }
+
+  // x onto the grid of the ActQuant `slot` (an Add-input quantizer, named
+  // like "layer1.0.add.input_a"): y = clamp(zp_y + round(M (x - zp_x))) with
+  // M = s_x / s_y, the int8 -> int8 requantization of TFLite's QUANTIZE op.
+  // The engine needs no op of its own for it: a depthwise 1x1 conv with unit
+  // weights (code 1 at scale 1) and no bias computes exactly that, through
+  // the same fixed-point requantization as every conv.
+  engine::TensorId requantize(const ActQuant* slot, engine::TensorId x) {
+    const std::string name = name_of(slot);
+    const QuantParams g = grid(slot, name);
+    const int channels = static_cast<int>(b.shape(x).back());
+    engine::Weights unit;
+    unit.values.assign(static_cast<size_t>(channels), 1);
+    unit.out_c = channels;
+    unit.in_c = 1;
+    unit.scales = {1.0};
+    const engine::TensorId y =
+        b.add_conv(name, x, unit, {}, {.groups = channels}, out_quant(g, name), clamp_of(g, /*relu=*/false));
+    record(slot, y, name);
+    return y;
   }
 
   // A pool's input tensor. Checks: the pool's output grid is its input's
@@ -569,6 +600,10 @@ ExportResult export_model(LoadedModel& loaded, ExportOptions opt) {
     }
     if (static_cast<int>(opt.class_names.size()) != loaded.model->config().num_classes) opt.class_names.clear();
   }
+  // The input the model was trained on (older checkpoints: 32x32, 3 channels).
+  if (opt.input_h == 0) opt.input_h = loaded.input.height;
+  if (opt.input_w == 0) opt.input_w = loaded.input.width;
+  if (opt.input_c == 0) opt.input_c = loaded.input.channels;
   if (!ck.source.empty()) opt.metadata.emplace_back("source_checkpoint", ck.source);
   return export_model(*loaded.model, *loaded.qat, loaded.preprocess, opt);
 }

@@ -4,7 +4,8 @@
 // The steps of export_model, in order (each a member of the Exporter in
 // quant/export.cpp, which says what it does and what it refuses):
 //
-//   1. input           uint8 pixels in; picks the pad pixel z and s_px (below)
+//   1. input           uint8 pixels in, H x W x C (the training images' shape,
+//                      ExportOptions); picks the pad pixel z and s_px (below)
 //   2. the layers      quant_edges() in forward order, one step per kind:
 //        conv            a ConvBn; the stem (the conv that reads the pixels)
 //                        first folds the preprocessing (stem_weights)
@@ -34,7 +35,10 @@
 //                the engine's own ModelBuilder.
 //   fc           the same from the Linear and its weight quantizer.
 //   add          TFLite's rescale (ModelBuilder::add_add) of the two producer
-//                grids into the output grid; a fused ReLU is a clamp.
+//                grids into the output grid; a fused ReLU is a clamp. With
+//                Add-input quantizers (add_inputs tied | untied) each input is
+//                first requantized onto its slot's grid, as in training: a
+//                depthwise 1x1 conv with unit weights, no new engine op.
 //   pools        global average pool (and max pool) keep their input's grid.
 //
 // The input: the first conv absorbs the preprocessing, so the engine eats raw
@@ -99,7 +103,14 @@ class ExportError : public std::runtime_error {
 struct ExportOptions {
   std::string model_name;                // "" = the ResNet config's name
   std::vector<std::string> class_names;  // "" entries not allowed; empty = none stored
-  int input_h = 32, input_w = 32;        // the engine's input image size
+  // The engine's input image, input_h x input_w x input_c uint8 pixels: what
+  // the model was trained on. 0 = export_model(LoadedModel&) takes the
+  // checkpoint's shape (the training images'; 32x32 for checkpoints older
+  // than that metadata), export_model(ResNet&) 32x32. The channels are the
+  // model's stem's (ResNetConfig::in_channels, which the preprocessing must
+  // have too); input_c 0 takes them, another value must equal them.
+  int input_h = 0, input_w = 0;
+  int input_c = 0;
   std::vector<std::pair<std::string, std::string>> metadata;  // extra keys (source checkpoint, ...)
 };
 
@@ -151,8 +162,8 @@ struct ExportResult {
 // std::logic_error for an unprepared model.
 ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Preprocess& pre,
                           const ExportOptions& opt = {});
-// A loaded checkpoint (must be prepared: QAT or PTQ). Class names and the
-// model name come from its metadata unless opt sets them.
+// A loaded checkpoint (must be prepared: QAT or PTQ). Class names, the model
+// name and the input shape come from its metadata unless opt sets them.
 ExportResult export_model(LoadedModel& loaded, ExportOptions opt = {});
 
 // The 4-bytes-per-parameter size of the float model of `config` (what the

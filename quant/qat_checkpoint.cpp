@@ -64,7 +64,8 @@ LoadedModel load_model(const Checkpoint& ck) {
   } catch (const std::logic_error&) {
     throw std::runtime_error(where + ": metadata 'classes' is not a number");
   }
-  out.model = nn::make_model(ck.get("model"), classes, 0);
+  out.input = nn::input_shape_from_checkpoint(ck, &out.input_recorded);
+  out.model = nn::make_model(ck.get("model"), classes, 0, nn::ConvInit::torch, out.input.channels);
   out.qat = qat_config_from_checkpoint(ck);
   if (out.qat) prepare(*out.model, *out.qat);
   try {

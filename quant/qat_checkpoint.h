@@ -14,6 +14,7 @@
 
 #include "core/augment.h"
 #include "core/checkpoint.h"
+#include "core/dataset.h"
 #include "nn/module.h"
 #include "nn/resnet.h"
 #include "quant/qat_config.h"
@@ -32,11 +33,17 @@ struct LoadedModel {
   std::shared_ptr<nn::ResNet> model;
   std::optional<QatConfig> qat;  // set when the model is prepared (QAT or PTQ checkpoint)
   Preprocess preprocess;         // the run's exact float preprocessing
+  // The shape of the images it was trained on (nn::input_shape_from_checkpoint):
+  // the input the exporter declares. input_recorded is false for checkpoints
+  // older than that metadata, whose shape is then 3 channels, 32x32.
+  ImageShape input;
+  bool input_recorded = false;
   Checkpoint checkpoint;         // metadata and tensors as loaded
 };
 // A checkpoint of `octet train` (float or --qat) or `octet calibrate` as a
-// ready model: make_model -> [prepare(config)] -> load_state -> observer
-// states. Throws std::runtime_error naming the file and what is wrong.
+// ready model: make_model (the stem takes the recorded channels) ->
+// [prepare(config)] -> load_state -> observer states. Throws
+// std::runtime_error naming the file and what is wrong.
 LoadedModel load_model(const std::string& path);
 LoadedModel load_model(const Checkpoint& ck);
 

@@ -9,6 +9,10 @@
 # OPENBLAS_CORETYPE unset (OpenBLAS picks the core for this CPU) and with
 # OPENBLAS_CORETYPE=Haswell (what some machines' environment sets: it roughly
 # halves sgemm on AVX-512 CPUs), `octet bench engine`, and the peer script.
+# ONNX Runtime (scripts/ort_setup.sh installs it) times the very network the
+# engine runs: the random ResNet-20 of `octet bench engine --save-model`,
+# converted by `octet export --onnx` to QDQ with uint8 activations (U8S8, what
+# ORT runs in integer kernels on x86) and to its float twin (fp32).
 # Benchmarks on shared machines are noisy: compare the ratios of one run, and
 # run on an idle machine. Environment: OCTET_BUILD (default build),
 # OCTET_PEER (the peer script), OCTET_BENCH_OUT (raw outputs, default
@@ -28,6 +32,23 @@ mkdir -p "$out"
 val() { awk -v k="$2" '$1 == k { print $2; exit }' "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.2fx", a / b; else print "-" }'; }
 
+# The engine's benchmark network as ONNX, for the ORT peer (skipped without ORT).
+ort_dir="$build/ort"
+have_ort=0
+if [ -d "$ort_dir/node_modules/onnxruntime-node" ] && command -v node >/dev/null; then
+  "$octet" bench engine --threads 1 --seconds 0.1 --save-model "$out/resnet20_random.oct" > /dev/null
+  "$octet" export "$out/resnet20_random.oct" --onnx "$out/resnet20_u8s8.onnx" > /dev/null
+  "$octet" export "$out/resnet20_random.oct" --onnx "$out/resnet20_fp32.onnx" --onnx-activations float32 > /dev/null
+  have_ort=1
+else
+  echo "scripts/bench.sh: no ONNX Runtime in $ort_dir (scripts/ort_setup.sh): its columns stay empty" >&2
+fi
+# img/s of one ORT run: model, batch, threads
+ort_img_s() {
+  node scripts/ort_run.mjs bench "$1" --batch "$2" --threads "$3" --seconds 3 --ort-dir "$ort_dir" |
+    sed -n 's/.*"img_per_s":\([0-9.]*\).*/\1/p'
+}
+
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for t in $threads; do
   echo "threads $t: octet bench train (OpenBLAS default core) ..." >&2
@@ -36,24 +57,40 @@ for t in $threads; do
   OPENBLAS_CORETYPE=Haswell "$octet" bench train --threads "$t" > "$out/octet_train_haswell_t$t.txt"
   echo "threads $t: octet bench engine ..." >&2
   "$octet" bench engine --threads "$t" > "$out/octet_engine_t$t.txt"
+  : > "$out/ort_t$t.txt"
+  if [ "$have_ort" = 1 ]; then
+    echo "threads $t: ONNX Runtime (U8S8 and fp32) ..." >&2
+    for b in 1 100; do
+      echo "ort_u8s8_b${b}_img_s $(ort_img_s "$out/resnet20_u8s8.onnx" "$b" "$t")" >> "$out/ort_t$t.txt"
+      echo "ort_fp32_b${b}_img_s $(ort_img_s "$out/resnet20_fp32.onnx" "$b" "$t")" >> "$out/ort_t$t.txt"
+    done
+  fi
   echo "threads $t: peer $peer ..." >&2
   env -u OPENBLAS_CORETYPE /usr/bin/python3 "$peer" --threads "$t" > "$out/peer_t$t.txt" 2> "$out/peer_t$t.err"
 
   o="$out/octet_train_t$t.txt" h="$out/octet_train_haswell_t$t.txt" e="$out/octet_engine_t$t.txt" p="$out/peer_t$t.txt"
   echo
   echo "threads $t (OpenBLAS core: $(val "$o" openblas_core); with OPENBLAS_CORETYPE=Haswell: $(val "$h" openblas_core); engine ISA: $(val "$e" isa))"
-  printf "| %-24s | %10s | %10s | %12s | %7s |\n" "img/s" "Octet" "PyTorch" "Octet Haswell" "ratio"
-  printf "|%s|%s|%s|%s|%s|\n" "--------------------------" "-----------:" "-----------:" "-------------:" "--------:"
+  printf "| %-34s | %10s | %10s | %12s | %7s |\n" "img/s" "Octet" "peer" "Octet Haswell" "ratio"
+  printf "|%s|%s|%s|%s|%s|\n" "------------------------------------" "-----------:" "-----------:" "-------------:" "--------:"
   for k in train_fp32_img_s infer_fp32_b1_img_s infer_fp32_b100_img_s; do
-    printf "| %-24s | %10s | %10s | %12s | %7s |\n" "$k" "$(val "$o" $k)" "$(val "$p" $k)" "$(val "$h" $k)" \
+    printf "| %-34s | %10s | %10s | %12s | %7s |\n" "$k (PyTorch)" "$(val "$o" $k)" "$(val "$p" $k)" "$(val "$h" $k)" \
       "$(ratio "$(val "$o" $k)" "$(val "$p" $k)")"
   done
   for b in b1 b100; do
     k="infer_int8_${b}_img_s"
-    printf "| %-24s | %10s | %10s | %12s | %7s |\n" "$k (onednn)" "$(val "$e" $k)" "$(val "$p" infer_int8_onednn_${b}_img_s)" "" \
+    printf "| %-34s | %10s | %10s | %12s | %7s |\n" "$k (PyTorch oneDNN)" "$(val "$e" $k)" "$(val "$p" infer_int8_onednn_${b}_img_s)" "" \
       "$(ratio "$(val "$e" $k)" "$(val "$p" infer_int8_onednn_${b}_img_s)")"
   done
-  printf "| %-24s | %10s | %10s | %12s | %7s |\n" "train_qat_img_s" "$(val "$o" train_qat_img_s)" "" "" \
+  r="$out/ort_t$t.txt"
+  for b in b1 b100; do
+    k="infer_int8_${b}_img_s"
+    printf "| %-34s | %10s | %10s | %12s | %7s |\n" "$k (ORT U8S8)" "$(val "$e" $k)" "$(val "$r" ort_u8s8_${b}_img_s)" "" \
+      "$(ratio "$(val "$e" $k)" "$(val "$r" ort_u8s8_${b}_img_s)")"
+    printf "| %-34s | %10s | %10s | %12s | %7s |\n" "$k (ORT fp32)" "$(val "$e" $k)" "$(val "$r" ort_fp32_${b}_img_s)" "" \
+      "$(ratio "$(val "$e" $k)" "$(val "$r" ort_fp32_${b}_img_s)")"
+  done
+  printf "| %-34s | %10s | %10s | %12s | %7s |\n" "train_qat_img_s" "$(val "$o" train_qat_img_s)" "" "" \
     "qat/fp32 cpu $(val "$o" train_qat_over_fp32_cpu)"
 done
 echo

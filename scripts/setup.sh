@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages="g++ cmake make libopenblas-dev libtbb-dev doctest-dev libstb-dev nlohmann-json3-dev openmpi-bin libopenmpi-dev ${OCTET_EXTRA_PACKAGES:-}"
+packages="g++ cmake make libopenblas-dev libtbb-dev doctest-dev libstb-dev nlohmann-json3-dev zlib1g-dev openmpi-bin libopenmpi-dev ${OCTET_EXTRA_PACKAGES:-}"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -13,6 +13,7 @@
 #include <doctest/doctest.h>
 
 #include "core/image.h"
+#include "tests/shell.h"
 
 namespace octet::testing {
 
@@ -25,16 +26,8 @@ struct Result {
 
 // `octet <args>`, run by /bin/sh; args are shell words (quote paths yourself).
 inline Result octet_cli(const std::string& args) {
-  const std::string command = std::string("'") + OCTET_EXE + "' " + args + " 2>&1";
-  Result r;
-  FILE* p = ::popen(command.c_str(), "r");
-  REQUIRE_MESSAGE(p, "popen failed for: " << command);
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  if (WIFEXITED(status)) r.code = WEXITSTATUS(status);
-  return r;
+  const ShellResult r = run_shell(std::string("'") + OCTET_EXE + "' " + args + " 2>&1");
+  return {r.code, r.out};
 }
 
 inline bool contains(const std::string& haystack, const std::string& needle) {

@@ -43,6 +43,25 @@ std::vector<uint8_t> read_all(const std::string& path) {
   return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
+// The trainer's line per epoch it ran ("epoch 2/3  lr ..."), cut to "epoch 2/3".
+std::vector<std::string> epoch_lines(const std::string& output) {
+  std::vector<std::string> r;
+  std::istringstream in(output);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("epoch ", 0) == 0) r.push_back(line.substr(0, line.find("  ")));
+  return r;
+}
+
+// The epoch and step columns of each row of a run's log.csv ("2,8").
+std::vector<std::string> log_epochs(const std::string& path) {
+  std::ifstream f(path);
+  std::vector<std::string> r;
+  std::string line;
+  std::getline(f, line);  // the header
+  while (std::getline(f, line)) r.push_back(line.substr(0, line.find(',', line.find(',') + 1)));
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("cli: no command, an unknown command, and every command's --help") {
@@ -237,8 +256,12 @@ TEST_CASE("cli: train --stop-after stops early, --resume goes on bit for bit; --
   REQUIRE(first.code == 0);
   CHECK(contains(first.output, "stopped after epoch 1 of 3 (--stop-after); --resume goes on"));
   CHECK(!fs::exists(tmp / "part/epoch_2.ckpt"));
+  CHECK(epoch_lines(first.output) == std::vector<std::string>{"epoch 1/3"});
+  CHECK(log_epochs(tmp / "part/log.csv") == std::vector<std::string>{"1,4"});
   const Result again = octet_cli(flags + " --stop-after 1 --resume --out " + quoted(tmp / "part"));
   CHECK(contains(again.output, "nothing to do: the run in " + tmp / "part" + " stopped after epoch 1 of 3"));
+  CHECK(epoch_lines(again.output).empty());
+  CHECK(log_epochs(tmp / "part/log.csv") == std::vector<std::string>{"1,4"});
   const Result rest = octet_cli(flags + " --resume --out " + quoted(tmp / "part"));
   INFO(rest.output);
   REQUIRE(rest.code == 0);
@@ -246,6 +269,11 @@ TEST_CASE("cli: train --stop-after stops early, --resume goes on bit for bit; --
   CHECK(!contains(rest.output, "epoch 1/3"));  // only the remaining epochs ran
   CHECK(contains(rest.output, "epoch 2/3"));
   CHECK(contains(rest.output, "epoch 3/3"));
+  // ... each once; the log has every epoch exactly once, at the uninterrupted run's steps.
+  CHECK(epoch_lines(rest.output) == std::vector<std::string>{"epoch 2/3", "epoch 3/3"});
+  CHECK(epoch_lines(whole.output) == std::vector<std::string>{"epoch 1/3", "epoch 2/3", "epoch 3/3"});
+  CHECK(log_epochs(tmp / "whole/log.csv") == std::vector<std::string>{"1,4", "2,8", "3,12"});
+  CHECK(log_epochs(tmp / "part/log.csv") == log_epochs(tmp / "whole/log.csv"));
   CHECK(read_all(tmp / "part/steps.csv") == read_all(tmp / "whole/steps.csv"));
   const octet::Checkpoint a = octet::load_checkpoint(tmp / "whole/last.ckpt"), b = octet::load_checkpoint(tmp / "part/last.ckpt");
   REQUIRE(a.tensors.size() == b.tensors.size());
@@ -442,8 +470,8 @@ TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> i
   REQUIRE(eval.code == 0);
   CHECK(contains(eval.output, "engine == integer simulation (int8 logits, bit for bit): 16 of 16 images"));
 
-  // run: two images at the model's size, one that must be resized, one
-  // corrupt file. The model of two epochs is near chance, so run's top-1 is
+  // run: two images at the model's size, one that must be resized (--resize:
+  // never without asking), one corrupt file. The model of two epochs is near chance, so run's top-1 is
   // checked against the engine's prediction through another path: octet eval
   // of a one-folder tree holding the same two files (names that do not give
   // the class away; --top 1 prints only the prediction).
@@ -468,12 +496,18 @@ TEST_CASE("cli: train --qat -> export -> eval (engine == simulation) -> run -> i
   REQUIRE(cells.size() == 4);
   const std::string a_class = cells[0] == 1 ? "left" : "right", b_class = cells[2] == 1 ? "left" : "right";
   const Result ok = octet_cli("run " + quoted(model) + " " + quoted(tmp / "pair/test/left/a.png") + " " +
-                              quoted(tmp / "pair/test/right/b.png") + " " + quoted(tmp / "c.png") + " --top 1");
+                              quoted(tmp / "pair/test/right/b.png") + " " + quoted(tmp / "c.png") + " --top 1 --resize");
   INFO(ok.output);
   CHECK(ok.code == 0);
   CHECK(contains(ok.output, "a.png: 32x32\n  " + a_class + " "));
   CHECK(contains(ok.output, "b.png: 32x32\n  " + b_class + " "));
   CHECK(contains(ok.output, "c.png: 48x48 (resized to 32x32"));
+  // Without --resize an image of another size than the model's is refused, naming both.
+  const Result other_size = octet_cli("run " + quoted(model) + " " + quoted(tmp / "c.png"));
+  INFO(other_size.output);
+  CHECK(other_size.code == 1);
+  CHECK(contains(other_size.output, "the image is 48x48, the model takes 32x32 (3 channels) images"));
+  CHECK(contains(other_size.output, "--resize"));
   const Result corrupt = octet_cli("run " + quoted(model) + " " + quoted(tmp / "corrupt.png"));
   CHECK(corrupt.code == 1);
   CHECK(contains(corrupt.output, tmp / "corrupt.png"));

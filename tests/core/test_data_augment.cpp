@@ -243,6 +243,43 @@ TEST_CASE("preprocessing: standard, vgg and inception on known pixels") {
   }
 }
 
+TEST_CASE("preprocessing: every preset works on gray (1-channel) images; other counts are named") {
+  const std::vector<uint8_t> pix = {0, 1, 128, 255};
+  std::vector<float> out(pix.size());
+  // standard: Fashion-MNIST's statistics by default (training computes the train set's, for any C).
+  const Preprocess s = Preprocess::make(PreprocessMode::standard, 1);
+  REQUIRE(s.channels() == 1);
+  CHECK(s.apply(0, 0) == doctest::Approx(-kFashionMnistMean / kFashionMnistStd));
+  CHECK(s.apply(0, 255) == doctest::Approx((1.0 - 0.2860) / 0.3530).epsilon(1e-5));
+  // vgg: the luma of the RGB means (BT.601).
+  const Preprocess v = Preprocess::make(PreprocessMode::vgg, 1);
+  REQUIRE(v.channels() == 1);
+  CHECK(v.scale[0] == 1.0f);
+  CHECK(v.offset[0] == doctest::Approx(-(0.299 * 123.68 + 0.587 * 116.78 + 0.114 * 103.94)));
+  CHECK(cutout_fill(v) == std::vector<uint8_t>{117});
+  // inception: the same map on any number of channels.
+  const Preprocess i1 = Preprocess::make(PreprocessMode::inception, 1), i4 = Preprocess::inception(4);
+  CHECK(i1.channels() == 1);
+  CHECK(i4.channels() == 4);
+  CHECK(i4.apply(3, 255) == doctest::Approx(1.0));
+  for (const Preprocess& p : {s, v, i1}) {
+    CHECK(parse_preprocess(preprocess_name(p.mode)) == p.mode);
+    preprocess_image(pix.data(), out.data(), 1, 1, 4, p);
+    for (size_t k = 0; k < pix.size(); ++k) CHECK(out[k] == float(pix[k]) * p.scale[0] + p.offset[0]);
+    CHECK_THROWS_AS(preprocess_image(pix.data(), out.data(), 3, 1, 1, p), std::invalid_argument);
+  }
+  CHECK(Preprocess::make(PreprocessMode::vgg).channels() == 3);  // the default stays RGB
+  std::string msg;
+  try {
+    Preprocess::make(PreprocessMode::standard, 2);
+  } catch (const std::invalid_argument& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("not 2") != std::string::npos);
+  CHECK_THROWS_AS(Preprocess::vgg(2), std::invalid_argument);
+  CHECK_THROWS_AS(Preprocess::inception(0), std::invalid_argument);
+}
+
 TEST_CASE("compute_channel_stats: exact per-channel mean and std in [0, 1] units, any thread count") {
   Dataset d;
   d.channels = 2;

@@ -26,21 +26,12 @@
 #include "quant/intsim.h"
 #include "quant/qat.h"
 #include "quant/qat_training.h"
+#include "tests/e2e/engine_check.h"
 #include "tests/skip.h"
 
 using namespace octet;
 
 namespace {
-
-std::vector<uint8_t> nhwc(const Dataset& ds, int64_t first, int64_t n) {
-  const int C = ds.channels, HW = ds.height * ds.width;
-  std::vector<uint8_t> out(static_cast<size_t>(n) * C * HW);
-  for (int64_t i = 0; i < n; ++i)
-    for (int c = 0; c < C; ++c)
-      for (int p = 0; p < HW; ++p)
-        out[(static_cast<size_t>(i) * HW + p) * C + c] = ds.image(first + i)[static_cast<size_t>(c) * HW + p];
-  return out;
-}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -86,23 +77,9 @@ TEST_CASE("e2e: QAT ResNet-8 on a CIFAR-10 subset -> export -> engine == integer
   // Export, then the engine and the integer simulation on every test image.
   quant::ExportResult r = quant::export_model(*model, q, t.preprocess());
   const auto engine_model = engine::Model::from_bytes(r.builder.serialize(), "resnet8-e2e");
-  engine::Session session(engine_model, 250);
-  const quant::IntSim sim(r.builder.desc());
-  int64_t exact = 0, hits = 0;
-  const int classes = 10;
-  for (int64_t start = 0; start < test.size(); start += 250) {
-    const int n = static_cast<int>(std::min<int64_t>(250, test.size() - start));
-    const std::vector<uint8_t> px = nhwc(test, start, n);
-    const std::span<const int8_t> e = session.run(px.data(), n);
-    const std::vector<int8_t> s = sim.run(px.data(), n);
-    for (int i = 0; i < n; ++i) {
-      bool same = true;
-      for (int c = 0; c < classes; ++c) same = same && e[static_cast<size_t>(i * classes + c)] == s[static_cast<size_t>(i * classes + c)];
-      exact += same;
-      hits += engine::argmax(e.subspan(static_cast<size_t>(i * classes), classes)) == test.labels[static_cast<size_t>(start + i)];
-    }
-  }
-  const double engine_top1 = static_cast<double>(hits) / static_cast<double>(test.size());
+  const octet::testing::EngineCheck check = octet::testing::engine_vs_intsim(engine_model, test, 250);
+  const int64_t exact = check.exact;
+  const double engine_top1 = check.top1();
   MESSAGE("trained in " << train_s << " s; fake-quant top-1 " << 100 * fq.top1() << "%, engine top-1 "
                         << 100 * engine_top1 << "%, engine == intsim on " << exact << "/" << test.size()
                         << " images; model " << r.file_bytes << " bytes; total " << seconds_since(t0) << " s");

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "engine/builder.h"
+#include "tests/shell.h"
 #include "tests/skip.h"
 #include "engine/engine.h"
 #include "engine/samples.h"
@@ -23,25 +24,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kRunner = std::string(OCTET_BINARY_DIR) + "/engine/runner/octet-run";
+const std::string kRunnerPath = std::string(OCTET_BINARY_DIR) + "/engine/runner/octet-run";
+// How to start it: in a cross build through the emulator (qemu-aarch64), named
+// explicitly so the test never depends on the host's binfmt registration.
+const std::string kRunner = std::string(OCTET_EMULATOR) + kRunnerPath;
 
-struct Result {
-  int code = -1;
-  std::string out;
-};
-
-// Runs a shell command, returns its exit code and stdout.
-Result sh(const std::string& cmd) {
-  Result r;
-  std::FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p);
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using Result = octet::testing::ShellResult;
+// Runs a shell command; its exit code and stdout.
+Result sh(const std::string& cmd) { return octet::testing::run_shell(cmd); }
 
 void write_bytes(const fs::path& p, const std::vector<uint8_t>& b) {
   std::ofstream f(p, std::ios::binary);
@@ -54,14 +44,14 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
-// False when octet-run cannot be executed here (e.g. an Arm build run under
-// qemu-user without binfmt): the test then has nothing to check.
+// Skips the suite when octet-run cannot be executed here (a cross build on a
+// host without its emulator): the test then has nothing to check.
 bool runner_runs() {
-  REQUIRE_MESSAGE(fs::exists(kRunner), "build the octet-run target first: " << kRunner);
+  REQUIRE_MESSAGE(fs::exists(kRunnerPath), "build the octet-run target first: " << kRunnerPath);
   const Result r = sh(kRunner + " --help 2>&1");
   if (r.code == 126 || r.code == 127)
     octet::testing::skip_suite("octet-run (" + kRunner + ") cannot be executed on this host (a cross build without "
-                               "binfmt for its CPU)");
+                               "the emulator for its CPU)");
   CHECK(r.code == 0);
   CHECK(r.out.find("usage: octet-run MODEL IMAGES") != std::string::npos);
   return true;

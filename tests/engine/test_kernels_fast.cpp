@@ -7,6 +7,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "tests/skip.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <random>
@@ -20,6 +22,10 @@ using namespace octet::engine;
 namespace {
 
 const Isa kFast[] = {Isa::avx2, Isa::avx512_vnni, Isa::amx, Isa::neon, Isa::neon_dot};
+
+// Whether this run checks isa: every one the CPU runs, or only $OCTET_TEST_ISA
+// (the engine.isa.<name> ctest entries; skipped on a CPU without it).
+bool checked(Isa isa) { return octet::testing::isa_selected(isa_name(isa), isa_supported(isa)); }
 
 struct Case {
   ConvGeometry g;
@@ -137,7 +143,7 @@ std::vector<int8_t> fast(const Case& c, Isa isa, int batch) {
 void check_all_isas(const Case& c, int batch) {
   const std::vector<int8_t> want = reference(c, batch);
   for (Isa isa : kFast) {
-    if (!isa_supported(isa)) continue;
+    if (!checked(isa)) continue;
     const std::vector<int8_t> got = fast(c, isa, batch);
     if (got != want) {
       size_t i = 0;
@@ -151,6 +157,11 @@ void check_all_isas(const Case& c, int batch) {
 }  // namespace
 
 TEST_CASE("ISAs this machine runs") {
+  if (const std::string want = octet::testing::selected_isa(); !want.empty()) {
+    bool known = false;
+    for (Isa isa : kFast) known = known || (want == isa_name(isa) && checked(isa));
+    REQUIRE_MESSAGE(known, "OCTET_TEST_ISA=" << want << " names no fast ISA of the engine");
+  }
   for (Isa isa : kFast) {
     if (!isa_supported(isa)) MESSAGE("skipping " << std::string(isa_name(isa)) << ": not supported by this CPU or build");
   }
@@ -256,7 +267,7 @@ TEST_CASE("fast conv: the same bytes at 1 and 2 threads") {
   c.g.pad = 1;
   fill(c, rng);
   for (Isa isa : kFast) {
-    if (!isa_supported(isa)) continue;
+    if (!checked(isa)) continue;
     set_num_threads(1);
     const std::vector<int8_t> one = fast(c, isa, 3);
     set_num_threads(2);
@@ -322,7 +333,7 @@ TEST_CASE("add_fast equals add_ref") {
     }
     add_ref(n, a.data(), b.data(), p, want.data());
     for (Isa isa : kFast) {
-      if (!isa_supported(isa)) continue;
+      if (!checked(isa)) continue;
       std::fill(got.begin(), got.end(), int8_t{0x5a});
       add_fast(n, a.data(), b.data(), p, got.data(), isa);
       for (size_t i = n; i < n + 16; ++i) REQUIRE(got[i] == 0x5a);

@@ -3,13 +3,24 @@
 //   - the engine's int8 logits equal the integer simulation's, image for image;
 //   - the engine's dequantized logits are close to the fake-quant model's;
 //   - the weight codes are exactly the fake-quant model's codes;
-//   - models the engine cannot run are refused with an error naming the layer.
+//   - models the engine cannot run are refused with an error naming the layer:
+//     every refusal a prepared model can reach (the int32 accumulator headroom
+//     at its boundary, asymmetric or wide weights, a bias outside int32 or not
+//     finite, wide or unsigned logits, an uncalibrated grid, a pool whose grid
+//     differs from its input's, a bad preprocessing, wrong class names, a
+//     float checkpoint);
+//   - the size targets of a real ResNet-20: the file is at most 0.27x the float
+//     weights at 8 bits, 0.15x at 4 bits.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <limits>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -21,87 +32,12 @@
 #include "quant/export.h"
 #include "quant/intsim.h"
 #include "quant/qat.h"
+#include "tests/quant/tiny_resnet.h"
 
 using namespace octet;
+using namespace octet::testing;
 
 namespace {
-
-constexpr int kImage = 32;
-
-// A ResNet-8 with 8/16/32 channels: every op type of a CIFAR ResNet
-// (identity and projection shortcuts) at a size a test can afford.
-std::shared_ptr<nn::ResNet> tiny_resnet(uint64_t seed) {
-  nn::ResNetConfig c;
-  c.name = "resnet8-test";
-  c.blocks = {1, 1, 1};
-  c.widths = {8, 16, 32};
-  c.stem_channels = 8;
-  c.num_classes = 10;
-  Rng rng(seed);
-  auto m = std::make_shared<nn::ResNet>(c, rng);
-  // BN statistics and affine parameters away from the identity, so folding matters.
-  for (auto& [name, mod] : m->named_modules()) {
-    auto* bn = dynamic_cast<nn::BatchNorm2d*>(mod);
-    if (!bn) continue;
-    for (int i = 0; i < bn->channels; ++i) {
-      bn->weight().data()[i] = rng.uniform(0.6f, 1.4f);
-      bn->bias().data()[i] = rng.uniform(-0.2f, 0.2f);
-      bn->running_mean().data()[i] = rng.uniform(-0.3f, 0.3f);
-      bn->running_var().data()[i] = rng.uniform(0.5f, 2.0f);
-    }
-  }
-  return m;
-}
-
-// Smooth random images (a few sinusoids plus noise), uint8 CHW.
-std::vector<uint8_t> random_images(int n, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<uint8_t> px(static_cast<size_t>(n) * 3 * kImage * kImage);
-  for (int i = 0; i < n; ++i)
-    for (int c = 0; c < 3; ++c) {
-      const float fx = rng.uniform(0.05f, 0.5f), fy = rng.uniform(0.05f, 0.5f), ph = rng.uniform(0.0f, 6.28f);
-      const float base = rng.uniform(60.0f, 190.0f), amp = rng.uniform(20.0f, 70.0f);
-      for (int y = 0; y < kImage; ++y)
-        for (int x = 0; x < kImage; ++x) {
-          const float v = base + amp * std::sin(fx * x + fy * y + ph) + rng.uniform(-20.0f, 20.0f);
-          px[((static_cast<size_t>(i) * 3 + c) * kImage + y) * kImage + x] =
-              static_cast<uint8_t>(std::lround(std::fmin(255.0f, std::fmax(0.0f, v))));
-        }
-    }
-  return px;
-}
-
-Tensor preprocess_batch(const std::vector<uint8_t>& chw, int first, int n, const Preprocess& pre) {
-  Tensor x = Tensor::empty({n, 3, kImage, kImage});
-  const size_t per = 3 * kImage * kImage;
-  for (int i = 0; i < n; ++i)
-    preprocess_image(chw.data() + (first + i) * per, x.data() + i * per, 3, kImage, kImage, pre);
-  return x;
-}
-
-std::vector<uint8_t> to_nhwc(const std::vector<uint8_t>& chw, int n) {
-  std::vector<uint8_t> r(chw.size());
-  for (int i = 0; i < n; ++i)
-    for (int c = 0; c < 3; ++c)
-      for (int p = 0; p < kImage * kImage; ++p)
-        r[(static_cast<size_t>(i) * kImage * kImage + p) * 3 + c] = chw[(static_cast<size_t>(i) * 3 + c) * kImage * kImage + p];
-  return r;
-}
-
-struct Prepared {
-  std::shared_ptr<nn::ResNet> model;
-  quant::QatConfig cfg;
-  Preprocess pre;
-};
-
-Prepared calibrated(const quant::QatConfig& cfg, PreprocessMode mode, uint64_t seed) {
-  Prepared p{tiny_resnet(seed), cfg, Preprocess::make(mode)};
-  const std::vector<uint8_t> calib = random_images(64, seed + 100);
-  std::vector<Tensor> batches;
-  for (int b = 0; b < 64; b += 32) batches.push_back(preprocess_batch(calib, b, 32, p.pre));
-  quant::calibrate(*p.model, cfg, batches);
-  return p;
-}
 
 struct Agreement {
   int images = 0;
@@ -153,6 +89,46 @@ Agreement check_export(Prepared& p, int images, uint64_t seed) {
   a.mean_steps = sum / (images * 10);
   a.logit_rms_steps = std::sqrt(sq / (images * 10));
   return a;
+}
+
+// Random weights (resnet20 etc.) calibrated on a few random batches, as calibrated() does for the tiny ResNet.
+Prepared calibrated_model(std::shared_ptr<nn::ResNet> m, const quant::QatConfig& cfg, PreprocessMode mode, uint64_t seed) {
+  Prepared p{std::move(m), cfg, Preprocess::make(mode)};
+  const std::vector<uint8_t> calib = random_images(64, seed + 100);
+  std::vector<Tensor> batches;
+  for (int b = 0; b < 64; b += 32) batches.push_back(preprocess_batch(calib, b, 32, p.pre));
+  quant::calibrate(*p.model, cfg, batches);
+  return p;
+}
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+const engine::OpDesc& op_named(const engine::ModelDesc& d, const std::string& name) {
+  for (const auto& o : d.ops)
+    if (o.name == name) return o;
+  FAIL("no engine op named '" << name << "'");
+  throw std::logic_error("unreachable");
+}
+
+quant::LayerHeadroom headroom_of(const quant::ExportResult& r, const std::string& name) {
+  for (const auto& h : r.headroom)
+    if (h.name == name) return h;
+  FAIL("no headroom entry for '" << name << "'");
+  throw std::logic_error("unreachable");
+}
+
+// What export_model's ExportError says; a failed check (and "") when it throws none.
+std::string export_refusal(nn::ResNet& m, const quant::QatConfig& cfg, const Preprocess& pre,
+                           const quant::ExportOptions& opt = {}) {
+  try {
+    (void)quant::export_model(m, cfg, pre, opt);
+  } catch (const quant::ExportError& e) {
+    return e.what();
+  }
+  FAIL_CHECK("export_model exported a model it should refuse");
+  return "";
 }
 
 }  // namespace
@@ -220,6 +196,42 @@ TEST_CASE("export: other grids (4 bits, unsigned activations, the FakeQuant op, 
     CHECK(a.mean_steps < 1.5);
     CHECK(a.max_steps <= 8);
     CHECK(a.logit_rms_steps > 1.5);
+  }
+}
+
+TEST_CASE("export: Add-input quantizers (tied, untied) are requantizations in the engine, not dropped") {
+  for (quant::AddInputs mode : {quant::AddInputs::kUntied, quant::AddInputs::kTied}) {
+    const std::string mode_name(quant::add_inputs_name(mode));
+    CAPTURE(mode_name);
+    quant::QatConfig cfg;
+    cfg.add_inputs = mode;
+    Prepared p = calibrated(cfg, PreprocessMode::inception, 31);
+    const quant::ExportResult r = quant::export_model(*p.model, p.cfg, p.pre);
+    const engine::ModelDesc& d = r.builder.desc();
+    int slots = 0;
+    for (const auto& [name, aq] : quant::act_quants(*p.model)) {
+      if (name.find(".add.input_") == std::string::npos) continue;
+      ++slots;
+      // A depthwise 1x1 conv with unit weights onto the slot's own grid.
+      const engine::OpDesc& op = op_named(d, name);
+      CHECK(op.type == engine::OpType::conv2d);
+      const engine::TensorDesc& w = d.tensors[op.inputs[1]];
+      const engine::TensorDesc& y = d.tensors[op.output];
+      CHECK(op.params[engine::param::kGroups] == y.shape.back());
+      CHECK(std::all_of(w.i8.begin(), w.i8.end(), [](int8_t v) { return v == 1; }));
+      const quant::QuantParams g = aq->params();
+      CHECK(y.scale == doctest::Approx(g.scale).epsilon(1e-6));
+      CHECK(y.zero_point == g.zero_point);  // both in the grid's own type (uint8: 0..255)
+      // The add reads it.
+      const engine::OpDesc& add = op_named(d, name.substr(0, name.find(".input_")));
+      CHECK(std::find(add.inputs.begin(), add.inputs.end(), op.output) != add.inputs.end());
+    }
+    CHECK(slots == 6);  // two per block of the ResNet-8
+    const Agreement a = check_export(p, 48, 77);
+    MESSAGE(mode_name, ": exact ", a.exact, "/", a.images, ", mean ", a.mean_steps, " max ", a.max_steps, " steps");
+    CHECK(a.exact == a.images);
+    CHECK(a.mean_steps < 1.5);
+    CHECK(a.max_steps <= 8);
   }
 }
 
@@ -316,5 +328,197 @@ TEST_CASE("export refuses what the engine cannot run, naming the layer") {
   SUBCASE("an unprepared model") {
     auto m = tiny_resnet(1);
     CHECK_THROWS_AS(quant::export_model(*m, quant::QatConfig{}, Preprocess::inception()), std::logic_error);
+  }
+}
+
+TEST_CASE("export refuses a conv whose int32 accumulator can overflow though its bias fits, and exports just under") {
+  // One channel of layer3.0.conv2 gets a folded bias (through its BN beta)
+  // whose int32 code sits just below, then just above, 2^31 - 1 minus the
+  // products' share of the bound, K * max|w[c]| * max|x - zp|: the bias fits
+  // int32 both times, the accumulator bound fits only the first time.
+  const std::string layer = "layer3.0.conv2";
+  const int ch = 5;
+  constexpr int64_t kMargin = int64_t{1} << 16;  // bias codes on either side of the limit
+  Prepared p = calibrated(quant::QatConfig{}, PreprocessMode::inception, 13);
+  auto& cb = dynamic_cast<quant::ConvBn&>(p.model->find(layer));
+
+  // The proof's numbers for this channel, from an export of the model as
+  // calibrated: none of them depends on the BN beta, the only thing changed below.
+  const quant::ExportResult r0 = quant::export_model(*p.model, p.cfg, p.pre);
+  const engine::ModelDesc& d0 = r0.builder.desc();
+  const engine::OpDesc& op0 = op_named(d0, layer);
+  const engine::TensorDesc& x0 = d0.tensors[op0.inputs[0]];
+  const engine::TensorDesc& w0 = d0.tensors[op0.inputs[1]];
+  const quant::LayerHeadroom h0 = headroom_of(r0, layer);
+  REQUIRE(h0.k == 9 * cb.in_channels);
+  int64_t max_w = 0;
+  for (int64_t i = 0; i < h0.k; ++i) max_w = std::max<int64_t>(max_w, std::abs(int(w0.i8[size_t(ch * h0.k + i)])));
+  const int64_t products = h0.k * max_w * h0.max_x;
+  REQUIRE(products > 16 * kMargin);  // so a bias code past the limit by kMargin still fits int32 by far
+  // bias_q = round(b_fold / (s_in * s_w[ch])) (quant/export.h).
+  const double step = x0.scale * double(cb.weight_params()[size_t(ch)].scale);
+  const float beta0 = cb.bn().bias().data()[ch];
+  const double fold0 = cb.folded_bias().data()[ch];
+  const auto set_bias_code = [&](int64_t code) {
+    cb.bn().bias().data()[ch] = static_cast<float>(double(beta0) + (double(code) * step - fold0));
+  };
+  const auto bias_code = [&](const quant::ExportResult& r) {
+    return int64_t{r.builder.desc().tensors[op_named(r.builder.desc(), layer).inputs[2]].i32.at(size_t(ch))};
+  };
+
+  SUBCASE("just under the limit: exports, and the engine's reader accepts the file") {
+    const int64_t target = kInt32Max - products - kMargin;
+    set_bias_code(target);
+    const quant::ExportResult r = quant::export_model(*p.model, p.cfg, p.pre);
+    const int64_t code = bias_code(r);
+    CHECK(std::llabs(code - target) < 4096);  // the float beta sets the code to a few hundred steps
+    const quant::LayerHeadroom h = headroom_of(r, layer);
+    MESSAGE(layer, " channel ", ch, ": K ", h.k, ", max|w| ", max_w, ", max|x - zp| ", h.max_x, ", bias code ", code,
+            ": bound ", h.bound, " = 2^31 - 1 - ", kInt32Max - h.bound, " (", h.spare_bits(), " spare bits)");
+    CHECK(h.bound == products + std::llabs(code));  // this channel is the layer's tightest
+    CHECK(h.bound <= kInt32Max);
+    CHECK(h.bound > kInt32Max - 2 * kMargin);  // at the boundary, not comfortably inside it
+    CHECK_NOTHROW(engine::Model::from_bytes(r.builder.serialize(), "headroom-boundary"));
+  }
+  SUBCASE("just over the limit: refused as the accumulator's headroom, naming the layer") {
+    const int64_t target = kInt32Max - products + kMargin;
+    REQUIRE(target + 4096 < kInt32Max);  // the bias code itself fits int32
+    set_bias_code(target);
+    const std::string why = export_refusal(*p.model, p.cfg, p.pre);
+    INFO(why);
+    CHECK(has(why, "layer '" + layer + "'"));
+    CHECK(has(why, "accumulator headroom"));
+    CHECK(has(why, "> 2^31 - 1"));
+    CHECK(has(why, std::to_string(h0.k) + " * "));
+    CHECK(!has(why, "bias of channel"));  // not the bias refusal: the bias fits
+  }
+}
+
+TEST_CASE("export refuses, naming the layer: the refusals a prepared model can reach") {
+  SUBCASE("asymmetric weights (a channel whose folded weights are all >= 0 gets a zero point off 0)") {
+    quant::QatConfig cfg;
+    cfg.op = quant::QuantOp::kFakeQuant;
+    cfg.symmetric_weights = false;
+    Prepared p = calibrated(cfg, PreprocessMode::inception, 9);
+    auto& stem = dynamic_cast<quant::ConvBn&>(p.model->find("conv1"));
+    const int64_t per = stem.weight().numel() / stem.out_channels;
+    for (int64_t i = 0; i < per; ++i) stem.weight().data()[i] = std::fabs(stem.weight().data()[i]);
+    REQUIRE(stem.weight_params()[0].zero_point != 0);
+    const std::string why = export_refusal(*p.model, p.cfg, p.pre);
+    INFO(why);
+    CHECK(has(why, "layer 'conv1': channel 0 weight zero point is "));
+    CHECK(has(why, "symmetric"));
+  }
+  SUBCASE("a bias that is not finite") {
+    Prepared p = calibrated(quant::QatConfig{}, PreprocessMode::inception, 9);
+    dynamic_cast<quant::ConvBn&>(p.model->find("layer2.0.conv1")).bn().bias().data()[2] =
+        std::numeric_limits<float>::quiet_NaN();
+    CHECK(has(export_refusal(*p.model, p.cfg, p.pre), "layer 'layer2.0.conv1': bias of channel 2 is not finite"));
+  }
+  SUBCASE("a weight that is not finite (weights not fake-quantized, so no quantizer rejects it first)") {
+    quant::QatConfig cfg;
+    cfg.quantize_weights = false;
+    Prepared p = calibrated(cfg, PreprocessMode::inception, 9);
+    auto& cb = dynamic_cast<quant::ConvBn&>(p.model->find("layer2.0.conv1"));
+    const int64_t per = cb.weight().numel() / cb.out_channels;  // 8 * 3 * 3
+    cb.weight().data()[per] = std::numeric_limits<float>::infinity();  // channel 1's first weight
+    const std::string why = export_refusal(*p.model, p.cfg, p.pre);
+    INFO(why);
+    CHECK(has(why, "layer 'layer2.0.conv1': weight " + std::to_string(per) + " is not finite"));
+  }
+  SUBCASE("a model that was prepared but never calibrated: its grids have no range") {
+    auto m = tiny_resnet(1);
+    quant::prepare(*m, quant::QatConfig{});
+    const std::string why = export_refusal(*m, quant::QatConfig{}, Preprocess::inception());
+    INFO(why);
+    CHECK(has(why, "layer 'conv1': output 'relu.1' has no range"));
+  }
+  SUBCASE("16-bit logits (a bits override of the fc's output grid)") {
+    quant::QatConfig cfg;
+    cfg.bits_overrides["fc.1"] = 16;
+    Prepared p = calibrated(cfg, PreprocessMode::inception, 9);
+    const std::string why = export_refusal(*p.model, p.cfg, p.pre);
+    INFO(why);
+    CHECK(has(why, "layer 'fc.0': logit codes [-32768, 32767]"));
+    CHECK(has(why, "signed int8"));
+  }
+  SUBCASE("unsigned logits") {
+    Prepared p = calibrated(quant::QatConfig{}, PreprocessMode::inception, 9);
+    quant::QuantizerSpec spec;
+    spec.is_signed = false;
+    auto logits = std::make_shared<quant::ActQuant>(spec, p.cfg);
+    logits->set_range({0.0f, 4.0f});
+    logits->set_fake_quant(true);
+    p.model->replace("fc.1", logits);
+    CHECK(has(export_refusal(*p.model, p.cfg, p.pre), "layer 'fc.0': logit codes [0, 255]"));
+  }
+  SUBCASE("an average pool whose output grid is not its input's") {
+    Prepared p = calibrated(quant::QatConfig{}, PreprocessMode::inception, 9);
+    auto pooled = std::make_shared<quant::ActQuant>(quant::QuantizerSpec{}, p.cfg);
+    pooled->set_range({-1.0f, 1.0f});  // the block output's grid is [0, max] from calibration
+    pooled->set_fake_quant(true);
+    p.model->replace("avgpool.1", pooled);
+    const std::string why = export_refusal(*p.model, p.cfg, p.pre);
+    INFO(why);
+    CHECK(has(why, "layer 'avgpool.0': output grid"));
+    CHECK(has(why, "engine pools keep their input's grid"));
+  }
+  SUBCASE("a preprocessing the stem cannot fold") {
+    Prepared p = calibrated(quant::QatConfig{}, PreprocessMode::inception, 9);
+    Preprocess zero = p.pre;
+    zero.scale[1] = 0.0f;
+    CHECK(has(export_refusal(*p.model, p.cfg, zero), "layer 'input': preprocessing scale of channel 1 is 0"));
+    Preprocess gray = p.pre;
+    gray.scale.resize(1);
+    gray.offset.resize(1);
+    CHECK(has(export_refusal(*p.model, p.cfg, gray), "layer 'input': preprocessing has 1 channels, the model 3"));
+  }
+  SUBCASE("an input shape the model cannot take") {
+    Prepared p = calibrated(quant::QatConfig{}, PreprocessMode::inception, 9);
+    quant::ExportOptions gray;
+    gray.input_c = 1;
+    CHECK(has(export_refusal(*p.model, p.cfg, p.pre, gray),
+              "layer 'input': the input is to have 1 channels, but the model's stem takes 3"));
+    quant::ExportOptions flat;
+    flat.input_h = -4;
+    CHECK(has(export_refusal(*p.model, p.cfg, p.pre, flat), "layer 'input': input size 32x-4 is not positive"));
+  }
+  SUBCASE("class names that are not one per class") {
+    Prepared p = calibrated(quant::QatConfig{}, PreprocessMode::inception, 9);
+    quant::ExportOptions opt;
+    opt.class_names = {"cat", "dog", "ship"};
+    CHECK(has(export_refusal(*p.model, p.cfg, p.pre, opt), "layer 'fc': 3 class names for 10 classes"));
+  }
+  SUBCASE("a float checkpoint") {
+    quant::LoadedModel loaded;
+    loaded.model = tiny_resnet(1);
+    loaded.preprocess = Preprocess::inception();
+    loaded.checkpoint.source = "runs/float/last.ckpt";
+    CHECK_THROWS_WITH_AS(quant::export_model(loaded), doctest::Contains("'runs/float/last.ckpt' is a float checkpoint"),
+                         quant::ExportError);
+  }
+}
+
+TEST_CASE("export: a real ResNet-20 meets the size targets (<= 0.27x the float weights at 8 bits, <= 0.15x at 4)") {
+  const nn::ResNetConfig rc = nn::resnet_config("resnet20", 10);
+  struct Target {
+    int bits;
+    double ratio;
+  };
+  for (const Target t : {Target{8, 0.27}, Target{4, 0.15}}) {
+    const int bits = t.bits;
+    const double target = t.ratio;
+    CAPTURE(bits);
+    quant::QatConfig cfg;
+    cfg.weight_bits = bits;
+    Rng rng(20 + bits);
+    Prepared p = calibrated_model(std::make_shared<nn::ResNet>(rc, rng), cfg, PreprocessMode::standard, 31);
+    const quant::ExportResult r = quant::export_model(*p.model, p.cfg, p.pre);
+    REQUIRE(r.float_weight_bytes == 4 * 272474);  // ResNet-20's 272,474 parameters (10 classes), 4 bytes each
+    const double ratio = double(r.file_bytes) / double(r.float_weight_bytes);
+    MESSAGE("resnet20, ", bits, "-bit weights: file ", r.file_bytes, " bytes / float weights ", r.float_weight_bytes,
+            " bytes = ", ratio, " (target <= ", target, "); packed weights ", r.weight_bytes, " bytes = ",
+            double(r.weight_bytes) / double(r.float_weight_bytes));
+    CHECK(ratio <= target);
   }
 }
