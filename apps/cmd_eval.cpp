@@ -284,7 +284,7 @@ int cmd_eval(int argc, char** argv) {
       }
       if (lm.qat) {
         const quant::QuantSwitches sw =
-            quant::set_quant_mode(*lm.model, m == "float" ? quant::QuantMode::kFloat : quant::QuantMode::kFakeQuant);
+            quant::set_quant_mode(*lm.model, m == "float" ? quant::QuantMode::float32 : quant::QuantMode::fake_quant);
         metrics = nn::evaluate(*lm.model, ds, lm.preprocess, batch, tta);
         quant::restore_quant_mode(sw);
       } else {

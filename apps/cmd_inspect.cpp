@@ -13,12 +13,13 @@
 #include "apps/model_io.h"
 #include "core/plot.h"
 #include "engine/engine.h"
+#include "quant/analysis.h"
 #include "quant/export.h"
 
 namespace octet::app {
 
 namespace {
-const char* kUsage = R"(usage: octet inspect MODEL [--channels] [--metadata] [--histograms DIR]
+const char* kUsage = R"(usage: octet inspect MODEL [--channels] [--metadata] [--histograms DIR] [--rounding]
 
 Prints each op of an Octet model file: its input and output tensors (shape,
 dtype, scale, zero point), the output clamp, and for conv / fully connected
@@ -30,6 +31,11 @@ so s_w = M0 * 2^(shift - 31) * s_out / s_in.
   --channels        every output channel's bias, M0, shift and weight scale
   --metadata        all metadata (the QAT configuration, the preprocessing fold)
   --histograms DIR  a PNG histogram of each layer's weight codes: DIR/<layer>.png
+  --rounding        per conv / fc, the share of outputs where the engine's two
+                    roundings (gemmlowp's MultiplyByQuantizedMultiplier) give
+                    another code than one rounding half to even (ONNX's
+                    QuantizeLinear): why ONNX Runtime differs by a step
+                    (docs/quantization.md section 16)
 )";
 
 std::string shape_str(const std::vector<int64_t>& s) {
@@ -61,6 +67,7 @@ int cmd_inspect(int argc, char** argv) {
   const bool channels = a.flag("--channels");
   const bool metadata = a.flag("--metadata");
   const std::string hist_dir = a.get("--histograms", "");
+  const bool rounding = a.flag("--rounding");
   a.finish();
   const std::string path = a.positional_at(0, "the model file (MODEL)");
 
@@ -79,6 +86,7 @@ int cmd_inspect(int argc, char** argv) {
   if (!hist_dir.empty()) std::filesystem::create_directories(hist_dir);
 
   size_t hi = 0;  // next headroom entry (one per conv/fc, in op order)
+  double rounding_sum = 0, rounding_values = 0;  // --rounding: weighted by each layer's outputs
   for (size_t i = 0; i < d.ops.size(); ++i) {
     const engine::OpDesc& op = d.ops[i];
     const auto& p = op.params;
@@ -124,6 +132,14 @@ int cmd_inspect(int argc, char** argv) {
         std::printf("    requant channel 0: M0 %d shift %d = %.9g = s_in * s_w / s_out; shifts in [%d, %d]\n", m0[0], sh[0],
                     real_multiplier(m0[0], sh[0]), smin, smax);
         std::printf("    weight scales s_w in [%.6g, %.6g]\n", wmin, wmax);
+        if (rounding) {
+          double share = 0;
+          for (int c = 0; c < out_c; ++c) share += quant::double_rounding_share(m0[size_t(c)], sh[size_t(c)]);
+          share /= out_c;
+          rounding_sum += share * static_cast<double>(y.numel());
+          rounding_values += static_cast<double>(y.numel());
+          std::printf("    two roundings != one rounding on %.3f%% of outputs\n", 100 * share);
+        }
         if (hi < headroom.size() && headroom[hi].name == op.name) {
           const quant::LayerHeadroom& h = headroom[hi++];
           std::printf("    headroom: K %lld * max|w| %d * max|x - zp| %d + max|bias| %lld -> %lld <= 2147483647 (%.1f spare bits)\n",
@@ -162,6 +178,9 @@ int cmd_inspect(int argc, char** argv) {
     }
   }
   if (!hist_dir.empty()) std::printf("\nweight histograms written to %s/\n", hist_dir.c_str());
+  if (rounding && rounding_values > 0)
+    std::printf("\nrounding: the engine's two roundings differ from one rounding on %.3f%% of all conv/fc outputs\n",
+                100 * rounding_sum / rounding_values);
   const quant::LayerHeadroom* tight = nullptr;
   for (const auto& h : headroom)
     if (!tight || h.spare_bits() < tight->spare_bits()) tight = &h;

@@ -79,10 +79,10 @@ int study_plan(const std::string& file) {
   for (const study::Job& j : p.jobs) {
     std::printf("%-34s %-9s epochs %5.1f", j.id.c_str(), study::job_kind_name(j.kind), j.cost);
     if (!j.fork_job.empty()) std::printf("  fork %s after epoch %d", j.fork_job.c_str(), j.fork_epoch);
-    if (j.kind == study::JobKind::kTrunk)
+    if (j.kind == study::JobKind::trunk)
       std::printf("  to epoch %d, snapshots from %d%s", j.stop_after, j.snapshots_from,
                   j.row.empty() ? "" : (", is row " + j.row).c_str());
-    if (j.kind == study::JobKind::kCalibrate) std::printf("  calibrates %s", j.depends[0].c_str());
+    if (j.kind == study::JobKind::calibrate) std::printf("  calibrates %s", j.depends[0].c_str());
     std::printf("%s\n", j.engine ? "  + engine" : "");
     cost += j.cost;
   }

@@ -114,6 +114,17 @@ bool get_bool(Args& a, const std::string& name, bool fallback) {
   return given ? v : fallback;
 }
 
+// A flag that names one value of an enum: a bad name exits 2 naming the flag and the choices.
+template <class E>
+E get_enum(Args& a, const std::string& name, E fallback, const char* (*to_name)(E), E (*parse)(const std::string&)) {
+  const std::string v = a.get(name, to_name(fallback));
+  try {
+    return parse(v);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError("octet train: " + name + ": " + e.what());
+  }
+}
+
 }  // namespace
 
 int cmd_train(int argc, char** argv) {
@@ -125,7 +136,7 @@ int cmd_train(int argc, char** argv) {
   }
   nn::TrainConfig c = nn::TrainConfig::preset_config(a.get("--preset", "quick"));
   c.model = a.get("--model", c.model);
-  c.weight_init = a.get("--weight-init", c.weight_init);
+  c.weight_init = get_enum(a, "--weight-init", c.weight_init, nn::conv_init_name, nn::parse_conv_init);
   c.zero_init_residual = get_bool(a, "--zero-init-residual", c.zero_init_residual);
   c.reparam = a.get("--reparam", c.reparam);
   c.data = a.get("--data", c.data);
@@ -152,7 +163,7 @@ int cmd_train(int argc, char** argv) {
   c.schedule.floor_lr = a.get_double("--min-lr", c.schedule.floor_lr);
   c.schedule.warmup_epochs = a.get_double("--warmup-epochs", c.schedule.warmup_epochs);
   c.label_smoothing = static_cast<float>(a.get_double("--label-smoothing", c.label_smoothing));
-  c.preprocess = a.get("--preprocess", c.preprocess);
+  c.preprocess = get_enum(a, "--preprocess", c.preprocess, preprocess_name, parse_preprocess);
   c.augment = !get_bool(a, "--no-augment", !c.augment);
   c.alternate_flip = get_bool(a, "--alternate-flip", c.alternate_flip);
   c.cutout = a.get_int("--cutout", c.cutout);
@@ -226,7 +237,7 @@ int cmd_train(int argc, char** argv) {
   std::shared_ptr<nn::ResNet> qmodel;
   if (qat) {
     if (init.empty()) {
-      qmodel = nn::make_model(c.model, train.num_classes(), c.seed, nn::parse_conv_init(c.weight_init), train.channels);
+      qmodel = nn::make_model(c.model, train.num_classes(), c.seed, c.weight_init, train.channels);
       if (c.zero_init_residual) nn::zero_init_residual(*qmodel);
     } else {
       quant::LoadedModel lm = quant::load_model(init);

@@ -73,6 +73,8 @@ options:
                         logits scale)
   --ort-dir DIR         where onnxruntime-node is installed, as DIR/node_modules/onnxruntime-node
                         (default: $OCTET_ORT_DIR, else the build folder's ort/)
+  --ort-precise         ORT's session.x64quantprecision: exact U8U8 kernels instead of U8S8 on x86
+                        without VNNI, whose 16-bit pair sums saturate (slower; no effect with VNNI)
   --json FILE           also write the figures as JSON (written atomically)
   --batch N             images per run, in ONNX Runtime and the engine (default 500)
   --threads N           ONNX Runtime's intra-op threads and the engine's (default 0: all cores)
@@ -251,6 +253,7 @@ int eval_onnx(int argc, char** argv) {
   const int batch = a.get_int("--batch", 500);
   const int threads = a.get_int("--threads", 0);
   const std::string json_path = a.get("--json", "");
+  const bool precise = a.flag("--ort-precise");
   a.finish();
   const std::string path = a.positional_at(0, "the ONNX model (MODEL.onnx)");
   if (a.positional().size() > 1) throw UsageError("octet eval: one model at a time (" + a.positional()[1] + "?)");
@@ -312,10 +315,10 @@ int eval_onnx(int argc, char** argv) {
   const fs::path in_npy = tmp / "pixels.npy", out_npy = tmp / "logits.npy";
   write_npy<uint8_t>(in_npy.string(), {count, ds.height, ds.width, ds.channels}, pixels);
   const auto t0 = std::chrono::steady_clock::now();
-  const std::string failure =
-      run_child({node, script, "run", path, in_npy.string(), out_npy.string(), "--threads", std::to_string(ort_threads),
-                 "--batch", std::to_string(batch), "--ort-dir", ort_dir},
-                tmp / "stdout.txt", tmp / "stderr.txt");
+  std::vector<std::string> child = {node, script, "run", path, in_npy.string(), out_npy.string(), "--threads",
+                                    std::to_string(ort_threads), "--batch", std::to_string(batch), "--ort-dir", ort_dir};
+  if (precise) child.push_back("--precise");
+  const std::string failure = run_child(child, tmp / "stdout.txt", tmp / "stderr.txt");
   const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string child_err = trim(read_text(tmp / "stderr.txt"));
   if (!failure.empty())
@@ -334,9 +337,9 @@ int eval_onnx(int argc, char** argv) {
               ort.version.c_str(), ort.input.c_str(), ort.output.c_str(), human_bytes(fs::file_size(path)).c_str());
   if (ort.has_grid) std::printf(", logits grid %.9g * (q - %lld) in int8 codes", ort.output_scale, ort.output_zero_point);
   std::printf("\n");
-  std::printf("onnxruntime: %lld images in %.2f s of session.run (%.0f img/s, batch %d, threads %d; %.2f s with node's start)\n",
+  std::printf("onnxruntime: %lld images in %.2f s of session.run (%.0f img/s, batch %d, threads %d%s; %.2f s with node's start)\n",
               static_cast<long long>(count), ort.seconds, static_cast<double>(count) / std::max(ort.seconds, 1e-9), batch,
-              ort_threads, wall_s);
+              ort_threads, precise ? ", x64quantprecision" : "", wall_s);
 
   const std::span<const int> labels(ds.labels.data(), static_cast<size_t>(count));
   nn::Metrics metrics(classes);
@@ -351,7 +354,8 @@ int eval_onnx(int argc, char** argv) {
   j["top5"] = metrics.top5();
   j["class_names"] = ds.class_names;
   j["model_file_bytes"] = fs::file_size(path);
-  j["onnxruntime"] = {{"version", ort.version}, {"seconds", ort.seconds}, {"batch", batch}, {"threads", ort_threads},
+  j["onnxruntime"] = {{"version", ort.version},     {"seconds", ort.seconds}, {"batch", batch},
+                      {"threads", ort_threads},     {"precise", precise},
                       {"img_per_s", static_cast<double>(count) / std::max(ort.seconds, 1e-9)}};
 
   if (model) {

@@ -242,6 +242,8 @@ ConvInit parse_conv_init(const std::string& name) {
   throw std::invalid_argument("unknown weight init '" + name + "'; valid: torch, he");
 }
 
+const char* conv_init_name(ConvInit init) { return init == ConvInit::he ? "he" : "torch"; }
+
 Conv2d::Conv2d(int in_c, int out_c, int k, int s, int p, bool bias, Rng& rng, ConvInit init)
     : Conv2d(in_c, out_c, k, k, s, p, p, bias, rng, init) {}
 

@@ -157,6 +157,7 @@ class Identity : public Module {
 // (docs/results.md), so it is the default.
 enum class ConvInit { he, torch };
 ConvInit parse_conv_init(const std::string& name);  // "torch" | "he"; throws listing both
+const char* conv_init_name(ConvInit init);          // "torch", "he"
 
 // Conv2d: x [N, Cin, H, W] -> [N, Cout, H', W']; weight [Cout, Cin, K, K],
 // bias [Cout] when bias is on (off by default, as ResNets use BN after convs).

@@ -45,7 +45,7 @@ template <class F>
 void visit_fields(TrainConfig& c, F&& f) {
   f("preset", c.preset);
   f("model", c.model);
-  f("weight_init", c.weight_init);
+  f("weight_init", c.weight_init, conv_init_name, parse_conv_init);
   f("zero_init_residual", c.zero_init_residual);
   f("reparam", c.reparam);
   f("data", c.data);
@@ -77,7 +77,7 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("max_momentum", c.schedule.max_momentum);
   f("warmup_epochs", c.schedule.warmup_epochs);
   f("label_smoothing", c.label_smoothing);
-  f("preprocess", c.preprocess);
+  f("preprocess", c.preprocess, preprocess_name, parse_preprocess);
   f("augment", c.augment);
   f("alternate_flip", c.alternate_flip);
   f("cutout", c.cutout);
@@ -243,11 +243,6 @@ void TrainConfig::validate() {
     fail("--self-distill: self_distill must be in [0, 1], e.g. 0.8, got " + shortest(self_distill));
   if (cutout > 0 && !augment) fail("--cutout is augmentation; it does not go with --no-augment");
   if (alternate_flip && !augment) fail("--alternate-flip is augmentation; it does not go with --no-augment");
-  try {
-    parse_conv_init(weight_init);
-  } catch (const std::invalid_argument& e) {
-    fail(std::string("--weight-init: ") + e.what());
-  }
   if (snapshots_from < 0) fail("--snapshots-from: snapshots_from must be >= 0");
   if (stop_after < 0) fail("--stop-after: stop_after must be >= 0");
   if (log_every < 0) fail("--log-every: log_every must be >= 0");
@@ -262,9 +257,8 @@ void TrainConfig::validate() {
 
 // ---------------------------------------------------------------- helpers
 
-Preprocess make_preprocess(const std::string& mode, const Dataset& train) {
-  PreprocessMode m = parse_preprocess(mode);
-  if (m != PreprocessMode::standard) return Preprocess::make(m, train.channels);
+Preprocess make_preprocess(PreprocessMode mode, const Dataset& train) {
+  if (mode != PreprocessMode::standard) return Preprocess::make(mode, train.channels);
   ChannelStats st = compute_channel_stats(train);
   std::vector<float> mean(st.mean.begin(), st.mean.end()), sd(st.std.begin(), st.std.end());
   return Preprocess::standard(mean, sd);
@@ -364,7 +358,7 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std
   if (steps_per_epoch_ == 0)
     throw std::invalid_argument("train: " + std::to_string(train_->size()) + " training images make no full batch of " +
                                 std::to_string(cfg_.batch));
-  const ConvInit conv_init = parse_conv_init(cfg_.weight_init);  // checked even when a model is given
+  const ConvInit conv_init = cfg_.weight_init;
   std::vector<BranchKind> branch_kinds;
   if (cfg_.reparam != "none") {
     try {

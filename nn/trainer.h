@@ -87,7 +87,7 @@ namespace octet::nn {
 struct TrainConfig {
   std::string preset;  // informational: the preset the values came from
   std::string model = "resnet20";
-  std::string weight_init = "torch";  // conv weights: torch | he (nn/module.h, ConvInit)
+  ConvInit weight_init = ConvInit::torch;  // conv weights (nn/module.h)
   bool zero_init_residual = false;    // last BN gamma of each block = 0 (nn/resnet.h); for a model the trainer makes
   // "1x1", "1x3,3x1", ...: train-time branches beside the blocks' 3x3 convs, folded away in every
   // checkpoint's model (nn/resnet.h, add_branches); for a model the trainer makes.
@@ -98,7 +98,7 @@ struct TrainConfig {
   OptimizerConfig optim{.kind = "sgd", .lr = 0.1f, .momentum = 0.9f, .nesterov = true, .weight_decay = 5e-4f};
   ScheduleConfig schedule{};  // kind onecycle, lr 0.1, pct_start 0.25 (the peer recipe)
   float label_smoothing = 0.0f;
-  std::string preprocess = "standard";  // standard (train-set mean/std) | vgg | inception
+  PreprocessMode preprocess = PreprocessMode::standard;  // standard (train-set mean/std) | vgg | inception
   bool augment = true;                  // random crop (pad 4) + horizontal flip
   bool alternate_flip = false;          // flip coin drawn once per image, then alternating by epoch
   int cutout = 0;                       // cutout square side after crop + flip (0 = off)
@@ -274,7 +274,7 @@ class Trainer {
 
 // The Preprocess a run uses: "standard" with the mean/std of `train`
 // (as the peer script), "vgg", "inception".
-Preprocess make_preprocess(const std::string& mode, const Dataset& train);
+Preprocess make_preprocess(PreprocessMode mode, const Dataset& train);
 // The exact map stored in a checkpoint.
 Preprocess preprocess_from_checkpoint(const Checkpoint& ck);
 // The shape of the images the checkpoint's model was trained on (metadata

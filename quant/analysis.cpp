@@ -9,6 +9,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "engine/fixedpoint.h"
 #include "nn/module.h"
 
 namespace octet::quant {
@@ -46,9 +47,9 @@ double sqnr_db(double signal, double noise) {
 
 const char* quant_mode_name(QuantMode m) {
   switch (m) {
-    case QuantMode::kFloat: return "float";
-    case QuantMode::kWeightsOnly: return "weights";
-    case QuantMode::kFakeQuant: return "fakequant";
+    case QuantMode::float32: return "float";
+    case QuantMode::weights_only: return "weights";
+    case QuantMode::fake_quant: return "fakequant";
   }
   return "?";
 }
@@ -58,10 +59,10 @@ QuantSwitches set_quant_mode(nn::Module& model, QuantMode mode) {
   for (auto& [name, m] : model.named_modules()) {
     if (auto* a = dynamic_cast<ActQuant*>(m)) {
       s.acts.emplace_back(a, a->fake_quant_enabled());
-      a->set_fake_quant(mode == QuantMode::kFakeQuant);
+      a->set_fake_quant(mode == QuantMode::fake_quant);
     } else if (auto* w = dynamic_cast<WeightQuant*>(m)) {
       s.weights.emplace_back(w, w->fake_quant_enabled());
-      w->set_fake_quant(mode != QuantMode::kFloat);
+      w->set_fake_quant(mode != QuantMode::float32);
     }
   }
   return s;
@@ -129,9 +130,9 @@ Comparison compare_layers(nn::ResNet& model, const IntSim& sim, const std::map<s
     Tensor chunk = Tensor::from(
         {m, images.dim(1), images.dim(2), images.dim(3)},
         std::span<const float>(images.data() + start * per_image, static_cast<size_t>(m * per_image)));
-    const Capture f = capture_activations(model, chunk, QuantMode::kFloat);
-    const Capture w = capture_activations(model, chunk, QuantMode::kWeightsOnly);
-    const Capture q = capture_activations(model, chunk, QuantMode::kFakeQuant);
+    const Capture f = capture_activations(model, chunk, QuantMode::float32);
+    const Capture w = capture_activations(model, chunk, QuantMode::weights_only);
+    const Capture q = capture_activations(model, chunk, QuantMode::fake_quant);
     std::vector<IntSim::Trace> traces;
     for (int64_t k = 0; k < m; ++k) traces.push_back(sim.run_image(pixels_nhwc + (start + k) * per_image));
 
@@ -234,6 +235,24 @@ std::string format_comparison(const Comparison& c) {
                 c.images, c.argmax_float_fq, c.argmax_fq_int, c.argmax_float_int);
   s += line;
   return s;
+}
+
+double double_rounding_share(int32_t m0, int32_t shift) {
+  const double m = std::ldexp(static_cast<double>(m0), shift - 31);
+  if (!(m > 0)) throw std::invalid_argument("double_rounding_share: the multiplier must be positive");
+  // Accumulators from -128 / M to 128 / M: every one when they are few, else
+  // an odd stride, so the exact results do not line up with the half steps.
+  const int64_t reach = std::min<int64_t>(static_cast<int64_t>(std::ceil(128.0 / m)), 2147483647);
+  int64_t stride = std::max<int64_t>(1, 2 * reach / 65536);
+  stride |= 1;
+  int64_t differ = 0, total = 0;
+  for (int64_t acc = -reach; acc <= reach; acc += stride) {
+    const int32_t twice = engine::MultiplyByQuantizedMultiplier(static_cast<int32_t>(acc), m0, shift);
+    const double once = std::nearbyint(static_cast<double>(acc) * m);  // the default rounding mode: half to even
+    differ += static_cast<double>(twice) != once;
+    ++total;
+  }
+  return static_cast<double>(differ) / static_cast<double>(total);
 }
 
 }  // namespace octet::quant

@@ -48,7 +48,7 @@
 namespace octet::quant {
 
 // Which quantizers of a prepared model are on.
-enum class QuantMode { kFloat, kWeightsOnly, kFakeQuant };
+enum class QuantMode { float32, weights_only, fake_quant };
 const char* quant_mode_name(QuantMode m);
 
 // Switches every ActQuant and WeightQuant of a prepared model (fake quant on
@@ -97,5 +97,14 @@ Comparison compare_layers(nn::ResNet& model, const IntSim& sim, const std::map<s
 
 // A fixed-width table of a Comparison.
 std::string format_comparison(const Comparison& c);
+
+// How often the engine's requantization rounds differently from one rounding
+// (docs/quantization.md section 16): the share of outputs for which
+// MultiplyByQuantizedMultiplier(acc, m0, shift) (gemmlowp's two roundings)
+// differs from acc * M rounded once, half to even, as ONNX's QuantizeLinear
+// does, M = m0 * 2^(shift - 31). Deterministic: the accumulators nearest to
+// the exact results -128, -128 + 1/256, ..., 128 - 1/256 (65,536 of them,
+// an int8 output's range).
+double double_rounding_share(int32_t m0, int32_t shift);
 
 }  // namespace octet::quant

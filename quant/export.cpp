@@ -82,7 +82,7 @@ IntWeights weight_codes(const Tensor& y, const std::vector<QuantParams>& p, int 
     for (int64_t i = 0; i < per; ++i) {
       const float v = yd[c * per + i];
       if (!std::isfinite(v)) refuse(layer, cat("weight ", c * per + i, " is not finite"));
-      w.codes[static_cast<size_t>(c * per + i)] = static_cast<int8_t>(quantize(v, g, RoundMode::kHalfToEven));
+      w.codes[static_cast<size_t>(c * per + i)] = static_cast<int8_t>(quantize(v, g, RoundMode::half_to_even));
     }
   }
   return w;
@@ -569,11 +569,11 @@ ExportResult export_model(nn::ResNet& model, const QatConfig& config, const Prep
   ex.input();  // uint8 pixels in; the pad pixel z
   for (const QuantEdge& e : quant_edges(model)) {  // the layers, in forward order
     switch (e.kind) {
-      case QuantEdge::Kind::kConv: ex.conv(e); break;  // the stem (no input) folds the preprocessing: stem_weights
-      case QuantEdge::Kind::kLinear: ex.linear(e); break;
-      case QuantEdge::Kind::kAdd: ex.add(e); break;
-      case QuantEdge::Kind::kMaxPool: ex.max_pool(e); break;
-      case QuantEdge::Kind::kAvgPool: ex.avg_pool(e); break;
+      case QuantEdge::Kind::conv: ex.conv(e); break;  // the stem (no input) folds the preprocessing: stem_weights
+      case QuantEdge::Kind::linear: ex.linear(e); break;
+      case QuantEdge::Kind::add: ex.add(e); break;
+      case QuantEdge::Kind::max_pool: ex.max_pool(e); break;
+      case QuantEdge::Kind::avg_pool: ex.avg_pool(e); break;
     }
   }
   ex.output();

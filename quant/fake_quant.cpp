@@ -75,10 +75,10 @@ class BlockGrid {
 template <class Body>
 void with_rounder(RoundMode mode, uint64_t seed, int64_t block, Body&& body) {
   switch (mode) {
-    case RoundMode::kHalfToEven: body([](float v) { return round_half_to_even(v); }); return;
-    case RoundMode::kHalfUp: body([](float v) { return round_half_up(v); }); return;
-    case RoundMode::kHalfAwayFromZero: body([](float v) { return round_half_away_from_zero(v); }); return;
-    case RoundMode::kStochastic: {
+    case RoundMode::half_to_even: body([](float v) { return round_half_to_even(v); }); return;
+    case RoundMode::half_up: body([](float v) { return round_half_up(v); }); return;
+    case RoundMode::half_away_from_zero: body([](float v) { return round_half_away_from_zero(v); }); return;
+    case RoundMode::stochastic: {
       Rng rng(seed, static_cast<uint64_t>(block));
       body([&rng](float v) { return round_stochastic(v, rng.uniform()); });
       return;
@@ -87,7 +87,7 @@ void with_rounder(RoundMode mode, uint64_t seed, int64_t block, Body&& body) {
 }
 
 uint64_t draw_seed(RoundMode mode, Rng* rng, const char* who) {
-  if (mode != RoundMode::kStochastic) return 0;
+  if (mode != RoundMode::stochastic) return 0;
   if (rng == nullptr) throw std::invalid_argument(std::string(who) + ": stochastic rounding needs an Rng");
   const uint64_t hi = rng->next_u32();
   return (hi << 32) | rng->next_u32();
@@ -271,7 +271,7 @@ struct QdqChannel {
   float scale = 1;          // codes per real unit (TF's scale)
   float inverse_scale = 1;  // real units per code
   float min_range = 0, max_range = 0;  // the clamp, used when range_given
-  float grad_min = 0, grad_max = 0;    // kClipped's mask: the op's range inputs
+  float grad_min = 0, grad_max = 0;    // clipped's mask: the op's range inputs
 };
 
 IntRange qdq_range(const QdqOptions& opt) {
@@ -382,7 +382,7 @@ Tensor qdq_impl(const char* who, const Tensor& x, std::span<const float> min, st
     });
   });
 
-  if (opt.gradient == QdqGradient::kStraightThrough) {
+  if (opt.gradient == QdqGradient::straight_through) {
     return record(who, y, {x}, [](const Tensor& dy) { return std::vector<Tensor>{dy}; });
   }
   return record(who, y, {x}, [x, params, layout](const Tensor& dy) {
@@ -617,7 +617,7 @@ float qdq_v2_ref(float x, float lo, float hi, const QdqOptions& opt, float u) {
 }
 
 float qdq_v2_grad_ref(float x, float dy, float min, float max, const QdqOptions& opt) {
-  if (opt.gradient == QdqGradient::kStraightThrough) return dy;
+  if (opt.gradient == QdqGradient::straight_through) return dy;
   return (x >= min && x <= max) ? dy : 0.0f;
 }
 

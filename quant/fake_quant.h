@@ -28,7 +28,7 @@
 //
 // Rounding: every op takes a RoundMode (quant/qmath.h). The defaults are the
 // sources' own: FakeQuant rounds half up (floor(v + 0.5)), QDQv2 half to even,
-// LSQ half to even (torch.round). kStochastic needs an Rng; each call draws one
+// LSQ half to even (torch.round). stochastic needs an Rng; each call draws one
 // 64-bit seed from it and gives every fixed block of the tensor its own stream,
 // so results do not depend on the thread count. Precisely: seed = (hi << 32) | lo
 // with hi, lo the caller's next two next_u32(); x is walked as [outer, C, inner]
@@ -57,8 +57,8 @@ namespace octet::quant {
 struct FakeQuantOptions {
   int bits = 8;                          // 2..16 (TF's limits) or 32
   bool narrow_range = false;             // codes [1, 2^b - 1] instead of [0, 2^b - 1]
-  RoundMode round = RoundMode::kHalfUp;  // TF: floor(v + 0.5)
-  Rng* rng = nullptr;                    // for kStochastic
+  RoundMode round = RoundMode::half_up;  // TF: floor(v + 0.5)
+  Rng* rng = nullptr;                    // for stochastic
 };
 
 // x: any shape; min, max: one-element tensors (usually learnable leaves).
@@ -88,7 +88,7 @@ QuantParams fake_quant_params(float min, float max, const FakeQuantOptions& opt 
 
 // One element, written as TF's kernels read (no shortcuts): recomputes Nudge.
 // per_channel selects the per-channel kernel's product with inv_scale.
-// u feeds kStochastic.
+// u feeds stochastic.
 float fake_quant_ref(float x, float min, float max, const FakeQuantOptions& opt, bool per_channel = false,
                      float u = 0.0f);
 struct FakeQuantGrad {
@@ -106,10 +106,10 @@ enum class QdqGradient : uint8_t {
   // (8-bit signed) x = 7 is not clamped (max widens to 9.921875) but gets dx = 0.
   // With range_given = false TF still masks with the (unused) inputs: pass
   // -inf, +inf for the identity.
-  kClipped,
+  clipped,
   // The gradient TF registers for the QuantizeAndDequantizeV2 op itself
   // (array_grad.py: "return [grad, None, None]"): the identity everywhere.
-  kStraightThrough,
+  straight_through,
 };
 
 struct QdqOptions {
@@ -117,9 +117,9 @@ struct QdqOptions {
   bool signed_output = true;                 // TF's signed_input
   bool range_given = false;                  // false: use the tensor's own min/max each call
   bool narrow_range = false;                 // signed only: [-2^(b-1) + 1, 2^(b-1) - 1]
-  RoundMode round = RoundMode::kHalfToEven;  // TF: HALF_TO_EVEN (default) or HALF_UP
-  QdqGradient gradient = QdqGradient::kClipped;
-  Rng* rng = nullptr;  // for kStochastic
+  RoundMode round = RoundMode::half_to_even;  // TF: HALF_TO_EVEN (default) or HALF_UP
+  QdqGradient gradient = QdqGradient::clipped;
+  Rng* rng = nullptr;  // for stochastic
 };
 
 // x: any shape. Forward, per TF (quantize_and_dequantize_op.h):
@@ -158,8 +158,8 @@ struct LsqOptions {
   bool is_signed = true;                     // weights: Qn = 2^(b-1), Qp = 2^(b-1) - 1;
                                              // unsigned (after ReLU): Qn = 0, Qp = 2^b - 1
   float grad_scale = 0.0f;                   // g; 0 = the paper's 1/sqrt(N * Qp), N = values per step
-  RoundMode round = RoundMode::kHalfToEven;  // torch.round
-  Rng* rng = nullptr;                        // for kStochastic
+  RoundMode round = RoundMode::half_to_even;  // torch.round
+  Rng* rng = nullptr;                        // for stochastic
 };
 
 // x: any shape, step: one-element tensor s > 0 (a learnable leaf).

@@ -31,8 +31,8 @@ namespace param = engine::param;
 namespace onnx {
 constexpr int64_t kIrVersion = 7;
 constexpr int64_t kOpset = 13;
-enum DataType : int32_t { kFloat = 1, kUint8 = 2, kInt8 = 3, kInt32 = 6 };  // TensorProto.DataType
-enum AttrType : int32_t { kAttrInt = 2, kAttrInts = 7 };                   // AttributeProto.AttributeType
+constexpr int32_t kFloat = 1, kUint8 = 2, kInt8 = 3, kInt32 = 6;  // TensorProto.DataType values
+constexpr int32_t kAttrInt = 2, kAttrInts = 7;                   // AttributeProto.AttributeType values
 // Field numbers, one namespace per message.
 namespace model {
 constexpr uint32_t kIrVersion = 1, kProducerName = 2, kProducerVersion = 3, kDocString = 6, kGraph = 7,

@@ -17,33 +17,33 @@ namespace octet::quant {
 
 std::string_view quant_op_name(QuantOp op) {
   switch (op) {
-    case QuantOp::kQdqV2: return "qdq_v2";
-    case QuantOp::kFakeQuant: return "fake_quant";
-    case QuantOp::kLsq: return "lsq";
+    case QuantOp::qdq_v2: return "qdq_v2";
+    case QuantOp::fake_quant: return "fake_quant";
+    case QuantOp::lsq: return "lsq";
   }
   return "?";
 }
 
 QuantOp parse_quant_op(std::string_view name) {
-  if (name == "qdq_v2" || name == "qdqv2") return QuantOp::kQdqV2;
-  if (name == "fake_quant" || name == "fakequant") return QuantOp::kFakeQuant;
-  if (name == "lsq") return QuantOp::kLsq;
+  if (name == "qdq_v2" || name == "qdqv2") return QuantOp::qdq_v2;
+  if (name == "fake_quant" || name == "fakequant") return QuantOp::fake_quant;
+  if (name == "lsq") return QuantOp::lsq;
   throw std::invalid_argument("unknown quant op '" + std::string(name) + "'; valid: qdq_v2, fake_quant, lsq");
 }
 
 std::string_view add_inputs_name(AddInputs a) {
   switch (a) {
-    case AddInputs::kOff: return "off";
-    case AddInputs::kTied: return "tied";
-    case AddInputs::kUntied: return "untied";
+    case AddInputs::off: return "off";
+    case AddInputs::tied: return "tied";
+    case AddInputs::untied: return "untied";
   }
   return "?";
 }
 
 AddInputs parse_add_inputs(std::string_view name) {
-  if (name == "off") return AddInputs::kOff;
-  if (name == "tied") return AddInputs::kTied;
-  if (name == "untied") return AddInputs::kUntied;
+  if (name == "off") return AddInputs::off;
+  if (name == "tied") return AddInputs::tied;
+  if (name == "untied") return AddInputs::untied;
   throw std::invalid_argument("unknown add_inputs '" + std::string(name) + "'; valid: off, tied, untied");
 }
 
@@ -170,9 +170,9 @@ void QatConfig::validate() const {
   step_ok("quant_delay_step", quant_delay_step);
   step_ok("observer_freeze_step", observer_freeze_step);
   step_ok("bn_freeze_step", bn_freeze_step);
-  if (op != QuantOp::kFakeQuant && !symmetric_weights)
+  if (op != QuantOp::fake_quant && !symmetric_weights)
     fail("symmetric_weights = false needs op fake_quant (" + std::string(quant_op_name(op)) + " is symmetric)");
-  if (op == QuantOp::kFakeQuant && symmetric_weights && !narrow_weights)
+  if (op == QuantOp::fake_quant && symmetric_weights && !narrow_weights)
     fail("fake_quant with symmetric weights needs narrow_weights = true (codes [1, 2^b - 1], zero point in the middle)");
   if (!range_given) {
     ObserverConfig oc = act_observer;

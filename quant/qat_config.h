@@ -18,18 +18,18 @@ namespace octet::quant {
 
 // The fake-quant op (quant/fake_quant.h) used for weights and activations.
 enum class QuantOp : uint8_t {
-  kQdqV2,      // TF QuantizeAndDequantizeV2: symmetric, zero point 0 (the study's default)
-  kFakeQuant,  // TF FakeQuantWithMinMaxVars: asymmetric, nudged zero point
-  kLsq,        // learned step size (Esser et al. 2020), for low bit widths
+  qdq_v2,      // TF QuantizeAndDequantizeV2: symmetric, zero point 0 (the study's default)
+  fake_quant,  // TF FakeQuantWithMinMaxVars: asymmetric, nudged zero point
+  lsq,        // learned step size (Esser et al. 2020), for low bit widths
 };
 std::string_view quant_op_name(QuantOp op);  // "qdq_v2", "fake_quant", "lsq"
 QuantOp parse_quant_op(std::string_view name);  // throws std::invalid_argument listing the choices
 
 // The study's "also quantize the inputs of Add" knob.
 enum class AddInputs : uint8_t {
-  kOff,     // no ActQuant in the add slots (the add's inputs are the producer tensors)
-  kTied,    // one ActQuant range shared by both inputs
-  kUntied,  // each input its own range
+  off,     // no ActQuant in the add slots (the add's inputs are the producer tensors)
+  tied,    // one ActQuant range shared by both inputs
+  untied,  // each input its own range
 };
 std::string_view add_inputs_name(AddInputs a);  // "off", "tied", "untied"
 AddInputs parse_add_inputs(std::string_view name);
@@ -39,8 +39,8 @@ AddInputs parse_add_inputs(std::string_view name);
 // takes precedence when >= 0; -1 means never.
 struct QatConfig {
   // -- what grid, what op
-  QuantOp op = QuantOp::kQdqV2;
-  RoundMode round = RoundMode::kHalfToEven;
+  QuantOp op = QuantOp::qdq_v2;
+  RoundMode round = RoundMode::half_to_even;
   int weight_bits = 8;             // 2..16 (32 accepted: a float no-op)
   int act_bits = 8;
   bool signed_activations = true;  // ReLU outputs on a signed grid (half the codes unused) or
@@ -54,7 +54,7 @@ struct QatConfig {
   bool quantize_weights = true;      // conv (folded) and fc weights
   bool quantize_activations = true;  // every engine tensor between layers (ReLU outputs, conv
                                      // outputs feeding an Add, block outputs)
-  AddInputs add_inputs = AddInputs::kOff;
+  AddInputs add_inputs = AddInputs::off;
   bool quantize_input = false;       // the preprocessed image (the engine eats exact uint8
                                      // pixels, so the faithful default is float)
   bool quantize_output = true;       // the logits (the engine returns int8 logits)

@@ -116,7 +116,7 @@ ActQuant::ActQuant(const QuantizerSpec& spec, const QatConfig& config) : nn::Mod
   check_bits(spec.bits, "ActQuant");
   min_max_ = register_buffer("min_max", Tensor::zeros({2}));
   flags_ = register_buffer("flags", Tensor::zeros({4}));
-  if (spec.op == QuantOp::kLsq) step_ = register_parameter("step", Tensor::full({1}, 1.0f));
+  if (spec.op == QuantOp::lsq) step_ = register_parameter("step", Tensor::full({1}, 1.0f));
   if (config.range_given) {
     set_range({config.range_min, config.range_max});
     flags_.data()[1] = 1.0f;
@@ -192,12 +192,12 @@ QuantParams ActQuant::params() const {
   if (!r.has_range()) throw std::logic_error("ActQuant::params: no range observed yet");
   const Range u = usable(r.range());
   switch (spec_.op) {
-    case QuantOp::kQdqV2: return qdq_v2_params(u.min, u.max, qdq_options(spec_, nullptr));
-    case QuantOp::kFakeQuant: {
+    case QuantOp::qdq_v2: return qdq_v2_params(u.min, u.max, qdq_options(spec_, nullptr));
+    case QuantOp::fake_quant: {
       const QuantParams p = fake_quant_params(u.min, u.max, fq_options(spec_, nullptr));
       return spec_.is_signed ? signed_view(p, spec_.bits) : p;
     }
-    case QuantOp::kLsq: {
+    case QuantOp::lsq: {
       return lsq_params(r.step_.data()[0], lsq_options(spec_, nullptr));
     }
   }
@@ -213,12 +213,12 @@ Tensor ActQuant::forward(const Tensor& x) {
   }
   if (!fake_quant_enabled() || rflags[2] == 0.0f) return x;
   const Range u = usable(r.range());
-  Rng* rp = spec_.round == RoundMode::kStochastic ? &rounding_rng_ : nullptr;
+  Rng* rp = spec_.round == RoundMode::stochastic ? &rounding_rng_ : nullptr;
   switch (spec_.op) {
-    case QuantOp::kQdqV2: return quantize_dequantize_v2(x, u.min, u.max, qdq_options(spec_, rp));
-    case QuantOp::kFakeQuant:
+    case QuantOp::qdq_v2: return quantize_dequantize_v2(x, u.min, u.max, qdq_options(spec_, rp));
+    case QuantOp::fake_quant:
       return fake_quant(x, Tensor::full({1}, u.min), Tensor::full({1}, u.max), fq_options(spec_, rp));
-    case QuantOp::kLsq: {
+    case QuantOp::lsq: {
       Tensor& step = r.step_;
       if (rflags[3] == 0.0f) {  // first use: the step that covers the observed range
         const IntRange q = int_range(spec_.bits, spec_.is_signed, false);
@@ -241,10 +241,10 @@ Tensor ActQuant::forward(const Tensor& x) {
 WeightQuant::WeightQuant(const QuantizerSpec& spec, bool per_channel, int64_t channels)
     : nn::Module("WeightQuant"), spec_(spec), per_channel_(per_channel) {
   check_bits(spec.bits, "WeightQuant");
-  if (spec.op == QuantOp::kQdqV2 && !spec.symmetric)
+  if (spec.op == QuantOp::qdq_v2 && !spec.symmetric)
     throw std::invalid_argument("WeightQuant: qdq_v2 is symmetric by definition (symmetric_weights = false needs fake_quant)");
   flags_ = register_buffer("flags", Tensor::zeros({2}));
-  if (spec.op == QuantOp::kLsq) step_ = register_parameter("step", Tensor::full({per_channel ? channels : 1}, 1.0f));
+  if (spec.op == QuantOp::lsq) step_ = register_parameter("step", Tensor::full({per_channel ? channels : 1}, 1.0f));
 }
 
 std::string WeightQuant::describe() const {
@@ -266,7 +266,7 @@ void weight_op_ranges(const Tensor& w, const QuantizerSpec& s, bool per_channel,
   weight_ranges(w, per_channel, lo, hi);
   for (size_t c = 0; c < lo.size(); ++c) {
     Range r = usable({lo[c], hi[c]});
-    if (s.op == QuantOp::kFakeQuant && s.symmetric) {
+    if (s.op == QuantOp::fake_quant && s.symmetric) {
       const float m = std::max(-r.min, r.max);
       r = {-m, m};
     }
@@ -280,7 +280,7 @@ void weight_op_ranges(const Tensor& w, const QuantizerSpec& s, bool per_channel,
 std::vector<QuantParams> WeightQuant::params(const Tensor& w) const {
   const int64_t channels = w.dim(0);
   std::vector<QuantParams> out;
-  if (spec_.op == QuantOp::kLsq) {
+  if (spec_.op == QuantOp::lsq) {
     for (int64_t c = 0; c < channels; ++c)
       out.push_back(lsq_params(step_.data()[per_channel_ ? c : 0], lsq_options(spec_, nullptr)));
     return out;
@@ -289,7 +289,7 @@ std::vector<QuantParams> WeightQuant::params(const Tensor& w) const {
   weight_op_ranges(w, spec_, per_channel_, lo, hi);
   for (int64_t c = 0; c < channels; ++c) {
     const size_t k = per_channel_ ? static_cast<size_t>(c) : 0;
-    if (spec_.op == QuantOp::kQdqV2) {
+    if (spec_.op == QuantOp::qdq_v2) {
       out.push_back(qdq_v2_params(lo[k], hi[k], qdq_options(spec_, nullptr)));
     } else {
       out.push_back(signed_view(fake_quant_params(lo[k], hi[k], fq_options(spec_, nullptr)), spec_.bits));
@@ -300,8 +300,8 @@ std::vector<QuantParams> WeightQuant::params(const Tensor& w) const {
 
 Tensor WeightQuant::forward(const Tensor& w) {
   if (!fake_quant_enabled()) return w;
-  Rng* rp = spec_.round == RoundMode::kStochastic ? &rounding_rng_ : nullptr;
-  if (spec_.op == QuantOp::kLsq) {
+  Rng* rp = spec_.round == RoundMode::stochastic ? &rounding_rng_ : nullptr;
+  if (spec_.op == QuantOp::lsq) {
     Tensor& st = step_;
     float* flags = flags_.data();
     if (flags[1] == 0.0f) {  // the paper's init 2 mean|w| / sqrt(Qp), per channel
@@ -319,7 +319,7 @@ Tensor WeightQuant::forward(const Tensor& w) {
   }
   std::vector<float> lo, hi;
   weight_op_ranges(w, spec_, per_channel_, lo, hi);
-  if (spec_.op == QuantOp::kQdqV2) {
+  if (spec_.op == QuantOp::qdq_v2) {
     const QdqOptions o = qdq_options(spec_, rp);
     return per_channel_ ? quantize_dequantize_v2_per_channel(w, lo, hi, 0, o)
                         : quantize_dequantize_v2(w, lo[0], hi[0], o);

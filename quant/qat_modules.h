@@ -20,8 +20,8 @@ namespace octet::quant {
 
 // The grid and op of one quantizer.
 struct QuantizerSpec {
-  QuantOp op = QuantOp::kQdqV2;
-  RoundMode round = RoundMode::kHalfToEven;
+  QuantOp op = QuantOp::qdq_v2;
+  RoundMode round = RoundMode::half_to_even;
   int bits = 8;
   bool is_signed = true;
   bool narrow = false;

@@ -70,7 +70,7 @@ void prepare(nn::ResNet& model, const QatConfig& cfg) {
     s.bits = bits_for(name, cfg.act_bits);
     s.is_signed = is_signed;
     s.narrow = false;
-    s.symmetric = cfg.op != QuantOp::kFakeQuant;
+    s.symmetric = cfg.op != QuantOp::fake_quant;
     s.in_location = in_location;
     return std::make_shared<ActQuant>(s, cfg);
   };
@@ -100,10 +100,10 @@ void prepare(nn::ResNet& model, const QatConfig& cfg) {
       const std::string p = "layer" + std::to_string(s + 1) + "." + std::to_string(b) + ".";
       const std::string out = p + (rc.bottleneck ? "relu3" : "relu2");
       last = wrap(model, out, act(out + ".1", relu_signed, acts));
-      if (cfg.add_inputs != AddInputs::kOff) {
+      if (cfg.add_inputs != AddInputs::off) {
         auto a = act(p + "add.input_a", true, true);
         model.replace(p + "add.input_a", a);
-        std::shared_ptr<ActQuant> bq = cfg.add_inputs == AddInputs::kTied
+        std::shared_ptr<ActQuant> bq = cfg.add_inputs == AddInputs::tied
                                            ? std::make_shared<ActQuant>(a, /*observes=*/true, true)
                                            : act(p + "add.input_b", true, true);
         model.replace(p + "add.input_b", bq);
@@ -149,7 +149,7 @@ std::vector<QuantEdge> quant_edges(nn::ResNet& model) {
   std::vector<QuantEdge> edges;
   auto conv_edge = [&](const std::string& name, const ActQuant* in, const std::string& out, bool relu) {
     QuantEdge e;
-    e.kind = QuantEdge::Kind::kConv;
+    e.kind = QuantEdge::Kind::conv;
     e.name = name;
     e.conv = dynamic_cast<ConvBn*>(&model.find(name));
     if (!e.conv) throw std::logic_error("quant_edges: '" + name + "' is not a ConvBn");
@@ -163,7 +163,7 @@ std::vector<QuantEdge> quant_edges(nn::ResNet& model) {
   const auto& rc = model.config();
   if (rc.imagenet_stem) {
     QuantEdge e;
-    e.kind = QuantEdge::Kind::kMaxPool;
+    e.kind = QuantEdge::Kind::max_pool;
     e.name = "maxpool";
     e.input = e.output = cur;
     edges.push_back(e);
@@ -187,7 +187,7 @@ std::vector<QuantEdge> quant_edges(nn::ResNet& model) {
       if (shortcut.type() == "Sequential")
         sc = conv_edge(p + "shortcut.0", x, p + "shortcut.1.1", false);
       QuantEdge e;
-      e.kind = QuantEdge::Kind::kAdd;
+      e.kind = QuantEdge::Kind::add;
       e.name = p + "add";
       e.input = y;
       e.input_b = sc;
@@ -200,13 +200,13 @@ std::vector<QuantEdge> quant_edges(nn::ResNet& model) {
     }
   }
   QuantEdge pool;
-  pool.kind = QuantEdge::Kind::kAvgPool;
+  pool.kind = QuantEdge::Kind::avg_pool;
   pool.name = "avgpool.0";
   pool.input = cur;
   pool.output = aq_at(model, "avgpool.1");
   edges.push_back(pool);
   QuantEdge fc;
-  fc.kind = QuantEdge::Kind::kLinear;
+  fc.kind = QuantEdge::Kind::linear;
   fc.name = "fc.0";
   fc.linear = dynamic_cast<nn::Linear*>(&model.find("fc.0"));
   if (!fc.linear) throw std::logic_error("quant_edges: 'fc.0' is not a Linear");

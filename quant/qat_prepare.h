@@ -82,17 +82,17 @@ std::vector<std::pair<std::string, ConvBn*>> conv_bns(nn::Module& model);
 // One engine op of a prepared model, with the ActQuants giving its input and
 // output grids (see "The engine graph of one block" above).
 struct QuantEdge {
-  enum class Kind { kConv, kLinear, kAdd, kMaxPool, kAvgPool };
-  Kind kind = Kind::kConv;
+  enum class Kind { conv, linear, add, max_pool, avg_pool };
+  Kind kind = Kind::conv;
   std::string name;                 // ConvBn ("layer1.0.conv1"), Linear ("fc.0"), Add ("layer1.0.add"),
                                     // pools ("maxpool", "avgpool.0")
-  ConvBn* conv = nullptr;           // kConv
-  nn::Linear* linear = nullptr;     // kLinear
+  ConvBn* conv = nullptr;           // conv
+  nn::Linear* linear = nullptr;     // linear
   const ActQuant* input = nullptr;  // grid of the (first) input; nullptr: the model input (stem conv)
-  const ActQuant* input_b = nullptr;  // kAdd: the second input (the shortcut)
+  const ActQuant* input_b = nullptr;  // add: the second input (the shortcut)
   const ActQuant* output = nullptr;   // grid of the output (maxpool: == input)
   bool relu = false;                // ReLU fused into the op (clamp at the output zero point)
-  const ActQuant* add_slot_a = nullptr;  // kAdd with add_inputs != off: the slot quantizers (training only)
+  const ActQuant* add_slot_a = nullptr;  // add with add_inputs != off: the slot quantizers (training only)
   const ActQuant* add_slot_b = nullptr;
 };
 // In forward (topological) order. Throws std::logic_error if `model` is not prepared.

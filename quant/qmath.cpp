@@ -45,7 +45,7 @@ void check_params(const QuantParams& p, const char* who) {
   }
 }
 
-// The one quantize rule; `u` feeds kStochastic.
+// The one quantize rule; `u` feeds stochastic.
 inline int64_t quantize_one(float x, double scale, int64_t zero_point, int64_t qmin, int64_t qmax, RoundMode mode,
                             float u) {
   double v = static_cast<double>(x) / scale;
@@ -58,10 +58,10 @@ inline int64_t quantize_one(float x, double scale, int64_t zero_point, int64_t q
   return std::min(std::max(q, qmin), qmax);
 }
 
-float draw(RoundMode mode, Rng* rng) { return mode == RoundMode::kStochastic ? rng->uniform() : 0.0f; }
+float draw(RoundMode mode, Rng* rng) { return mode == RoundMode::stochastic ? rng->uniform() : 0.0f; }
 
 void check_rng(RoundMode mode, const Rng* rng, const char* who) {
-  if (mode == RoundMode::kStochastic && rng == nullptr) {
+  if (mode == RoundMode::stochastic && rng == nullptr) {
     throw std::invalid_argument(std::string(who) + ": stochastic rounding needs an Rng");
   }
 }
@@ -76,17 +76,17 @@ void check_rng(RoundMode mode, const Rng* rng, const char* who) {
 
 std::string_view round_mode_name(RoundMode mode) {
   switch (mode) {
-    case RoundMode::kHalfToEven: return "half_to_even";
-    case RoundMode::kHalfUp: return "half_up";
-    case RoundMode::kHalfAwayFromZero: return "half_away_from_zero";
-    case RoundMode::kStochastic: return "stochastic";
+    case RoundMode::half_to_even: return "half_to_even";
+    case RoundMode::half_up: return "half_up";
+    case RoundMode::half_away_from_zero: return "half_away_from_zero";
+    case RoundMode::stochastic: return "stochastic";
   }
   return "?";
 }
 
 RoundMode parse_round_mode(std::string_view name) {
-  for (RoundMode m : {RoundMode::kHalfToEven, RoundMode::kHalfUp, RoundMode::kHalfAwayFromZero,
-                      RoundMode::kStochastic}) {
+  for (RoundMode m : {RoundMode::half_to_even, RoundMode::half_up, RoundMode::half_away_from_zero,
+                      RoundMode::stochastic}) {
     if (name == round_mode_name(m)) return m;
   }
   throw std::invalid_argument("unknown rounding mode '" + std::string(name) +

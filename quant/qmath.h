@@ -55,13 +55,13 @@ namespace octet::quant {
 // How a real number of steps becomes an integer number of steps. Ties are the
 // values exactly halfway between two integers (k + 0.5).
 enum class RoundMode : uint8_t {
-  kHalfToEven,        // ties to the even neighbour: 0.5 -> 0, 1.5 -> 2, -2.5 -> -2 (IEEE default,
+  half_to_even,        // ties to the even neighbour: 0.5 -> 0, 1.5 -> 2, -2.5 -> -2 (IEEE default,
                       // TF QuantizeAndDequantizeV2 HALF_TO_EVEN, torch.round)
-  kHalfUp,            // floor(v + 0.5): ties toward +inf: 0.5 -> 1, -2.5 -> -2 (TF HALF_UP and
+  half_up,            // floor(v + 0.5): ties toward +inf: 0.5 -> 1, -2.5 -> -2 (TF HALF_UP and
                       // TF FakeQuant's floor(x + 0.5))
-  kHalfAwayFromZero,  // ties away from zero: 0.5 -> 1, -2.5 -> -3 (std::round, TF's zero-point
+  half_away_from_zero,  // ties away from zero: 0.5 -> 1, -2.5 -> -3 (std::round, TF's zero-point
                       // nudge, the engine's RoundingDivideByPOT)
-  kStochastic,        // floor(v) + 1 with probability v - floor(v): unbiased, E[round(v)] = v
+  stochastic,        // floor(v) + 1 with probability v - floor(v): unbiased, E[round(v)] = v
 };
 
 std::string_view round_mode_name(RoundMode mode);  // "half_to_even", "half_up", ...
@@ -134,14 +134,14 @@ inline T round_stochastic(T v, float u) {
   return (static_cast<T>(u) < v - f) ? f + T(1) : f;
 }
 
-// Dispatch on a run-time mode; u is used by kStochastic only.
+// Dispatch on a run-time mode; u is used by stochastic only.
 template <class T>
 inline T round_with(RoundMode mode, T v, float u = 0.0f) {
   switch (mode) {
-    case RoundMode::kHalfToEven: return round_half_to_even(v);
-    case RoundMode::kHalfUp: return round_half_up(v);
-    case RoundMode::kHalfAwayFromZero: return round_half_away_from_zero(v);
-    case RoundMode::kStochastic: return round_stochastic(v, u);
+    case RoundMode::half_to_even: return round_half_to_even(v);
+    case RoundMode::half_up: return round_half_up(v);
+    case RoundMode::half_away_from_zero: return round_half_away_from_zero(v);
+    case RoundMode::stochastic: return round_stochastic(v, u);
   }
   return v;
 }
@@ -307,9 +307,9 @@ PerChannelParams choose_params_per_channel(std::span<const float> mins, std::spa
 
 // q = clamp(round(x / scale) + zero_point, qmin, qmax). The division is done in
 // double, which for float inputs decides every tie exactly, so this is the
-// exact rounding of the real quotient. kStochastic needs rng (one draw per
+// exact rounding of the real quotient. stochastic needs rng (one draw per
 // value). Throws std::invalid_argument for NaN x, a missing rng, or scale <= 0.
-int64_t quantize(float x, const QuantParams& p, RoundMode mode = RoundMode::kHalfToEven, Rng* rng = nullptr);
+int64_t quantize(float x, const QuantParams& p, RoundMode mode = RoundMode::half_to_even, Rng* rng = nullptr);
 
 // scale * (q - zero_point), one rounding to float (the product is exact in double).
 float dequantize(int64_t q, const QuantParams& p);
@@ -319,14 +319,14 @@ float dequantize(int64_t q, const QuantParams& p);
 // naming its offset. x and q have the same length.
 template <class Int>
 void quantize(std::span<const float> x, const QuantParams& p, std::span<Int> q,
-              RoundMode mode = RoundMode::kHalfToEven, Rng* rng = nullptr);
+              RoundMode mode = RoundMode::half_to_even, Rng* rng = nullptr);
 template <class Int>
 void dequantize(std::span<const Int> q, const QuantParams& p, std::span<float> x);
 
 // Per channel: x is laid out as `layout` ([outer, C, inner]), C == p.channels().
 template <class Int>
 void quantize_per_channel(std::span<const float> x, const ChannelLayout& layout, const PerChannelParams& p,
-                          std::span<Int> q, RoundMode mode = RoundMode::kHalfToEven, Rng* rng = nullptr);
+                          std::span<Int> q, RoundMode mode = RoundMode::half_to_even, Rng* rng = nullptr);
 template <class Int>
 void dequantize_per_channel(std::span<const Int> q, const ChannelLayout& layout, const PerChannelParams& p,
                             std::span<float> x);

@@ -3,12 +3,12 @@
 // onnxruntime-node, CPU provider) for `octet eval MODEL.onnx` and for
 // scripts/bench.sh's ORT peer. Node 18+, no dependency but onnxruntime-node.
 //
-//   node scripts/ort_run.mjs run MODEL.onnx IN.npy OUT.npy [--threads N] [--batch B]
+//   node scripts/ort_run.mjs run MODEL.onnx IN.npy OUT.npy [--threads N] [--batch B] [--precise]
 //       IN: uint8 [N, H, W, C] (raw NHWC pixels, what the Octet engine's Session::run
 //       takes); OUT: float32 [N, classes], the output "logits" (or the only output).
 //       Prints one JSON line: images, seconds in session.run, img/s, the model's
 //       metadata_props (octet.output_scale / octet.output_zero_point of `octet export`).
-//   node scripts/ort_run.mjs bench MODEL.onnx [--batch B] [--threads N] [--seconds S]
+//   node scripts/ort_run.mjs bench MODEL.onnx [--batch B] [--threads N] [--seconds S] [--precise]
 //       [--shape H,W,C] [--dtype uint8|float32] [--layout nhwc|nchw] [--zeros]
 //       Random input (seeded; --zeros: zeros), 0.5 s of warm-up, then timed runs for about
 //       S seconds (default 3). Prints one JSON line: model, batch, threads, img_per_s,
@@ -40,7 +40,7 @@ const fail = (msg) => { throw new Failure(msg); };
 
 // Flags that take a value, and flags without one; anything else starting with "--" is an error.
 const VALUE_FLAGS = new Set(['--threads', '--batch', '--seconds', '--shape', '--dtype', '--layout', '--ort-dir']);
-const BOOL_FLAGS = new Set(['--zeros']);
+const BOOL_FLAGS = new Set(['--zeros', '--precise']);
 
 function parseArgs(argv) {
   const pos = [], flags = {};
@@ -101,15 +101,21 @@ function loadOrt(flags) {
   return { ort, version };
 }
 
-async function openSession(ort, model, threads) {
+// precise: ORT's session.x64quantprecision. On x86 without VNNI (AVX2, and
+// AVX-512 without VNNI) ORT's U8S8 kernels multiply with vpmaddubsw, which
+// adds pairs of u8 x s8 products in 16 bits and saturates (2 x 255 x 127 >
+// 32767); the option makes ORT convert the weights to u8 and use its exact
+// U8U8 kernels, slower. With VNNI both are exact and it changes nothing.
+async function openSession(ort, model, threads, precise = false) {
   if (!fs.existsSync(model)) fail(`model file not found: ${model}`);
   const opts = {
     executionProviders: ['cpu'],
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
-    graphOptimizationLevel: 'all',
+    graphOptimizationLevel: process.env.OCTET_ORT_OPT_LEVEL || 'all',
     executionMode: 'sequential',
   };
+  if (precise) opts.extra = { session: { x64quantprecision: '1' } };
   try {
     return await ort.InferenceSession.create(model, opts);
   } catch (e) {
@@ -287,7 +293,7 @@ async function cmdRun(pos, flags) {
   const [n, h, w, c] = x.shape;
   if (n < 1) fail(`${inFile}: no images`);
   const { ort, version } = loadOrt(flags);
-  const session = await openSession(ort, model, threads);
+  const session = await openSession(ort, model, threads, flags['--precise'] === true);
   const input = singleInput(session, model);
   const output = pickOutput(session, model);
   if (input.type && input.type !== 'uint8')
@@ -354,7 +360,7 @@ async function cmdBench(pos, flags) {
   const batch = intFlag(flags, '--batch', 1, 1);
   const secs = numFlag(flags, '--seconds', 3, 0);
   const { ort, version } = loadOrt(flags);
-  const session = await openSession(ort, model, threads);
+  const session = await openSession(ort, model, threads, flags['--precise'] === true);
   const input = singleInput(session, model);
   const output = pickOutput(session, model);
   // The element type: the model's, else --dtype (then the flag must agree with the model).

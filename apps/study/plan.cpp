@@ -56,7 +56,7 @@ RowRecipe read_recipe(const std::vector<Flag>& flags, const std::string& row) {
 // act only once fake quant is on come from the baseline, and the delay is never.
 quant::QatConfig float_phase_config(const quant::QatConfig& row, const quant::QatConfig& base) {
   quant::QatConfig t = row;
-  if (row.op != quant::QuantOp::kLsq && base.op != quant::QuantOp::kLsq) {
+  if (row.op != quant::QuantOp::lsq && base.op != quant::QuantOp::lsq) {
     t.op = base.op;
     t.round = base.round;
     t.weight_bits = base.weight_bits;
@@ -106,9 +106,9 @@ std::string short_hash(const std::string& text) { return fnv1a_hex(text).substr(
 
 const char* job_kind_name(JobKind k) {
   switch (k) {
-    case JobKind::kTrain: return "train";
-    case JobKind::kTrunk: return "trunk";
-    case JobKind::kCalibrate: return "calibrate";
+    case JobKind::train: return "train";
+    case JobKind::trunk: return "trunk";
+    case JobKind::calibrate: return "calibrate";
   }
   return "?";
 }
@@ -161,7 +161,7 @@ Plan make_plan(const StudyFile& study) {
     for (const Row& row : study.rows) {
       if (row.command == "calibrate") {
         Job j;
-        j.kind = JobKind::kCalibrate;
+        j.kind = JobKind::calibrate;
         j.row = row.id;
         j.seed = seed;
         const std::string src = row_job.count(row.from) ? row_job[row.from] : "";
@@ -209,7 +209,7 @@ Plan make_plan(const StudyFile& study) {
           auto it = trunks.find(key);
           if (it == trunks.end()) {
             Job t;
-            t.kind = JobKind::kTrunk;
+            t.kind = JobKind::trunk;
             t.seed = seed;
             t.epochs = r.epochs;
             t.qat_conf = kv_text(phase);

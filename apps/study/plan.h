@@ -42,14 +42,14 @@
 
 namespace octet::study {
 
-enum class JobKind { kTrain, kTrunk, kCalibrate };
+enum class JobKind { train, trunk, calibrate };
 const char* job_kind_name(JobKind k);  // "train", "trunk", "calibrate"
 
 struct Job {
   std::string id;
   std::string row;   // the row this job's result stands for ("" for a trunk that is only a trunk)
   uint64_t seed = 0;
-  JobKind kind = JobKind::kTrain;
+  JobKind kind = JobKind::train;
   // The octet command, run in the job's folder: {"train", flags...} or
   // {"calibrate", CKPT, flags...}. The runner adds --data, --threads, --out
   // (and --no-progress); paths in it are relative to the job's folder.

@@ -254,7 +254,7 @@ class Runner {
   // tried again), or pending (which includes a finished trunk that is needed again).
   State state_of(const Job& j) const {
     const Outcome out = read_outcome(fs::path(o_.dir) / j.dir());
-    if (out.state == State::kDone && j.kind == JobKind::kTrunk && trunk_needed_again(j, out)) return State::kPending;
+    if (out.state == State::kDone && j.kind == JobKind::trunk && trunk_needed_again(j, out)) return State::kPending;
     if (out.state == State::kFailed && out.token != token_) return State::kPending;
     return out.state;
   }
@@ -390,7 +390,7 @@ class Runner {
       fs::remove(dir / "command.txt");
       const std::vector<std::string> common = {"--data", o_.data, "--threads", std::to_string(o_.threads)};
       std::vector<std::string> args = j.args;
-      if (j.kind == JobKind::kCalibrate) {
+      if (j.kind == JobKind::calibrate) {
         fs::create_directories(dir / "run");
         args.insert(args.end(), common.begin(), common.end());
         for (const char* w : {"--no-eval", "-o", "run/last.ckpt"}) args.push_back(w);
@@ -398,7 +398,7 @@ class Runner {
         if (!j.qat_conf.empty()) write_text_atomic(dir / "qat.conf", j.qat_conf);
         args.insert(args.end(), common.begin(), common.end());
         for (const char* w : {"--out", "run", "--no-progress"}) args.push_back(w);
-        if (j.kind == JobKind::kTrunk) {
+        if (j.kind == JobKind::trunk) {
           args.insert(args.end(), {"--snapshots-from", std::to_string(std::max(j.snapshots_from, 1)), "--stop-after",
                                    std::to_string(j.stop_after)});
         }
@@ -409,7 +409,7 @@ class Runner {
       r["command"] = j.args;
       r["epochs"] = j.epochs;
       r["epochs_trained"] = j.cost;
-      if (j.kind == JobKind::kTrunk) r["stop_after"] = j.stop_after;
+      if (j.kind == JobKind::trunk) r["stop_after"] = j.stop_after;
       r["threads"] = o_.threads;
       if (!j.fork_job.empty()) r["fork"] = {{"from", j.fork_job}, {"epoch", j.fork_epoch}};
       if (!j.row.empty()) evaluate(j, r);
@@ -466,7 +466,7 @@ class Runner {
       r["engine_note"] = j.quantized ? "wider than 8 bits: the engine runs int8, so this row is fake-quant only"
                                      : "not quantized";
     }
-    if (j.kind != JobKind::kCalibrate && fs::exists(dir / "run" / "steps.csv")) r["steps_csv"] = "run/steps.csv";
+    if (j.kind != JobKind::calibrate && fs::exists(dir / "run" / "steps.csv")) r["steps_csv"] = "run/steps.csv";
   }
 
   const RunOptions& o_;

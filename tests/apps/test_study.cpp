@@ -160,7 +160,7 @@ row.ptq.from = baseline
 )");
   const Plan p = make_plan(s);
   const Job& fl = job_of(p, "float", 3);
-  CHECK(fl.kind == JobKind::kTrunk);  // the float row is its trunk, trained to the end
+  CHECK(fl.kind == JobKind::trunk);  // the float row is its trunk, trained to the end
   CHECK(fl.stop_after == 10);
   CHECK(fl.snapshots_from == 4);  // delay40 forks after epoch 4
   CHECK(!fl.quantized);
@@ -194,7 +194,7 @@ row.ptq.from = baseline
   }
   CHECK(trunks.size() == 3);
   const Job& ptq = job_of(p, "ptq", 3);
-  CHECK(ptq.kind == JobKind::kCalibrate);
+  CHECK(ptq.kind == JobKind::calibrate);
   CHECK(ptq.depends == std::vector<std::string>{job_of(p, "baseline", 3).id});
   CHECK(ptq.args[1] == "../" + job_of(p, "baseline", 3).id + "/run/last.ckpt");
 

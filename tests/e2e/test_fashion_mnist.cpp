@@ -148,7 +148,7 @@ TEST_CASE("e2e: QAT ResNet-20 on Fashion-MNIST (IDX, 28x28 gray) -> checkpoint -
   REQUIRE(lm.qat);
 
   // The fake-quant model of the checkpoint on the test images.
-  const quant::QuantSwitches sw = quant::set_quant_mode(*lm.model, quant::QuantMode::kFakeQuant);
+  const quant::QuantSwitches sw = quant::set_quant_mode(*lm.model, quant::QuantMode::fake_quant);
   const nn::Metrics fq = nn::evaluate(*lm.model, test, lm.preprocess, 150);
   quant::restore_quant_mode(sw);
 

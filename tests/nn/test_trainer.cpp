@@ -315,8 +315,8 @@ TEST_CASE("configuration round trip and presets") {
   c.schedule.milestones = {3, 7};
   c.label_smoothing = 0.1f;
   c.seed = 12345678901ULL;
-  CHECK(c.weight_init == "torch");  // the peer script's init is the default
-  c.weight_init = "he";
+  CHECK(c.weight_init == ConvInit::torch);  // the peer script's init is the default
+  c.weight_init = ConvInit::he;
   CHECK(c.cutout == 0);  // off unless asked for
   c.cutout = 8;
   CHECK(c.cutout_until == 0);  // every epoch unless asked for
@@ -334,7 +334,7 @@ TEST_CASE("configuration round trip and presets") {
   CHECK(d.to_map() == c.to_map());
   CHECK(d.label_smoothing == 0.1f);
   CHECK(d.schedule.milestones == std::vector<int>{3, 7});
-  CHECK(d.weight_init == "he");
+  CHECK(d.weight_init == ConvInit::he);
   CHECK(d.cutout == 8);
   CHECK(d.cutout_until == 32);
   CHECK(d.alternate_flip);
@@ -355,7 +355,7 @@ TEST_CASE("configuration round trip and presets") {
   CHECK(e.ema_decay == 0);
   CHECK_FALSE(e.alternate_flip);
   CHECK(e.reparam == "none");
-  CHECK(e.weight_init == "he");
+  CHECK(e.weight_init == ConvInit::he);
   CHECK_THROWS_WITH_AS(d.from_map({{"epochs", "x"}}), doctest::Contains("'epochs'"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(d.from_map({{"bogus", "1"}}), doctest::Contains("bogus"), std::invalid_argument);
   CHECK_THROWS_AS(TrainConfig::preset_config("slow"), std::invalid_argument);
@@ -447,7 +447,7 @@ TEST_CASE("train-time 1x1 branches: checkpoints hold the folded plain model, a k
 TEST_CASE("recompute_bn_stats: each BN's running statistics become the plain average of its batch statistics") {
   Dataset data = random_dataset(70, 21);  // 4 full batches of 16, 6 images left over
   auto model = make_model("resnet20", 4, 2);
-  const Preprocess pre = make_preprocess("standard", data);
+  const Preprocess pre = make_preprocess(PreprocessMode::standard, data);
   auto& stem = dynamic_cast<BatchNorm2d&>(model->find("bn1"));
   std::fill(stem.running_mean().data(), stem.running_mean().data() + 16, 7.0f);  // stale values, to be replaced
   const NamedTensors params_before = [&] {
@@ -728,7 +728,7 @@ TEST_CASE("a sharpness-aware run: the two-pass step by hand, BN statistics moved
   t.fit();
 
   // The same step spelled out with the pieces of nn/sam.h.
-  auto model = make_model(c.model, train.num_classes(), c.seed, parse_conv_init(c.weight_init));
+  auto model = make_model(c.model, train.num_classes(), c.seed, c.weight_init);
   auto opt = make_optimizer(c.optim, model->named_parameters());
   opt->set_lr(0.1f);
   LoaderOptions lo;

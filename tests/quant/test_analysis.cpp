@@ -33,6 +33,7 @@
 #include "core/augment.h"
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "engine/fixedpoint.h"
 #include "engine/format.h"
 #include "nn/resnet.h"
 #include "quant/analysis.h"
@@ -116,9 +117,9 @@ void check_figure(const char* what, double got, double want, double rel = 1e-9) 
 }  // namespace
 
 TEST_CASE("analysis: set_quant_mode switches the quantizers of each mode, restore_quant_mode puts them back") {
-  CHECK(std::string(quant::quant_mode_name(quant::QuantMode::kFloat)) == "float");
-  CHECK(std::string(quant::quant_mode_name(quant::QuantMode::kWeightsOnly)) == "weights");
-  CHECK(std::string(quant::quant_mode_name(quant::QuantMode::kFakeQuant)) == "fakequant");
+  CHECK(std::string(quant::quant_mode_name(quant::QuantMode::float32)) == "float");
+  CHECK(std::string(quant::quant_mode_name(quant::QuantMode::weights_only)) == "weights");
+  CHECK(std::string(quant::quant_mode_name(quant::QuantMode::fake_quant)) == "fakequant");
 
   Prepared p = calibrated(quant::QatConfig{}, PreprocessMode::inception, 3);
   nn::ResNet& m = *p.model;
@@ -134,7 +135,7 @@ TEST_CASE("analysis: set_quant_mode switches the quantizers of each mode, restor
   REQUIRE(acts == static_cast<int>(quant::act_quants(m).size()));
   REQUIRE(weights == 10);  // 9 ConvBn + the fc
 
-  for (quant::QuantMode mode : {quant::QuantMode::kFloat, quant::QuantMode::kWeightsOnly, quant::QuantMode::kFakeQuant}) {
+  for (quant::QuantMode mode : {quant::QuantMode::float32, quant::QuantMode::weights_only, quant::QuantMode::fake_quant}) {
     CAPTURE(quant::quant_mode_name(mode));
     const quant::QuantSwitches sw = quant::set_quant_mode(m, mode);
     CHECK(static_cast<int>(sw.acts.size()) == acts);
@@ -142,9 +143,9 @@ TEST_CASE("analysis: set_quant_mode switches the quantizers of each mode, restor
     for (auto& [name, mod] : m.named_modules()) {
       CAPTURE(name);
       if (auto* a = dynamic_cast<quant::ActQuant*>(mod))
-        CHECK(a->fake_quant_enabled() == (mode == quant::QuantMode::kFakeQuant && a->in_location()));
+        CHECK(a->fake_quant_enabled() == (mode == quant::QuantMode::fake_quant && a->in_location()));
       if (auto* w = dynamic_cast<quant::WeightQuant*>(mod))
-        CHECK(w->fake_quant_enabled() == (mode != quant::QuantMode::kFloat && w->spec().in_location));
+        CHECK(w->fake_quant_enabled() == (mode != quant::QuantMode::float32 && w->spec().in_location));
     }
     quant::restore_quant_mode(sw);
     CHECK(switches(m) == before);
@@ -164,9 +165,9 @@ TEST_CASE("analysis: capture_activations keeps every ActQuant's input and output
   const std::map<std::string, bool> before = switches(m);
   const size_t n_act = quant::act_quants(m).size();
 
-  const quant::Capture f = quant::capture_activations(m, batch, quant::QuantMode::kFloat);
-  const quant::Capture w = quant::capture_activations(m, batch, quant::QuantMode::kWeightsOnly);
-  const quant::Capture q = quant::capture_activations(m, batch, quant::QuantMode::kFakeQuant);
+  const quant::Capture f = quant::capture_activations(m, batch, quant::QuantMode::float32);
+  const quant::Capture w = quant::capture_activations(m, batch, quant::QuantMode::weights_only);
+  const quant::Capture q = quant::capture_activations(m, batch, quant::QuantMode::fake_quant);
   CHECK(switches(m) == before);
   for (auto& [name, mod] : m.named_modules()) CHECK_MESSAGE(mod->type() != "Recorder", name);
   {
@@ -235,9 +236,9 @@ TEST_CASE("analysis: compare_layers' figures are the ones recomputed from the ca
   for (int start = 0; start < n; start += 32) {
     const int k = std::min(32, n - start);
     const Tensor chunk = preprocess_batch(im.chw, start, k, p.pre);
-    const quant::Capture F = quant::capture_activations(m, chunk, quant::QuantMode::kFloat);
-    const quant::Capture W = quant::capture_activations(m, chunk, quant::QuantMode::kWeightsOnly);
-    const quant::Capture Q = quant::capture_activations(m, chunk, quant::QuantMode::kFakeQuant);
+    const quant::Capture F = quant::capture_activations(m, chunk, quant::QuantMode::float32);
+    const quant::Capture W = quant::capture_activations(m, chunk, quant::QuantMode::weights_only);
+    const quant::Capture Q = quant::capture_activations(m, chunk, quant::QuantMode::fake_quant);
     std::vector<quant::IntSim::Trace> traces;
     for (int j = 0; j < k; ++j) traces.push_back(e.sim.run_image(im.nhwc.data() + (start + j) * per));
     for (int j = 0; j < k; ++j) {
@@ -474,4 +475,24 @@ TEST_CASE("analysis: compare_layers refuses images of another size than the mode
   const std::vector<uint8_t> px(2 * 16 * 16 * 3, 128);
   CHECK_THROWS_AS(quant::compare_layers(*p.model, e.sim, e.result.tensor_of_actquant, e.op_of, small, px.data()),
                   std::invalid_argument);
+}
+
+TEST_CASE("double_rounding_share: gemmlowp's two roundings against one, half to even") {
+  // M = 1 (M0 = 2^30, shift 1): the accumulator comes back unchanged, nothing to round.
+  CHECK(quant::double_rounding_share(1 << 30, 1) == 0.0);
+  // The golden case of docs/quantization.md section 15: two roundings give 89420, one 89419.
+  CHECK(engine::MultiplyByQuantizedMultiplier(295987, 1297534316, -1) == 89420);
+  // The first rounding keeps e = -shift bits below the output step, so the two
+  // can only disagree within 2^-(e+1) of a half step: a share that halves
+  // with every further bit of shift, and is never zero.
+  double previous = 1.0;
+  for (int e = 2; e <= 10; ++e) {
+    CAPTURE(e);
+    const double share = quant::double_rounding_share(1297534316, -e);
+    CHECK(share > 0);
+    CHECK(share <= std::ldexp(1.0, -e));
+    CHECK(share < previous);
+    previous = share;
+  }
+  CHECK_THROWS_AS(quant::double_rounding_share(0, 0), std::invalid_argument);
 }

@@ -176,8 +176,8 @@ TEST_CASE("export: other grids (4 bits, unsigned activations, the FakeQuant op, 
   }
   {
     quant::QatConfig c;
-    c.op = quant::QuantOp::kFakeQuant;
-    c.round = quant::RoundMode::kHalfUp;
+    c.op = quant::QuantOp::fake_quant;
+    c.round = quant::RoundMode::half_up;
     variants.push_back({"fake_quant", c});
   }
   {
@@ -200,7 +200,7 @@ TEST_CASE("export: other grids (4 bits, unsigned activations, the FakeQuant op, 
 }
 
 TEST_CASE("export: Add-input quantizers (tied, untied) are requantizations in the engine, not dropped") {
-  for (quant::AddInputs mode : {quant::AddInputs::kUntied, quant::AddInputs::kTied}) {
+  for (quant::AddInputs mode : {quant::AddInputs::untied, quant::AddInputs::tied}) {
     const std::string mode_name(quant::add_inputs_name(mode));
     CAPTURE(mode_name);
     quant::QatConfig cfg;
@@ -397,7 +397,7 @@ TEST_CASE("export refuses a conv whose int32 accumulator can overflow though its
 TEST_CASE("export refuses, naming the layer: the refusals a prepared model can reach") {
   SUBCASE("asymmetric weights (a channel whose folded weights are all >= 0 gets a zero point off 0)") {
     quant::QatConfig cfg;
-    cfg.op = quant::QuantOp::kFakeQuant;
+    cfg.op = quant::QuantOp::fake_quant;
     cfg.symmetric_weights = false;
     Prepared p = calibrated(cfg, PreprocessMode::inception, 9);
     auto& stem = dynamic_cast<quant::ConvBn&>(p.model->find("conv1"));

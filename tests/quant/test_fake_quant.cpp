@@ -57,7 +57,7 @@ Tensor leaf_scalar(float v) {
 
 std::vector<float> values(const Tensor& t) { return std::vector<float>(t.data(), t.data() + t.numel()); }
 
-constexpr RoundMode kDeterministic[] = {RoundMode::kHalfToEven, RoundMode::kHalfUp, RoundMode::kHalfAwayFromZero};
+constexpr RoundMode kDeterministic[] = {RoundMode::half_to_even, RoundMode::half_up, RoundMode::half_away_from_zero};
 constexpr int kBits[] = {2, 3, 4, 5, 8, 12, 16, 32};
 
 // Random values spread over a few magnitudes, with exact zeros and repeats.
@@ -200,7 +200,7 @@ TEST_CASE("FakeQuant: every rounding mode at exact ties") {
     RoundMode mode;
     const float* codes;
   };
-  for (const M m : {M{RoundMode::kHalfUp, up}, M{RoundMode::kHalfToEven, even}, M{RoundMode::kHalfAwayFromZero, away}}) {
+  for (const M m : {M{RoundMode::half_up, up}, M{RoundMode::half_to_even, even}, M{RoundMode::half_away_from_zero, away}}) {
     CAPTURE(round_mode_name(m.mode));
     const FakeQuantOptions opt{.bits = 8, .round = m.mode};
     const std::vector<float> y = values(fake_quant(vec1(xs), Tensor::scalar(-10.0f), Tensor::scalar(53.75f), opt));
@@ -213,7 +213,7 @@ TEST_CASE("FakeQuant: every rounding mode at exact ties") {
     }
   }
   // The default is TF's floor(v + 0.5).
-  CHECK(FakeQuantOptions{}.round == RoundMode::kHalfUp);
+  CHECK(FakeQuantOptions{}.round == RoundMode::half_up);
 }
 
 TEST_CASE("FakeQuant: bit widths 2, 4 and 16") {
@@ -420,8 +420,8 @@ TEST_CASE("QDQv2: both rounding modes at exact ties") {
   const std::vector<float> xs = {-0.625f, -0.375f, -0.125f, 0.125f, 0.375f, 0.625f};
   const float even[] = {-2, -2, 0, 0, 2, 2};
   const float up[] = {-2, -1, 0, 1, 2, 3};
-  const QdqOptions e{.range_given = true, .round = RoundMode::kHalfToEven};
-  const QdqOptions u{.range_given = true, .round = RoundMode::kHalfUp};
+  const QdqOptions e{.range_given = true, .round = RoundMode::half_to_even};
+  const QdqOptions u{.range_given = true, .round = RoundMode::half_up};
   const std::vector<float> ye = values(quantize_dequantize_v2(vec1(xs), -32.0f, 8.0f, e));
   const std::vector<float> yu = values(quantize_dequantize_v2(vec1(xs), -32.0f, 8.0f, u));
   for (size_t i = 0; i < xs.size(); ++i) {
@@ -431,7 +431,7 @@ TEST_CASE("QDQv2: both rounding modes at exact ties") {
     CHECK(qdq_v2_ref(xs[i], -32.0f, 8.0f, e) == even[i] * 0.25f);
     CHECK(qdq_v2_ref(xs[i], -32.0f, 8.0f, u) == up[i] * 0.25f);
   }
-  CHECK(QdqOptions{}.round == RoundMode::kHalfToEven);
+  CHECK(QdqOptions{}.round == RoundMode::half_to_even);
 }
 
 TEST_CASE("QDQv2: narrow range, unsigned output, the other side winning") {
@@ -532,7 +532,7 @@ TEST_CASE("QDQv2 gradients: clipped (V4Grad) masks with the range inputs; straig
   }
   {
     Tensor x = leaf(xv);
-    quantize_dequantize_v2(x, -10.0f, 5.0f, QdqOptions{.range_given = true, .gradient = QdqGradient::kStraightThrough})
+    quantize_dequantize_v2(x, -10.0f, 5.0f, QdqOptions{.range_given = true, .gradient = QdqGradient::straight_through})
         .backward(vec1(dyv));
     CHECK(values(x.grad()) == dyv);
   }
@@ -550,7 +550,7 @@ TEST_CASE("QDQv2 gradients: clipped (V4Grad) masks with the range inputs; straig
   for (size_t i = 0; i < xv.size(); ++i) {
     const float clipped = qdq_v2_grad_ref(xv[i], dyv[i], -10.0f, 5.0f, QdqOptions{.range_given = true});
     CHECK(clipped == ((xv[i] >= -10.0f && xv[i] <= 5.0f) ? dyv[i] : 0.0f));
-    CHECK(qdq_v2_grad_ref(xv[i], dyv[i], -10.0f, 5.0f, QdqOptions{.gradient = QdqGradient::kStraightThrough}) == dyv[i]);
+    CHECK(qdq_v2_grad_ref(xv[i], dyv[i], -10.0f, 5.0f, QdqOptions{.gradient = QdqGradient::straight_through}) == dyv[i]);
   }
 }
 
@@ -654,7 +654,7 @@ TEST_CASE("LSQ step gradient equals Esser et al.'s formula with the gradient sca
       Tensor s = leaf_scalar(s0);
       x.requires_grad_(true);
       lsq(x, s, opt).backward(dy);
-      const double expect = esser_dstep(values(x.detach()), values(dy), s0, qn, qp, RoundMode::kHalfToEven,
+      const double expect = esser_dstep(values(x.detach()), values(dy), s0, qn, qp, RoundMode::half_to_even,
                                         1.0 / std::sqrt(static_cast<double>(n * qp)));
       CHECK(s.grad().item() == doctest::Approx(expect).epsilon(1e-5));
       // Per channel [4, n/4] along axis 0: N = n / 4 per step, g = 1 / sqrt(N Qp).
@@ -665,7 +665,7 @@ TEST_CASE("LSQ step gradient equals Esser et al.'s formula with the gradient sca
       for (int c = 0; c < 4; ++c) {
         const std::vector<float> xs(x.data() + c * (n / 4), x.data() + (c + 1) * (n / 4));
         const std::vector<float> dys(dy.data() + c * (n / 4), dy.data() + (c + 1) * (n / 4));
-        const double e = esser_dstep(xs, dys, steps[c], qn, qp, RoundMode::kHalfToEven,
+        const double e = esser_dstep(xs, dys, steps[c], qn, qp, RoundMode::half_to_even,
                                      1.0 / std::sqrt(static_cast<double>(n / 4 * qp)));
         CHECK(sc.grad().data()[c] == doctest::Approx(e).epsilon(1e-5));
       }
@@ -771,7 +771,7 @@ TEST_CASE("fast kernels equal the references bit for bit: every mode, bit width,
                               .signed_output = is_signed,
                               .range_given = given,
                               .narrow_range = rng.below(2) == 0,
-                              .round = mode == RoundMode::kHalfAwayFromZero ? RoundMode::kHalfToEven : mode};
+                              .round = mode == RoundMode::half_away_from_zero ? RoundMode::half_to_even : mode};
           // Measured ranges: computed here for the reference.
           std::vector<float> mlo(l.channels, std::numeric_limits<float>::infinity());
           std::vector<float> mhi(l.channels, -std::numeric_limits<float>::infinity());
@@ -805,7 +805,7 @@ TEST_CASE("fast kernels equal the references bit for bit: every mode, bit width,
 
       // QDQv2 and LSQ per tensor.
       const QdqOptions qo{.bits = bits, .signed_output = rng.below(2) == 0, .range_given = rng.below(2) == 0,
-                          .round = mode == RoundMode::kHalfAwayFromZero ? RoundMode::kHalfUp : mode};
+                          .round = mode == RoundMode::half_away_from_zero ? RoundMode::half_up : mode};
       float mlo = x.data()[0], mhi = x.data()[0];
       for (int64_t i = 0; i < n; ++i) {
         mlo = std::min(mlo, x.data()[i]);
@@ -875,13 +875,13 @@ TEST_CASE("stochastic rounding: reproducible, independent of threads, unbiased")
     Rng r1(seed), r2(seed + 100), r3(seed + 200);
     std::vector<std::vector<float>> out;
     out.push_back(values(fake_quant(x, Tensor::scalar(-10.0f), Tensor::scalar(53.75f),
-                                    FakeQuantOptions{.round = RoundMode::kStochastic, .rng = &r1})));
+                                    FakeQuantOptions{.round = RoundMode::stochastic, .rng = &r1})));
     out.push_back(values(fake_quant_per_channel(tens({3, n / 3}, values(x)), vec1({-10.0f, -10.0f, -10.0f}),
                                                 vec1({53.75f, 53.75f, 53.75f}), 0,
-                                                FakeQuantOptions{.round = RoundMode::kStochastic, .rng = &r1})));
+                                                FakeQuantOptions{.round = RoundMode::stochastic, .rng = &r1})));
     out.push_back(values(quantize_dequantize_v2(
-        x, -32.0f, 8.0f, QdqOptions{.range_given = true, .round = RoundMode::kStochastic, .rng = &r2})));
-    out.push_back(values(lsq(x, Tensor::scalar(0.25f), LsqOptions{.bits = 8, .round = RoundMode::kStochastic, .rng = &r3})));
+        x, -32.0f, 8.0f, QdqOptions{.range_given = true, .round = RoundMode::stochastic, .rng = &r2})));
+    out.push_back(values(lsq(x, Tensor::scalar(0.25f), LsqOptions{.bits = 8, .round = RoundMode::stochastic, .rng = &r3})));
     return out;
   };
   set_num_threads(1);
@@ -939,9 +939,9 @@ TEST_CASE("stochastic rounding: fast kernels equal the references fed with the d
     {
       const std::vector<float> u = uniforms(s, ChannelLayout{1, 1, n});
       Rng r1(s), r2(s), r3(s);
-      const FakeQuantOptions fq{.bits = bits, .round = RoundMode::kStochastic, .rng = &r1};
-      const QdqOptions qo{.bits = bits, .range_given = true, .round = RoundMode::kStochastic, .rng = &r2};
-      const LsqOptions lo{.bits = bits, .round = RoundMode::kStochastic, .rng = &r3};
+      const FakeQuantOptions fq{.bits = bits, .round = RoundMode::stochastic, .rng = &r1};
+      const QdqOptions qo{.bits = bits, .range_given = true, .round = RoundMode::stochastic, .rng = &r2};
+      const LsqOptions lo{.bits = bits, .round = RoundMode::stochastic, .rng = &r3};
       const std::vector<float> yf = values(fake_quant(x, Tensor::scalar(-1.0f), Tensor::scalar(1.5f), fq));
       const std::vector<float> yq = values(quantize_dequantize_v2(x, -1.0f, 1.5f, qo));
       const std::vector<float> yl = values(lsq(x, Tensor::scalar(0.3f), lo));
@@ -959,7 +959,7 @@ TEST_CASE("stochastic rounding: fast kernels equal the references fed with the d
       const ChannelLayout l = channel_layout(x.shape(), 1);
       const std::vector<float> u = uniforms(s, l);
       Rng r1(s);
-      const FakeQuantOptions fq{.bits = bits, .round = RoundMode::kStochastic, .rng = &r1};
+      const FakeQuantOptions fq{.bits = bits, .round = RoundMode::stochastic, .rng = &r1};
       const std::vector<float> los = {-1.0f, -0.5f, 0.0f}, his = {1.0f, 2.0f, 0.75f};
       const std::vector<float> y = values(fake_quant_per_channel(x, vec1(los), vec1(his), 1, fq));
       int64_t bad = -1;
@@ -976,7 +976,7 @@ TEST_CASE("stochastic rounding: each output is one of the two neighbours; LSQ's 
   Rng data(3);
   const Tensor x = random_tensor({20000}, data, 2.0f);
   Rng r(8);
-  const FakeQuantOptions fq{.bits = 4, .round = RoundMode::kStochastic, .rng = &r};
+  const FakeQuantOptions fq{.bits = 4, .round = RoundMode::stochastic, .rng = &r};
   const std::vector<float> y = values(fake_quant(x, Tensor::scalar(-1.0f), Tensor::scalar(1.5f), fq));
   int64_t bad = -1;
   for (int64_t i = 0; i < x.numel() && bad < 0; ++i) {
@@ -990,7 +990,7 @@ TEST_CASE("stochastic rounding: each output is one of the two neighbours; LSQ's 
   // LSQ: ds = g * sum(dy * d) with d = code - v inside, where code is what the
   // forward drew (y / s), not a fresh draw.
   Rng r2(10);
-  const LsqOptions lo{.bits = 4, .grad_scale = 1.0f, .round = RoundMode::kStochastic, .rng = &r2};
+  const LsqOptions lo{.bits = 4, .grad_scale = 1.0f, .round = RoundMode::stochastic, .rng = &r2};
   Tensor xs = x.detach().clone();
   xs.requires_grad_(true);
   Tensor s = leaf_scalar(0.2f);
@@ -1013,11 +1013,11 @@ TEST_CASE("stochastic rounding: each output is one of the two neighbours; LSQ's 
   }
   CHECK(s.grad().item() == doctest::Approx(expect).epsilon(1e-4));
   // Without an Rng stochastic rounding is refused.
-  CHECK_THROWS_AS(fake_quant(x, Tensor::scalar(-1.0f), Tensor::scalar(1.0f), FakeQuantOptions{.round = RoundMode::kStochastic}),
+  CHECK_THROWS_AS(fake_quant(x, Tensor::scalar(-1.0f), Tensor::scalar(1.0f), FakeQuantOptions{.round = RoundMode::stochastic}),
                   std::invalid_argument);
-  CHECK_THROWS_AS(quantize_dequantize_v2(x, 0.0f, 0.0f, QdqOptions{.round = RoundMode::kStochastic}),
+  CHECK_THROWS_AS(quantize_dequantize_v2(x, 0.0f, 0.0f, QdqOptions{.round = RoundMode::stochastic}),
                   std::invalid_argument);
-  CHECK_THROWS_AS(lsq(x, Tensor::scalar(0.1f), LsqOptions{.round = RoundMode::kStochastic}), std::invalid_argument);
+  CHECK_THROWS_AS(lsq(x, Tensor::scalar(0.1f), LsqOptions{.round = RoundMode::stochastic}), std::invalid_argument);
 }
 
 // =====================================================================================

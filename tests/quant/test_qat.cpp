@@ -152,7 +152,7 @@ TEST_CASE("prepare places ConvBn and ActQuants as documented (resnet20)") {
 TEST_CASE("prepare on a Bottleneck model, add slots, input quant") {
   auto model = tiny_bottleneck(2);
   QatConfig cfg;
-  cfg.add_inputs = AddInputs::kUntied;
+  cfg.add_inputs = AddInputs::untied;
   cfg.quantize_input = true;
   prepare(*model, cfg);
   const std::set<std::string> expected = {
@@ -181,15 +181,15 @@ TEST_CASE("prepare on a Bottleneck model, add slots, input quant") {
   CHECK(edges[3].output == &model->find("layer1.0.bn3.1"));
   CHECK(edges[4].name == "layer1.0.shortcut.0");
   CHECK(edges[4].input == edges[0].output);
-  CHECK(edges[5].kind == QuantEdge::Kind::kAdd);
+  CHECK(edges[5].kind == QuantEdge::Kind::add);
   CHECK(edges[5].input == edges[3].output);
   CHECK(edges[5].input_b == edges[4].output);
   CHECK(edges[5].output == &model->find("layer1.0.relu3.1"));
   CHECK(edges[5].add_slot_a == &model->find("layer1.0.add.input_a"));
   CHECK(edges[6].input == edges[5].output);  // layer2.0.conv1 reads the first block's output
-  CHECK(edges[11].kind == QuantEdge::Kind::kAvgPool);
+  CHECK(edges[11].kind == QuantEdge::Kind::avg_pool);
   CHECK(edges[11].input == edges[10].output);
-  CHECK(edges[12].kind == QuantEdge::Kind::kLinear);
+  CHECK(edges[12].kind == QuantEdge::Kind::linear);
   CHECK(edges[12].input == edges[11].output);
   CHECK(edges[12].output == &model->find("fc.1"));
   Tensor y = model->forward(random_input({2, 3, 8, 8}, 2));
@@ -204,7 +204,7 @@ TEST_CASE("quant_edges of resnet20: identity and projection shortcuts") {
   CHECK(edges.size() == 1 + 9 * 3 + 2 + 2);
   const ActQuant* stem_out = edges[0].output;
   // layer1.0: conv1, conv2, add (identity shortcut: b is the block input)
-  CHECK(edges[3].kind == QuantEdge::Kind::kAdd);
+  CHECK(edges[3].kind == QuantEdge::Kind::add);
   CHECK(edges[3].input == edges[2].output);
   CHECK(edges[3].input_b == stem_out);
   CHECK(edges[3].add_slot_a == nullptr);
@@ -293,7 +293,7 @@ TEST_CASE("folded weight and bias are the hand-folded numbers") {
 }
 
 TEST_CASE("weight_params is the exact grid of the weight fake quant (each op)") {
-  for (QuantOp op : {QuantOp::kQdqV2, QuantOp::kFakeQuant, QuantOp::kLsq}) {
+  for (QuantOp op : {QuantOp::qdq_v2, QuantOp::fake_quant, QuantOp::lsq}) {
     for (int bits : {8, 4}) {
       CAPTURE(quant_op_name(op));
       CAPTURE(bits);
@@ -360,7 +360,7 @@ TEST_CASE("observe-only passes through exactly and measures the range") {
 }
 
 TEST_CASE("ActQuant output lies on params() for every op and signedness") {
-  for (QuantOp op : {QuantOp::kQdqV2, QuantOp::kFakeQuant, QuantOp::kLsq}) {
+  for (QuantOp op : {QuantOp::qdq_v2, QuantOp::fake_quant, QuantOp::lsq}) {
     for (bool is_signed : {true, false}) {
       CAPTURE(quant_op_name(op));
       CAPTURE(is_signed);
@@ -387,7 +387,7 @@ TEST_CASE("ActQuant output lies on params() for every op and signedness") {
 }
 
 TEST_CASE("tied add inputs share one range, untied do not") {
-  for (AddInputs mode : {AddInputs::kTied, AddInputs::kUntied}) {
+  for (AddInputs mode : {AddInputs::tied, AddInputs::untied}) {
     CAPTURE(add_inputs_name(mode));
     auto model = nn::make_model("resnet20", 10, 11);
     QatConfig cfg;
@@ -400,7 +400,7 @@ TEST_CASE("tied add inputs share one range, untied do not") {
     auto& b = dynamic_cast<ActQuant&>(model->find("layer1.1.add.input_b"));
     REQUIRE(a.has_range());
     REQUIRE(b.has_range());
-    if (mode == AddInputs::kTied) {
+    if (mode == AddInputs::tied) {
       CHECK(b.leader() == &a);
       CHECK(a.params().scale == b.params().scale);
       // the shared range covers both inputs: the conv branch and the block input
@@ -536,12 +536,12 @@ TEST_CASE("PTQ with histogram observers gives narrower ranges than minmax") {
 
 TEST_CASE("QatConfig: key=value round trip, file, errors name the key") {
   QatConfig c;
-  c.op = QuantOp::kFakeQuant;
-  c.round = RoundMode::kHalfUp;
+  c.op = QuantOp::fake_quant;
+  c.round = RoundMode::half_up;
   c.weight_bits = 4;
   c.act_bits = 6;
   c.signed_activations = false;
-  c.add_inputs = AddInputs::kTied;
+  c.add_inputs = AddInputs::tied;
   c.range_given = true;
   c.range_min = -3.5f;
   c.range_max = 7.25f;
@@ -553,7 +553,7 @@ TEST_CASE("QatConfig: key=value round trip, file, errors name the key") {
   const QatConfig back = QatConfig::from_kv(kv);
   CHECK(back.to_kv() == kv);
   CHECK(back.bits_overrides.at("layer1.0.conv1") == 2);
-  CHECK(back.op == QuantOp::kFakeQuant);
+  CHECK(back.op == QuantOp::fake_quant);
   CHECK(back.range_max == 7.25f);
   // defaults
   const auto d = QatConfig{}.to_kv();
@@ -588,7 +588,7 @@ TEST_CASE("QatConfig: key=value round trip, file, errors name the key") {
     o << "# a QAT config\nop = lsq\n\nweight_bits = 4   # low\nact_bits=4\n";
   }
   const QatConfig fc = QatConfig::from_file(f.string());
-  CHECK(fc.op == QuantOp::kLsq);
+  CHECK(fc.op == QuantOp::lsq);
   CHECK(fc.weight_bits == 4);
   CHECK(fc.act_bits == 4);
   {
@@ -628,7 +628,7 @@ TEST_CASE("mixed precision overrides reach the layers") {
 TEST_CASE("QAT checkpoint round trip: load_model rebuilds the prepared model exactly") {
   auto model = nn::make_model("resnet20", 10, 18);
   QatConfig cfg;
-  cfg.add_inputs = AddInputs::kTied;
+  cfg.add_inputs = AddInputs::tied;
   prepare(*model, cfg);
   model->train();
   for (int i = 0; i < 3; ++i) model->forward(random_input({4, 3, 8, 8}, 19 + i));
@@ -743,10 +743,10 @@ void check_qat_resume(RoundMode round) {
 
 }  // namespace
 
-TEST_CASE("QAT resume: stop after epoch 1 and resume == uninterrupted") { check_qat_resume(RoundMode::kHalfToEven); }
+TEST_CASE("QAT resume: stop after epoch 1 and resume == uninterrupted") { check_qat_resume(RoundMode::half_to_even); }
 
 TEST_CASE("QAT resume with stochastic rounding: the draws are keyed by the step, so resume == uninterrupted") {
-  check_qat_resume(RoundMode::kStochastic);
+  check_qat_resume(RoundMode::stochastic);
 }
 
 // ---------------------------------------------------------------- more knobs
@@ -805,7 +805,7 @@ TEST_CASE("frozen observers keep their range; EMA moves otherwise") {
 TEST_CASE("LSQ: the steps are parameters, initialized on the switch and trained") {
   auto model = nn::make_model("resnet20", 10, 26);
   QatConfig c;
-  c.op = QuantOp::kLsq;
+  c.op = QuantOp::lsq;
   c.weight_bits = c.act_bits = 4;
   prepare(*model, c);
   int steps = 0;
@@ -833,12 +833,12 @@ TEST_CASE("LSQ: the steps are parameters, initialized on the switch and trained"
 }
 
 TEST_CASE("stochastic rounding and fake_quant op run end to end") {
-  for (QuantOp op : {QuantOp::kFakeQuant, QuantOp::kQdqV2}) {
+  for (QuantOp op : {QuantOp::fake_quant, QuantOp::qdq_v2}) {
     auto model = nn::make_model("resnet20", 10, 28);
     QatConfig c;
     c.op = op;
-    c.round = RoundMode::kStochastic;
-    c.add_inputs = AddInputs::kTied;
+    c.round = RoundMode::stochastic;
+    c.add_inputs = AddInputs::tied;
     prepare(*model, c);
     model->train();
     apply_phase(*model, QatPhase{.fake_quant = true});

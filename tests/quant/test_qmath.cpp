@@ -32,16 +32,16 @@ TEST_CASE("rounding modes at exact ties") {
     CHECK(round_half_to_even(v[i]) == even[i]);
     CHECK(round_half_up(v[i]) == up[i]);
     CHECK(round_half_away_from_zero(v[i]) == away[i]);
-    CHECK(round_with(RoundMode::kHalfToEven, v[i]) == even[i]);
-    CHECK(round_with(RoundMode::kHalfUp, v[i]) == up[i]);
-    CHECK(round_with(RoundMode::kHalfAwayFromZero, v[i]) == away[i]);
+    CHECK(round_with(RoundMode::half_to_even, v[i]) == even[i]);
+    CHECK(round_with(RoundMode::half_up, v[i]) == up[i]);
+    CHECK(round_with(RoundMode::half_away_from_zero, v[i]) == away[i]);
     // The same in double.
     CHECK(round_half_to_even(double(v[i])) == even[i]);
     CHECK(round_half_up(double(v[i])) == up[i]);
     CHECK(round_half_away_from_zero(double(v[i])) == away[i]);
   }
   // Off the ties every mode agrees: 2.4 -> 2, -2.6 -> -3, 7.75 -> 8.
-  for (RoundMode m : {RoundMode::kHalfToEven, RoundMode::kHalfUp, RoundMode::kHalfAwayFromZero}) {
+  for (RoundMode m : {RoundMode::half_to_even, RoundMode::half_up, RoundMode::half_away_from_zero}) {
     CHECK(round_with(m, 2.4f) == 2.0f);
     CHECK(round_with(m, -2.6f) == -3.0f);
     CHECK(round_with(m, 7.75f) == 8.0f);
@@ -107,7 +107,7 @@ TEST_CASE("stochastic rounding: the rule, unbiased on average, reproducible") {
   Rng rng(2024);
   double sum = 0;
   const int n = 200000;
-  for (int i = 0; i < n; ++i) sum += round_with(RoundMode::kStochastic, 0.3f, rng.uniform());
+  for (int i = 0; i < n; ++i) sum += round_with(RoundMode::stochastic, 0.3f, rng.uniform());
   CHECK(std::fabs(sum / n - 0.3) < 0.005);
 
   // Through quantize with a seeded Rng: codes of 0.3 with scale 1 average 0.3,
@@ -116,24 +116,24 @@ TEST_CASE("stochastic rounding: the rule, unbiased on average, reproducible") {
   std::vector<float> x(50000, 0.3f);
   std::vector<int8_t> a(x.size()), b(x.size()), c(x.size());
   Rng r1(11), r2(11), r3(12);
-  quantize<int8_t>(x, p, a, RoundMode::kStochastic, &r1);
-  quantize<int8_t>(x, p, b, RoundMode::kStochastic, &r2);
-  quantize<int8_t>(x, p, c, RoundMode::kStochastic, &r3);
+  quantize<int8_t>(x, p, a, RoundMode::stochastic, &r1);
+  quantize<int8_t>(x, p, b, RoundMode::stochastic, &r2);
+  quantize<int8_t>(x, p, c, RoundMode::stochastic, &r3);
   CHECK(a == b);
   CHECK(a != c);
   double mean = 0;
   for (int8_t q : a) mean += q;
   CHECK(std::fabs(mean / a.size() - 0.3) < 0.01);
   // Without an Rng, stochastic rounding is refused.
-  CHECK_THROWS_AS(quantize(0.3f, p, RoundMode::kStochastic, nullptr), std::invalid_argument);
+  CHECK_THROWS_AS(quantize(0.3f, p, RoundMode::stochastic, nullptr), std::invalid_argument);
 }
 
 TEST_CASE("round mode names") {
-  for (RoundMode m : {RoundMode::kHalfToEven, RoundMode::kHalfUp, RoundMode::kHalfAwayFromZero,
-                      RoundMode::kStochastic}) {
+  for (RoundMode m : {RoundMode::half_to_even, RoundMode::half_up, RoundMode::half_away_from_zero,
+                      RoundMode::stochastic}) {
     CHECK(parse_round_mode(round_mode_name(m)) == m);
   }
-  CHECK(round_mode_name(RoundMode::kHalfToEven) == "half_to_even");
+  CHECK(round_mode_name(RoundMode::half_to_even) == "half_to_even");
   CHECK_THROWS_AS(parse_round_mode("nearest"), std::invalid_argument);
 }
 
@@ -416,15 +416,15 @@ TEST_CASE("quantize: ties in each mode, clamping, dequantize") {
   // scale 0.25, zero point 40, codes [0, 255] (real range [-10, 53.75]).
   const QuantParams p{0.25f, 40, 0, 255};
   // 1.125 / 0.25 = 4.5, a tie: even -> 4, up -> 5, away -> 5; plus 40.
-  CHECK(quantize(1.125f, p, RoundMode::kHalfToEven) == 44);
-  CHECK(quantize(1.125f, p, RoundMode::kHalfUp) == 45);
-  CHECK(quantize(1.125f, p, RoundMode::kHalfAwayFromZero) == 45);
+  CHECK(quantize(1.125f, p, RoundMode::half_to_even) == 44);
+  CHECK(quantize(1.125f, p, RoundMode::half_up) == 45);
+  CHECK(quantize(1.125f, p, RoundMode::half_away_from_zero) == 45);
   // -1.125 / 0.25 = -4.5: even -> -4, up -> -4, away -> -5; plus 40.
-  CHECK(quantize(-1.125f, p, RoundMode::kHalfToEven) == 36);
-  CHECK(quantize(-1.125f, p, RoundMode::kHalfUp) == 36);
-  CHECK(quantize(-1.125f, p, RoundMode::kHalfAwayFromZero) == 35);
+  CHECK(quantize(-1.125f, p, RoundMode::half_to_even) == 36);
+  CHECK(quantize(-1.125f, p, RoundMode::half_up) == 36);
+  CHECK(quantize(-1.125f, p, RoundMode::half_away_from_zero) == 35);
   // 1.375 / 0.25 = 5.5: even -> 6 this time.
-  CHECK(quantize(1.375f, p, RoundMode::kHalfToEven) == 46);
+  CHECK(quantize(1.375f, p, RoundMode::half_to_even) == 46);
   // Clamping: 100 / 0.25 + 40 = 440 -> 255; -20 / 0.25 + 40 = -40 -> 0; infinities too.
   CHECK(quantize(100.0f, p) == 255);
   CHECK(quantize(-20.0f, p) == 0);
@@ -447,15 +447,15 @@ TEST_CASE("quantize: the division is exact, so near-ties are not ties") {
   // while float arithmetic (0.25f / 0.1f = 2.5f exactly) would see a tie.
   const QuantParams p{0.1f, 0, -128, 127};
   CHECK(0.25f / 0.1f == 2.5f);
-  CHECK(quantize(0.25f, p, RoundMode::kHalfUp) == 2);
-  CHECK(quantize(0.25f, p, RoundMode::kHalfAwayFromZero) == 2);
+  CHECK(quantize(0.25f, p, RoundMode::half_up) == 2);
+  CHECK(quantize(0.25f, p, RoundMode::half_away_from_zero) == 2);
 }
 
 TEST_CASE("quantize/dequantize buffers, per tensor") {
   const QuantParams p{0.25f, 40, 0, 255};
   const std::vector<float> x{-20.0f, -1.125f, 0.0f, 1.125f, 1.2f, 100.0f};
   std::vector<uint8_t> q(x.size());
-  quantize<uint8_t>(x, p, q, RoundMode::kHalfToEven);
+  quantize<uint8_t>(x, p, q, RoundMode::half_to_even);
   // -20 -> 0 (clamped); -4.5 -> -4 + 40 = 36; 0 -> 40; 4.5 -> 4 + 40 = 44; 4.8 -> 5 + 40 = 45; 440 -> 255.
   CHECK(q == std::vector<uint8_t>{0, 36, 40, 44, 45, 255});
   std::vector<float> back(q.size());
