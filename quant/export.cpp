@@ -1,4 +1,7 @@
 // quant/export.cpp: prepared ResNet -> engine model (see export.h).
+// Over 600 lines: the Exporter is one sequence of named steps (export.h lists
+// them) that share the builder and the ActQuant -> tensor map; each step is
+// short, and splitting them across files would scatter that one state.
 #include "quant/export.h"
 
 #include <algorithm>
