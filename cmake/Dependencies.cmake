@@ -42,10 +42,12 @@ endif()
 if(NOT OCTET_ENGINE_ONLY)
   # OpenBLAS: sgemm for the float core (cblas interface).
   find_package(OpenBLAS CONFIG QUIET)
+  # The paths found are this machine's, so they are build-only: the installed
+  # package finds OpenBLAS and stb again (cmake/OctetConfig.cmake.in).
   if(OpenBLAS_FOUND AND EXISTS "${OpenBLAS_INCLUDE_DIRS}/cblas.h")
     add_library(octet_openblas INTERFACE)
-    target_include_directories(octet_openblas SYSTEM INTERFACE ${OpenBLAS_INCLUDE_DIRS})
-    target_link_libraries(octet_openblas INTERFACE ${OpenBLAS_LIBRARIES})
+    target_include_directories(octet_openblas SYSTEM INTERFACE "$<BUILD_INTERFACE:${OpenBLAS_INCLUDE_DIRS}>")
+    target_link_libraries(octet_openblas INTERFACE "$<BUILD_INTERFACE:${OpenBLAS_LIBRARIES}>")
   else()
     find_path(OCTET_CBLAS_INCLUDE cblas.h PATH_SUFFIXES openblas openblas-pthread)
     find_library(OCTET_OPENBLAS_LIB openblas)
@@ -53,8 +55,8 @@ if(NOT OCTET_ENGINE_ONLY)
       octet_missing("OpenBLAS (cblas.h, libopenblas)" libopenblas-dev)
     endif()
     add_library(octet_openblas INTERFACE)
-    target_include_directories(octet_openblas SYSTEM INTERFACE ${OCTET_CBLAS_INCLUDE})
-    target_link_libraries(octet_openblas INTERFACE ${OCTET_OPENBLAS_LIB})
+    target_include_directories(octet_openblas SYSTEM INTERFACE "$<BUILD_INTERFACE:${OCTET_CBLAS_INCLUDE}>")
+    target_link_libraries(octet_openblas INTERFACE "$<BUILD_INTERFACE:${OCTET_OPENBLAS_LIB}>")
   endif()
 
   # nlohmann/json: the JSON of `octet eval --json` and of the study folders.
@@ -78,22 +80,25 @@ if(NOT OCTET_ENGINE_ONLY)
     octet_missing("stb_image (stb_image.h, libstb)" libstb-dev)
   endif()
   add_library(octet_stb INTERFACE)
-  target_include_directories(octet_stb SYSTEM INTERFACE ${OCTET_STB_INCLUDE})
-  target_link_libraries(octet_stb INTERFACE ${OCTET_STB_LIB})
+  target_include_directories(octet_stb SYSTEM INTERFACE "$<BUILD_INTERFACE:${OCTET_STB_INCLUDE}>")
+  target_link_libraries(octet_stb INTERFACE "$<BUILD_INTERFACE:${OCTET_STB_LIB}>")
 endif()
 
 # octet_library(NAME DIR DEPS...): a static library of every .cpp directly in
 # DIR (subfolders excluded), include root = the repo root so headers are named
 # "core/tensor.h". A folder without sources yet gives an interface library.
+# Installed (install(EXPORT), the top-level CMakeLists.txt), the include root
+# is <prefix>/include/octet and the warning flags stay behind.
 function(octet_library name dir)
   file(GLOB sources CONFIGURE_DEPENDS ${dir}/*.cpp)
+  set(include_root $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}> $<INSTALL_INTERFACE:${OCTET_INSTALL_INCLUDEDIR}>)
   if(sources)
     add_library(${name} STATIC ${sources})
-    target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR})
-    target_link_libraries(${name} PUBLIC ${ARGN} PRIVATE octet_flags)
+    target_include_directories(${name} PUBLIC ${include_root})
+    target_link_libraries(${name} PUBLIC ${ARGN} PRIVATE $<BUILD_INTERFACE:octet_flags>)
   else()
     add_library(${name} INTERFACE)
-    target_include_directories(${name} INTERFACE ${PROJECT_SOURCE_DIR})
+    target_include_directories(${name} INTERFACE ${include_root})
     target_link_libraries(${name} INTERFACE ${ARGN})
   endif()
 endfunction()

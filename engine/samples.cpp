@@ -131,4 +131,24 @@ ModelBuilder tiny_model(uint64_t seed, int bits) {
   return b;
 }
 
+ModelBuilder hand_model(const std::string& name) {
+  ModelBuilder b(name);
+  TensorId x = b.add_input("px", 2, 2, 1, 1.0, 128);
+  Weights w1;
+  w1.out_c = 1;
+  w1.in_c = 1;
+  w1.values = {2};
+  w1.scales = {1.0};
+  x = b.add_conv("conv", x, w1, {10}, {}, {1.0, 0}, Act::none, std::vector<QuantizedMultiplier>{{1 << 30, 0}});
+  x = b.add_global_avg_pool("gap", x);
+  Weights w2;
+  w2.out_c = 2;
+  w2.in_c = 1;
+  w2.values = {3, -1};
+  w2.scales = {1.0};
+  b.set_output(b.add_fc("fc", x, w2, {0, 100}, {0.5, 0}, Act::none,
+                        std::vector<QuantizedMultiplier>{{1 << 30, -1}, {1 << 30, -1}}));
+  return b;
+}
+
 }  // namespace octet::engine

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "engine/builder.h"
 
@@ -30,5 +31,10 @@ ModelBuilder random_resnet(const ResNetSpec& spec);
 // differently scaled tensors, global average pool, fully connected (int8
 // logits), class names. Input 8x8x3, 5 classes.
 ModelBuilder tiny_model(uint64_t seed, int bits = 8);
+
+// A model small enough to follow by hand: pixels [2,2,1] (zero point 128)
+// -> conv 1x1 (w = 2, bias 10, M = 0.5) -> global average pool -> fc 1 -> 2
+// (w = {3, -1}, bias {0, 100}, M = 0.25). No class names.
+ModelBuilder hand_model(const std::string& name = "");
 
 }  // namespace octet::engine

@@ -69,27 +69,9 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
-// A model small enough to compute by hand (tests/engine/test_executor.cpp),
-// with no model_name and no class names.
-ModelBuilder bare_model() {
-  ModelBuilder b;
-  TensorId x = b.add_input("px", 2, 2, 1, 1.0, 128);
-  Weights w1;
-  w1.out_c = 1;
-  w1.in_c = 1;
-  w1.values = {2};
-  w1.scales = {1.0};
-  x = b.add_conv("conv", x, w1, {10}, {}, {1.0, 0}, Act::none, std::vector<QuantizedMultiplier>{{1 << 30, 0}});
-  x = b.add_global_avg_pool("gap", x);
-  Weights w2;
-  w2.out_c = 2;
-  w2.in_c = 1;
-  w2.values = {3, -1};
-  w2.scales = {1.0};
-  b.set_output(b.add_fc("fc", x, w2, {0, 100}, {0.5, 0}, Act::none,
-                        std::vector<QuantizedMultiplier>{{1 << 30, -1}, {1 << 30, -1}}));
-  return b;
-}
+// A model small enough to compute by hand (engine/samples.h), with no
+// model_name and no class names.
+ModelBuilder bare_model() { return hand_model(); }
 
 // Every query of the C API against engine::Model's answer.
 void check_model_matches(const OctetModel* h, const Model& m) {

@@ -137,22 +137,7 @@ void check_against_reference(const ModelBuilder& b, int max_batch, const std::ve
 TEST_CASE("a model small enough to compute by hand") {
   // pixels [2,2,1] (zero point 128) -> conv 1x1 (w = 2, bias 10, M = 0.5)
   // -> global average pool -> fc 1 -> 2 (w = {3, -1}, bias {0, 100}, M = 0.25).
-  ModelBuilder b("hand");
-  TensorId x = b.add_input("px", 2, 2, 1, 1.0, 128);
-  Weights w1;
-  w1.out_c = 1;
-  w1.in_c = 1;
-  w1.values = {2};
-  w1.scales = {1.0};
-  x = b.add_conv("conv", x, w1, {10}, {}, {1.0, 0}, Act::none, std::vector<QuantizedMultiplier>{{1 << 30, 0}});
-  x = b.add_global_avg_pool("gap", x);
-  Weights w2;
-  w2.out_c = 2;
-  w2.in_c = 1;
-  w2.values = {3, -1};
-  w2.scales = {1.0};
-  b.set_output(b.add_fc("fc", x, w2, {0, 100}, {0.5, 0}, Act::none,
-                        std::vector<QuantizedMultiplier>{{1 << 30, -1}, {1 << 30, -1}}));
+  const ModelBuilder b = hand_model("hand");
   const auto model = Model::from_bytes(b.serialize());
   Session s(model, 1);
   const uint8_t px[4] = {0, 128, 200, 255};
