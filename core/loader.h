@@ -71,6 +71,18 @@ struct LoaderOptions {
   BatchOutput output = BatchOutput::float_nchw;
   uint64_t seed = 0;
   int prefetch = 3;  // batches built ahead of the consumer (0 = none)
+
+  // Every image once, in order, preprocessed and not augmented: what an
+  // evaluation or a calibration pass reads.
+  static LoaderOptions in_order(int batch_size, const Preprocess& preprocess) {
+    LoaderOptions o;
+    o.batch_size = batch_size;
+    o.shuffle = false;
+    o.drop_last = false;
+    o.augment = false;
+    o.preprocess = preprocess;
+    return o;
+  }
 };
 
 class Loader {

@@ -627,13 +627,7 @@ Metrics evaluate(Module& model, const Dataset& data, const Preprocess& pre, int 
   const bool was_training = model.training();
   model.eval();
   NoGradGuard no_grad;
-  LoaderOptions lo;
-  lo.batch_size = batch;
-  lo.shuffle = false;
-  lo.drop_last = false;
-  lo.augment = false;
-  lo.preprocess = pre;
-  Loader loader(data, lo);
+  Loader loader(data, LoaderOptions::in_order(batch, pre));
   loader.start_epoch(0);
   Batch b;
   while (loader.next(b)) {

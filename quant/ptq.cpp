@@ -163,13 +163,7 @@ void calibrate(nn::ResNet& model, const QatConfig& config, const Dataset& data, 
   if (images < 1) throw std::invalid_argument("calibrate: images must be >= 1");
   if (batch < 1) throw std::invalid_argument("calibrate: batch must be >= 1");
   const Dataset sample = nn::take_subset(data, images, seed);
-  LoaderOptions lo;
-  lo.batch_size = batch;
-  lo.shuffle = false;
-  lo.drop_last = false;
-  lo.augment = false;
-  lo.preprocess = pre;
-  Loader loader(sample, lo);
+  Loader loader(sample, LoaderOptions::in_order(batch, pre));
   loader.start_epoch(0);
   std::vector<Tensor> batches;
   Batch b;

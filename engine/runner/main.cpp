@@ -15,6 +15,13 @@
 // matching IDX label file (0x00000801) for the accuracy. No image is ever
 // resized: another shape is an error naming both.
 // --profile prints each op's share of the engine's time to stderr at the end.
+//
+//   octet-run --write-sample-model FILE
+//
+// writes a ResNet-20 for 32x32x3 images with random weights (random_resnet of
+// engine/samples.h, seed 1) to FILE: a model to try the engine and its
+// examples with when there is no trained one, e.g. in an engine-only build
+// (scripts/ci_install.sh).
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -28,6 +35,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/samples.h"
 
 namespace {
 
@@ -41,7 +49,9 @@ const char* kUsage =
     "  --cifar     IMAGES is CIFAR-10 binary (label byte + R, G, B planes): print accuracy\n"
     "  --idx       IMAGES is an uncompressed IDX image file (MNIST, Fashion-MNIST: gunzip it first)\n"
     "  --labels F  with --idx: the IDX label file of those images: print accuracy\n"
-    "  --profile   print each op's time per image and share to stderr at the end\n";
+    "  --profile   print each op's time per image and share to stderr at the end\n"
+    "   or: octet-run --write-sample-model FILE\n"
+    "  writes a ResNet-20 (32x32x3, 10 classes) with random weights to FILE\n";
 
 struct Options {
   std::string model, images;
@@ -273,6 +283,11 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
+    if (argc >= 2 && !std::strcmp(argv[1], "--write-sample-model")) {
+      if (argc != 3) throw Usage("--write-sample-model needs exactly one FILE");
+      octet::engine::random_resnet({}).write(argv[2]);
+      return 0;
+    }
     return run(parse(argc, argv));
   } catch (const Usage& e) {
     std::fprintf(stderr, "octet-run: %s\n%s", e.what(), kUsage);
