@@ -13,12 +13,12 @@ namespace {
 using octet::app::Command;
 
 const Command kCommands[] = {
-    {"train", "train a ResNet on CIFAR-10 (presets quick, full; resumable)", octet::app::cmd_train},
-    {"eval", "top-1/top-5, per-class precision/recall, confusion of a checkpoint (float, fake-quant, intsim) or model file",
+    {"train", "train a ResNet (CIFAR-10, MNIST/Fashion-MNIST IDX, image folders; presets quick, full; resumable)", octet::app::cmd_train},
+    {"eval", "top-1/top-5, per-class precision/recall, confusion of a checkpoint, a model file, or an ONNX model (ONNX Runtime)",
      octet::app::cmd_eval},
     {"calibrate", "post-training quantization: float checkpoint + N images -> quantized checkpoint",
      octet::app::cmd_calibrate},
-    {"export", "checkpoint (QAT, PTQ, or float + calibration) -> integer model file (.oct)", octet::app::cmd_export},
+    {"export", "checkpoint (QAT, PTQ, or float + calibration) -> integer model file (.oct) and/or ONNX (QDQ)", octet::app::cmd_export},
     {"run", "classify image files with a model file in the integer engine (top-5)", octet::app::cmd_run},
     {"inspect", "per layer: shapes, bits, scales, zero points, M0/shift, headroom; weight histograms", octet::app::cmd_inspect},
     {"compare", "per-layer error float vs fake-quant vs integer; engine == simulation count", octet::app::cmd_compare},
