@@ -14,6 +14,14 @@
 //                          phase after the quantize delay: the slower one)
 //   train_qat_cpu_ms_per_step, train_qat_over_fp32_cpu   its CPU time per step, and
 //                          the ratio to the float step's (the target: <= 1.5)
+// Under mpirun -np N (data-parallel, nn/data_parallel.h) only the training
+// step runs: each rank takes its share of the 128 images, and rank 0 prints
+// train_fp32_img_s (all ranks' images) and, to judge the scaling,
+//   ranks, train_comm_wait_ms_per_step  time a step waits in collectives
+//                          (gradient buckets not yet summed when the backward
+//                          pass ends, the loss, BatchNorm statistics none here)
+//   train_compute_ms_per_step           the rest of the step
+//   train_reduced_mb_per_step           bytes this rank contributes to reductions
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -23,8 +31,11 @@
 #include "apps/args.h"
 #include "apps/commands.h"
 #include "core/blas.h"
+#include "core/distributed.h"
+#include "core/loader.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "nn/data_parallel.h"
 #include "nn/optim.h"
 #include "nn/resnet.h"
 #include "quant/qat.h"
@@ -68,6 +79,9 @@ int bench_train(int argc, char** argv) {
   a.finish();
   if (iters < 1) throw UsageError("octet bench train: --iters must be >= 1");
   set_num_threads(threads);
+  const std::shared_ptr<Communicator> world = join_world();
+  if (world->size() > 1 && world->rank() != 0 && !std::freopen("/dev/null", "w", stdout))
+    throw std::runtime_error("octet bench train: cannot silence rank " + std::to_string(world->rank()));
 
   auto model = nn::make_model(name, 10, 0);
   std::printf("octet threads %d %s params %lld\n", num_threads(), name.c_str(),
@@ -85,6 +99,38 @@ int bench_train(int argc, char** argv) {
   Tensor xb = Tensor::randn({128, 3, 32, 32}, rng);
   std::vector<int> yb(128);
   for (int& y : yb) y = static_cast<int>(rng.below(10));
+  if (world->size() > 1) {
+    // This rank's rows of the batch, and its weight n_r / 128 on the loss.
+    const auto [lo, hi] = Loader::shard_rows(128, world->rank(), world->size());
+    const int64_t per = 3 * 32 * 32;
+    Tensor part = Tensor::from({hi - lo, 3, 32, 32}, std::span<const float>(xb.data() + lo * per, (hi - lo) * per));
+    const std::vector<int> labels(yb.begin() + lo, yb.begin() + hi);
+    const float weight = static_cast<float>(hi - lo) / 128.0f;
+    nn::GradientReducer reducer(*world, model->named_parameters());
+    nn::broadcast_state(*model, *world);
+    auto dstep = [&] {
+      model->zero_grad();
+      reducer.begin();
+      mul(cross_entropy(model->forward(part), labels), weight).backward([&](const Tensor& p) { reducer.ready(p); });
+      reducer.finish();
+      opt->step();
+    };
+    model->train();
+    for (int i = 0; i < 2; ++i) dstep();
+    world->barrier();
+    world->reset_stats();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) dstep();
+    world->barrier();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const CommStats cs = world->stats();
+    std::printf("ranks %d\n", world->size());
+    std::printf("train_fp32_img_s %.1f\n", 128.0 * iters / s);
+    std::printf("train_comm_wait_ms_per_step %.2f\n", 1e3 * cs.wait_seconds / iters);
+    std::printf("train_compute_ms_per_step %.1f\n", 1e3 * (s - cs.wait_seconds) / iters);
+    std::printf("train_reduced_mb_per_step %.3f\n", static_cast<double>(cs.bytes) / iters / 1e6);
+    return 0;
+  }
   auto step = [&] {
     model->zero_grad();
     Tensor loss = cross_entropy(model->forward(xb), yb);

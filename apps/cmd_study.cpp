@@ -7,7 +7,6 @@
 
 #include "apps/args.h"
 #include "apps/commands.h"
-#include "apps/study/mpi.h"
 #include "apps/study/plan.h"
 #include "apps/study/report.h"
 #include "apps/study/runner.h"

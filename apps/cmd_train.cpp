@@ -9,6 +9,7 @@
 #include "apps/qat_flags.h"
 #include "core/blas.h"
 #include "core/dataset.h"
+#include "core/distributed.h"
 #include "core/parallel.h"
 #include "nn/resnet.h"
 #include "nn/trainer.h"
@@ -97,6 +98,16 @@ options:
                         (default 10; 0 = off)
   --no-progress         no progress bar
 
+data-parallel training (mpirun -np N octet train ...; README, "Training on
+several machines"): each rank trains on its shard of every global batch of
+--batch images; gradients are summed over the ranks during the backward pass;
+rank 0 writes the run folder and prints. --threads is per rank.
+  --sync-bn             BatchNorm over the global batch, not each rank's shard
+                        (PyTorch's SyncBatchNorm; default: per-rank statistics,
+                        their running averages averaged over the ranks)
+  --comm-timeout S      a rank that waits S seconds for the others (a rank died
+                        or hangs) ends the whole run with an error (default 300)
+
 quantization-aware training (quant/qat.h; the study's defaults: QDQv2,
 half_to_even, 8 bits, signed, per-channel weights + activations, EMA ranges,
 fake quant from 80% of the steps; BN folded into the conv during training):
@@ -123,6 +134,96 @@ E get_enum(Args& a, const std::string& name, E fallback, const char* (*to_name)(
   } catch (const std::invalid_argument& e) {
     throw UsageError("octet train: " + name + ": " + e.what());
   }
+}
+
+// Loads the data, builds the model (prepared for QAT when asked) and trains;
+// the flags are read and checked already.
+int train(nn::TrainConfig c, const quant::QatConfig& q, bool qat, const std::string& init,
+          const std::shared_ptr<Communicator>& world) {
+  set_num_threads(c.threads);
+  const std::string root = resolve_data_path(c.data);
+  c.data = root;
+  std::printf("octet train: threads %d, OpenBLAS core %s, data %s\n", num_threads(),
+              openblas_core_banner().c_str(), root.c_str());
+  Dataset train = load_dataset(root, Split::train);
+  // The training images' shape is the model's input (recorded in every
+  // checkpoint, declared by the exporter): the test images must have it too.
+  LoadOptions test_shape;
+  test_shape.channels = train.channels;
+  test_shape.height = train.height;
+  test_shape.width = train.width;
+  test_shape.wanted_by = "the training images' shape";
+  Dataset test = load_dataset(root, Split::test, test_shape);
+  std::printf("train %lld images, test %lld images, %d classes, images %s\n", static_cast<long long>(train.size()),
+              static_cast<long long>(test.size()), train.num_classes(), train.shape().str().c_str());
+
+  std::shared_ptr<nn::ResNet> qmodel;
+  if (qat) {
+    if (init.empty()) {
+      qmodel = nn::make_model(c.model, train.num_classes(), c.seed, c.weight_init, train.channels);
+      if (c.zero_init_residual) nn::zero_init_residual(*qmodel);
+    } else {
+      quant::LoadedModel lm = quant::load_model(init);
+      if (lm.qat) throw std::runtime_error("--init " + init + " is already a quantized checkpoint (use --resume)");
+      if (lm.model->config().name != c.model)
+        throw std::runtime_error("--init " + init + " holds a " + lm.model->config().name + ", not a " + c.model +
+                                 " (give --model " + lm.model->config().name + ")");
+      if (lm.input.channels != train.channels)
+        throw std::runtime_error("--init " + init + " was trained on " + lm.input.str() + " images, the training images of " +
+                                 root + " are " + train.shape().str() + ": the stem takes another channel count");
+      qmodel = lm.model;
+    }
+    quant::prepare(*qmodel, q);
+  }
+  nn::Trainer t(c, train, &test, qmodel);
+  t.distribute(world);  // before the QAT hooks: the observers combine over t.group()
+  if (world->size() > 1)
+    std::printf("data-parallel: %s, global batch %d (%d to %d images per rank), %d threads per rank%s\n",
+                world->describe().c_str(), c.batch, c.batch / world->size(), (c.batch + world->size() - 1) / world->size(),
+                num_threads(), c.sync_bn ? ", BatchNorm over the global batch (--sync-bn)" : "");
+  if (qat) {
+    quant::attach_qat(t, q);
+    if (!init.empty()) t.extra_config["qat_init"] = init;
+    std::printf("QAT: fake quant from step %lld of %lld%s\n", static_cast<long long>(quant::quant_delay_step(t, q)),
+                static_cast<long long>(t.steps_per_epoch() * c.epochs),
+                init.empty() ? "" : (", initialized from " + init).c_str());
+  }
+  const int64_t branch_params = nn::branch_parameters(t.model());
+  std::printf("model %s: %lld parameters", c.model.c_str(),
+              static_cast<long long>(t.model().num_parameters() - branch_params));
+  if (branch_params > 0)
+    std::printf(" (+ %lld in train-time %s branches, folded away in every checkpoint)",
+                static_cast<long long>(branch_params), t.config().reparam.c_str());
+  std::printf("\nconfiguration:\n%s", c.to_string().c_str());
+  if (qat) std::printf("qat configuration:\n%s", q.to_string().c_str());
+  if (c.resume) {
+    if (c.out.empty()) throw UsageError("octet train: --resume needs --out (the run folder)");
+    t.resume();  // after the QAT hooks: they restore the observers' states
+    std::printf("resuming after epoch %d (step %lld)\n", t.epochs_done(), static_cast<long long>(t.global_step()));
+    if (!t.resume_notice().empty()) std::fprintf(stderr, "octet train: note: %s\n", t.resume_notice().c_str());
+  } else if (!c.fork.empty()) {
+    t.fork(c.fork);  // after the QAT hooks, as for --resume
+    std::printf("%s\n", t.fork_notice().c_str());
+    if (!t.resume_notice().empty()) std::fprintf(stderr, "octet train: note: %s\n", t.resume_notice().c_str());
+  }
+  std::fflush(stdout);
+  auto ran = t.fit();
+  if (!ran.empty()) {
+    const auto& s = ran.back();
+    std::printf("final: epoch %d test top1 %.2f%% top5 %.2f%%", s.epoch, 100.0 * s.test_top1, 100.0 * s.test_top5);
+    if (s.ema_test_top1 >= 0)
+      std::printf(" (weight average: top1 %.2f%% top5 %.2f%%, %s/ema.ckpt)", 100.0 * s.ema_test_top1,
+                  100.0 * s.ema_test_top5, c.out.c_str());
+    std::printf("; run folder %s\n", c.out.c_str());
+    if (t.epochs_done() < c.epochs)
+      std::printf("stopped after epoch %d of %d (--stop-after); --resume goes on\n", t.epochs_done(), c.epochs);
+  } else if (t.epochs_done() < c.epochs) {
+    std::printf("nothing to do: the run in %s stopped after epoch %d of %d (--stop-after %d)\n", c.out.c_str(),
+                t.epochs_done(), c.epochs, c.stop_after);
+  } else {
+    std::printf("nothing to do: the run in %s already finished its %d epochs\n", c.out.c_str(), c.epochs);
+  }
+  return 0;
 }
 
 }  // namespace
@@ -183,6 +284,8 @@ int cmd_train(int argc, char** argv) {
   c.stop_after = a.get_int("--stop-after", c.stop_after);
   c.log_every = a.get_int("--log-every", c.log_every);
   c.progress = !a.flag("--no-progress");
+  c.sync_bn = a.flag("--sync-bn");
+  const double comm_timeout = a.get_double("--comm-timeout", 300);
   // QAT knobs
   const bool qat = a.flag("--qat");
   quant::QatConfig q;
@@ -191,6 +294,7 @@ int cmd_train(int argc, char** argv) {
   const std::string init = a.get("--init", "");
   a.finish();
   if ((qat_flags || !init.empty()) && !qat) throw UsageError("octet train: the quantization flags need --qat");
+  if (!(comm_timeout > 0)) throw UsageError("octet train: --comm-timeout must be > 0 seconds");
   if (qat) {
     try {
       q.validate();
@@ -217,85 +321,21 @@ int cmd_train(int argc, char** argv) {
   if (!init.empty() && c.zero_init_residual)
     throw UsageError("octet train: --zero-init-residual and --init exclude each other (--init loads the weights)");
 
-  set_num_threads(c.threads);
-  const std::string root = resolve_data_path(c.data);
-  c.data = root;
-  std::printf("octet train: threads %d, OpenBLAS core %s, data %s\n", num_threads(),
-              openblas_core_banner().c_str(), root.c_str());
-  Dataset train = load_dataset(root, Split::train);
-  // The training images' shape is the model's input (recorded in every
-  // checkpoint, declared by the exporter): the test images must have it too.
-  LoadOptions test_shape;
-  test_shape.channels = train.channels;
-  test_shape.height = train.height;
-  test_shape.width = train.width;
-  test_shape.wanted_by = "the training images' shape";
-  Dataset test = load_dataset(root, Split::test, test_shape);
-  std::printf("train %lld images, test %lld images, %d classes, images %s\n", static_cast<long long>(train.size()),
-              static_cast<long long>(test.size()), train.num_classes(), train.shape().str().c_str());
-
-  std::shared_ptr<nn::ResNet> qmodel;
-  if (qat) {
-    if (init.empty()) {
-      qmodel = nn::make_model(c.model, train.num_classes(), c.seed, c.weight_init, train.channels);
-      if (c.zero_init_residual) nn::zero_init_residual(*qmodel);
-    } else {
-      quant::LoadedModel lm = quant::load_model(init);
-      if (lm.qat) throw std::runtime_error("--init " + init + " is already a quantized checkpoint (use --resume)");
-      if (lm.model->config().name != c.model)
-        throw std::runtime_error("--init " + init + " holds a " + lm.model->config().name + ", not a " + c.model +
-                                 " (give --model " + lm.model->config().name + ")");
-      if (lm.input.channels != train.channels)
-        throw std::runtime_error("--init " + init + " was trained on " + lm.input.str() + " images, the training images of " +
-                                 root + " are " + train.shape().str() + ": the stem takes another channel count");
-      qmodel = lm.model;
-    }
-    quant::prepare(*qmodel, q);
+  // Under mpirun: one rank of a data-parallel run. Rank 0 prints for all
+  // (the other ranks' standard output goes nowhere; errors stay on stderr).
+  std::shared_ptr<Communicator> world = join_world(comm_timeout);
+  if (world->size() > 1 && world->rank() != 0 && !std::freopen("/dev/null", "w", stdout))
+    throw std::runtime_error("octet train: cannot silence the standard output of rank " + std::to_string(world->rank()));
+  try {
+    return train(c, q, qat, init, world);
+  } catch (const std::exception& e) {
+    if (world->size() == 1) throw;
+    // Failing alone would leave the other ranks waiting for this one.
+    std::fprintf(stderr, "octet train: rank %d of %d failed: %s\n(ending all ranks)\n", world->rank(), world->size(),
+                 e.what());
+    world->abort(1);
+    throw;
   }
-  nn::Trainer t(c, train, &test, qmodel);
-  if (qat) {
-    quant::attach_qat(t, q);
-    if (!init.empty()) t.extra_config["qat_init"] = init;
-    std::printf("QAT: fake quant from step %lld of %lld%s\n", static_cast<long long>(quant::quant_delay_step(t, q)),
-                static_cast<long long>(t.steps_per_epoch() * c.epochs),
-                init.empty() ? "" : (", initialized from " + init).c_str());
-  }
-  const int64_t branch_params = nn::branch_parameters(t.model());
-  std::printf("model %s: %lld parameters", c.model.c_str(),
-              static_cast<long long>(t.model().num_parameters() - branch_params));
-  if (branch_params > 0)
-    std::printf(" (+ %lld in train-time %s branches, folded away in every checkpoint)",
-                static_cast<long long>(branch_params), t.config().reparam.c_str());
-  std::printf("\nconfiguration:\n%s", c.to_string().c_str());
-  if (qat) std::printf("qat configuration:\n%s", q.to_string().c_str());
-  if (c.resume) {
-    if (c.out.empty()) throw UsageError("octet train: --resume needs --out (the run folder)");
-    t.resume();  // after the QAT hooks: they restore the observers' states
-    std::printf("resuming after epoch %d (step %lld)\n", t.epochs_done(), static_cast<long long>(t.global_step()));
-    if (!t.resume_notice().empty()) std::fprintf(stderr, "octet train: note: %s\n", t.resume_notice().c_str());
-  } else if (!c.fork.empty()) {
-    t.fork(c.fork);  // after the QAT hooks, as for --resume
-    std::printf("%s\n", t.fork_notice().c_str());
-    if (!t.resume_notice().empty()) std::fprintf(stderr, "octet train: note: %s\n", t.resume_notice().c_str());
-  }
-  std::fflush(stdout);
-  auto ran = t.fit();
-  if (!ran.empty()) {
-    const auto& s = ran.back();
-    std::printf("final: epoch %d test top1 %.2f%% top5 %.2f%%", s.epoch, 100.0 * s.test_top1, 100.0 * s.test_top5);
-    if (s.ema_test_top1 >= 0)
-      std::printf(" (weight average: top1 %.2f%% top5 %.2f%%, %s/ema.ckpt)", 100.0 * s.ema_test_top1,
-                  100.0 * s.ema_test_top5, c.out.c_str());
-    std::printf("; run folder %s\n", c.out.c_str());
-    if (t.epochs_done() < c.epochs)
-      std::printf("stopped after epoch %d of %d (--stop-after); --resume goes on\n", t.epochs_done(), c.epochs);
-  } else if (t.epochs_done() < c.epochs) {
-    std::printf("nothing to do: the run in %s stopped after epoch %d of %d (--stop-after %d)\n", c.out.c_str(),
-                t.epochs_done(), c.epochs, c.stop_after);
-  } else {
-    std::printf("nothing to do: the run in %s already finished its %d epochs\n", c.out.c_str(), c.epochs);
-  }
-  return 0;
 }
 
 }  // namespace octet::app

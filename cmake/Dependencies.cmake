@@ -65,12 +65,12 @@ if(NOT OCTET_ENGINE_ONLY)
     octet_missing("nlohmann/json" nlohmann-json3-dev)
   endif()
 
-  # MPI (optional): `mpirun -np N octet study`. Without it everything else builds.
+  # MPI (optional): `mpirun -np N octet train` and `octet study`. Without it everything else builds.
   find_package(MPI COMPONENTS CXX QUIET)
   if(MPI_CXX_FOUND)
     message(STATUS "MPI: ${MPI_CXX_LIBRARY_VERSION_STRING}")
   else()
-    message(STATUS "MPI: not found (install openmpi-bin libopenmpi-dev for mpirun -np N octet study)")
+    message(STATUS "MPI: not found (install openmpi-bin libopenmpi-dev for mpirun -np N octet train and octet study)")
   endif()
 
   # stb_image / stb_image_write: Debian's libstb ships the implementations.

@@ -47,6 +47,9 @@ Loader::Loader(const Dataset& data, LoaderOptions opt) : data_(data), opt_(std::
   if (opt_.cutout_epochs < 0)
     throw std::invalid_argument(where + "cutout_epochs must be >= 0, got " + std::to_string(opt_.cutout_epochs));
   if (opt_.prefetch < 0) throw std::invalid_argument(where + "prefetch must be >= 0");
+  if (opt_.shards < 1 || opt_.shard < 0 || opt_.shard >= opt_.shards)
+    throw std::invalid_argument(where + "shard " + std::to_string(opt_.shard) + " of " + std::to_string(opt_.shards) +
+                                " is not a shard (0 <= shard < shards)");
   if (data_.size() == 0) throw std::invalid_argument(where + "the dataset is empty");
   if (data_.images.size() != size_t(data_.size() * data_.image_numel()))
     throw std::invalid_argument(where + "image buffer does not match size x channels x height x width");
@@ -85,8 +88,11 @@ std::vector<int64_t> Loader::epoch_order(int64_t epoch) const {
 
 // out: n samples order[index*B ..] -> images (N x C x H x W float) and/or pixels (N x H x W x C uint8).
 void Loader::build(const std::vector<int64_t>& order, int64_t epoch, int64_t index, Batch& out) const {
-  const int64_t begin = index * opt_.batch_size;
-  const int64_t end = std::min<int64_t>(begin + opt_.batch_size, int64_t(order.size()));
+  const int64_t whole_begin = index * opt_.batch_size;
+  const int64_t whole_n = std::min<int64_t>(whole_begin + opt_.batch_size, int64_t(order.size())) - whole_begin;
+  const auto [row_begin, row_end] = shard_rows(whole_n, opt_.shard, opt_.shards);
+  const int64_t begin = whole_begin + row_begin;
+  const int64_t end = whole_begin + row_end;
   const int n = int(end - begin);
   const int C = data_.channels, H = data_.height, W = data_.width;
   const size_t numel = size_t(data_.image_numel());

@@ -33,6 +33,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "core/augment.h"
@@ -71,6 +72,12 @@ struct LoaderOptions {
   BatchOutput output = BatchOutput::float_nchw;
   uint64_t seed = 0;
   int prefetch = 3;  // batches built ahead of the consumer (0 = none)
+  // Data-parallel training: this process builds only its shard of every
+  // batch, rows [n * shard / shards, n * (shard + 1) / shards) of the batch
+  // of n images that one process would build (same order, same
+  // augmentation), so the shards of all ranks together are that batch.
+  int shard = 0;
+  int shards = 1;
 
   // Every image once, in order, preprocessed and not augmented: what an
   // evaluation or a calibration pass reads.
@@ -96,6 +103,11 @@ class Loader {
   Loader& operator=(const Loader&) = delete;
 
   int64_t batches_per_epoch() const;
+  // The rows [begin, end) of a whole batch of n images that this loader's
+  // shard builds.
+  static std::pair<int64_t, int64_t> shard_rows(int64_t n, int shard, int shards) {
+    return {n * shard / shards, n * (shard + 1) / shards};
+  }
   const LoaderOptions& options() const { return opt_; }
   const Dataset& dataset() const { return data_; }
 

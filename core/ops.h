@@ -13,6 +13,8 @@
 
 namespace octet {
 
+class Communicator;  // core/distributed.h
+
 struct Conv2dOptions {
   int stride = 1;
   int pad = 0;     // zero padding on each side, both spatial dims
@@ -38,8 +40,17 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 //   running = (1 - momentum) * running + momentum * batch (unbiased variance),
 //   as PyTorch does; running_mean/var are updated in place without the tape.
 // eval: normalizes with running_mean/var.
+// group (synchronized BN, as PyTorch's SyncBatchNorm): in training with a
+//   group of more than one rank, the statistics are those of the global batch,
+//   every rank's x together: the forward allreduces the per-channel sums and
+//   the count (one collective), the backward the per-channel sums of its
+//   gradient formula (one more, when x needs a gradient). Every rank must run
+//   the same graph, so the collectives line up; the group must outlive the
+//   backward. dgamma and dbeta stay this rank's share (the gradient allreduce
+//   adds them). Null or a group of one: the statistics of this x alone.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                  Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f);
+                  Tensor& running_var, bool training, float momentum = 0.1f, float eps = 1e-5f,
+                  Communicator* group = nullptr);
 
 Tensor relu(const Tensor& x);
 

@@ -7,10 +7,16 @@
 // Statistics are summed in 16 float lanes, moved into double totals every 256
 // values per lane, and shifted by the channel's first value against
 // cancellation.
+//
+// Synchronized BN (a group of several ranks) needs the global statistics
+// before it can normalize, and the global gradient sums before it can write
+// dx, so there each kernel makes two passes over the channel with one
+// allreduce between them.
 #include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "core/distributed.h"
 #include "core/ops.h"
 #include "core/ops_internal.h"
 
@@ -146,13 +152,37 @@ BnGeom bn_geom(const Tensor& x, const Tensor& gamma, const Tensor& beta, const T
   return g;
 }
 
+// The per-channel sum(x) and sum(x^2) of x and its count per channel, summed
+// over the ranks of `group`: [sum_0 .. sum_C-1, sumsq_0 .. sumsq_C-1, count].
+// channel_sums works around this rank's own shift (its lanes are float); the
+// shift is taken out in double, so every rank's sums share the origin 0.
+std::vector<double> global_channel_sums(const float* x, const BnGeom& s, Communicator& group) {
+  const int64_t C = s.C;
+  std::vector<double> t(static_cast<size_t>(2 * C + 1));
+  const double m = static_cast<double>(s.M);
+  parallel_for(0, C, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      const float shift = x[c * s.HW];
+      double s1 = 0, s2 = 0;
+      channel_sums(x, s.N, C, s.HW, c, shift, s1, s2);
+      t[static_cast<size_t>(c)] = s1 + m * shift;
+      t[static_cast<size_t>(C + c)] = s2 + shift * (2.0 * s1 + m * shift);
+    }
+  });
+  t[static_cast<size_t>(2 * C)] = m;
+  group.allreduce(t.data(), t.size(), Reduce::sum);
+  return t;
+}
+
 }  // namespace
 
 // x [N, C, H, W] or [N, C] -> same shape; per-channel scale/shift.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var,
-                  bool training, float momentum, float eps) {
+                  bool training, float momentum, float eps, Communicator* group) {
   const BnGeom s = bn_geom(x, gamma, beta, running_mean, running_var, training, eps);
   const int64_t N = s.N, C = s.C, HW = s.HW;
+  // The synchronized path's group, null on the local one.
+  Communicator* const sync = training && group && group->size() > 1 ? group : nullptr;
   Tensor y = Tensor::empty(x.shape());
   std::vector<float> mean(static_cast<size_t>(C)), invstd(static_cast<size_t>(C));
   const float* px = x.data();
@@ -161,18 +191,26 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
   const float* pb = beta.defined() ? beta.data() : nullptr;
   float* prm = running_mean.defined() ? running_mean.data() : nullptr;
   float* prv = running_var.defined() ? running_var.data() : nullptr;
+  const std::vector<double> global = sync ? global_channel_sums(px, s, *sync) : std::vector<double>();
+  // The batch's values per channel: the global count when synchronized.
+  const double count = sync ? global[static_cast<size_t>(2 * C)] : static_cast<double>(s.M);
   parallel_for(0, C, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       double mu, var;
       if (training) {
-        const float shift = px[c * HW];
-        double s1 = 0, s2 = 0;
-        channel_sums(px, N, C, HW, c, shift, s1, s2);
-        const double m = static_cast<double>(s.M);
-        mu = shift + s1 / m;
-        var = std::max(0.0, s2 / m - (s1 / m) * (s1 / m));
+        const double m = count;
+        if (sync) {
+          mu = global[static_cast<size_t>(c)] / m;
+          var = std::max(0.0, global[static_cast<size_t>(C + c)] / m - mu * mu);
+        } else {
+          const float shift = px[c * HW];
+          double s1 = 0, s2 = 0;
+          channel_sums(px, N, C, HW, c, shift, s1, s2);
+          mu = shift + s1 / m;
+          var = std::max(0.0, s2 / m - (s1 / m) * (s1 / m));
+        }
         if (prm) {
-          const double unbiased = s.M > 1 ? var * m / (m - 1) : var;
+          const double unbiased = m > 1 ? var * m / (m - 1) : var;
           prm[c] = static_cast<float>((1.0 - momentum) * prm[c] + momentum * mu);
           prv[c] = static_cast<float>((1.0 - momentum) * prv[c] + momentum * unbiased);
         }
@@ -195,38 +233,56 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tens
   Tensor sgamma = gamma.defined() ? gamma.detach() : Tensor();
   return record(
       "batch_norm", y, {x, gamma, beta},
-      [s, sx, sgamma, mean = std::move(mean), invstd = std::move(invstd), training, gx, gg,
-       gb](const Tensor& gy) -> std::vector<Tensor> {
+      [s, sx, sgamma, mean = std::move(mean), invstd = std::move(invstd), training, gx, gg, gb, sync,
+       count](const Tensor& gy) -> std::vector<Tensor> {
         Tensor dx = gx ? Tensor::empty(sx.shape()) : Tensor();
         Tensor dgamma = gg ? Tensor::empty({s.C}) : Tensor();
         Tensor dbeta = gb ? Tensor::empty({s.C}) : Tensor();
         const float* pxs = sx.data();
         const float* pgy = gy.data();
         float* pdx = gx ? dx.data() : nullptr;
+        // Channel c's dx from sg = sum(g) and sgx = sum(g * (x - mean)) over
+        // the (global) batch: dx = A*g + B*(x - mean) + D. Train: A = gamma*inv,
+        // B = -gamma*inv^3*sgx/M, D = -A*sg/M. Eval (the running stats are
+        // constants): dx = A*g.
+        auto write_dx = [&](int64_t c, double sg, double sgx) {
+          const float mu = mean[static_cast<size_t>(c)];
+          const double inv = invstd[static_cast<size_t>(c)];
+          const double gm = sgamma.defined() ? sgamma.data()[c] : 1.0;
+          const double A = gm * inv;
+          double B = 0, D = 0;
+          if (training) {
+            B = -gm * inv * inv * inv * sgx / count;
+            D = -A * sg / count;
+          }
+          const float a = static_cast<float>(A), b = static_cast<float>(B), d = static_cast<float>(D);
+          channel_dx(pgy, pxs, pdx, s.N, s.C, s.HW, c, a, b, mu, d);
+        };
+        // Synchronized: [sg_0 .. sg_C-1, sgx_0 .. sgx_C-1] of this rank, then
+        // of every rank once reduced. dgamma and dbeta stay this rank's share.
+        std::vector<double> sums(sync && pdx ? static_cast<size_t>(2 * s.C) : 0);
         parallel_for(0, s.C, 1, [&](int64_t cb, int64_t ce) {
           for (int64_t c = cb; c < ce; ++c) {
-            const float mu = mean[static_cast<size_t>(c)];
-            const double inv = invstd[static_cast<size_t>(c)];
             double sg = 0, sgx = 0;  // sum(g), sum(g * (x - mean))
-            channel_grad_sums(pgy, pxs, s.N, s.C, s.HW, c, mu, sg, sgx);
-            if (gg) dgamma.data()[c] = static_cast<float>(sgx * inv);
+            channel_grad_sums(pgy, pxs, s.N, s.C, s.HW, c, mean[static_cast<size_t>(c)], sg, sgx);
+            if (gg) dgamma.data()[c] = static_cast<float>(sgx * invstd[static_cast<size_t>(c)]);
             if (gb) dbeta.data()[c] = static_cast<float>(sg);
             if (!pdx) continue;
-            // dx = A*g + B*(x - mean) + D. Train: A = gamma*inv,
-            // B = -gamma*inv^3*sgx/M, D = -A*sg/M. Eval (the running stats are
-            // constants): dx = A*g.
-            const double gm = sgamma.defined() ? sgamma.data()[c] : 1.0;
-            const double A = gm * inv;
-            double B = 0, D = 0;
-            if (training) {
-              const double m = static_cast<double>(s.M);
-              B = -gm * inv * inv * inv * sgx / m;
-              D = -A * sg / m;
+            if (!sums.empty()) {
+              sums[static_cast<size_t>(c)] = sg;
+              sums[static_cast<size_t>(s.C + c)] = sgx;
+            } else {
+              write_dx(c, sg, sgx);
             }
-            const float a = static_cast<float>(A), b = static_cast<float>(B), d = static_cast<float>(D);
-            channel_dx(pgy, pxs, pdx, s.N, s.C, s.HW, c, a, b, mu, d);
           }
         });
+        if (!sums.empty()) {
+          sync->allreduce(sums.data(), sums.size(), Reduce::sum);
+          parallel_for(0, s.C, 1, [&](int64_t cb, int64_t ce) {
+            for (int64_t c = cb; c < ce; ++c)
+              write_dx(c, sums[static_cast<size_t>(c)], sums[static_cast<size_t>(s.C + c)]);
+          });
+        }
         return {dx, dgamma, dbeta};
       });
 }

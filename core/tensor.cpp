@@ -258,7 +258,9 @@ std::vector<Node*> topo_order(Node* root) {
   return post;
 }
 
-void run_backward(const std::shared_ptr<TensorImpl>& root, const Tensor& seed) {
+using LeafReady = std::function<void(const Tensor& leaf)>;
+
+void run_backward(const std::shared_ptr<TensorImpl>& root, const Tensor& seed, const LeafReady& on_leaf_ready = {}) {
   if (!root->requires_grad)
     throw std::runtime_error(
         "backward: this tensor does not require grad (no input of the ops that made it requires grad, or they ran "
@@ -266,9 +268,16 @@ void run_backward(const std::shared_ptr<TensorImpl>& root, const Tensor& seed) {
   NoGradGuard no_grad;  // backward rules are not themselves recorded
   if (!root->grad_fn) {
     accumulate_leaf(*root, seed);
+    if (on_leaf_ready) on_leaf_ready(Tensor(root));
     return;
   }
   std::vector<Node*> order = topo_order(root->grad_fn.get());
+  // With on_leaf_ready: how many uses of each leaf are still to run.
+  std::unordered_map<TensorImpl*, int> uses_left;
+  if (on_leaf_ready)
+    for (Node* node : order)
+      for (const Tensor& in : node->inputs)
+        if (in.defined() && !in.impl()->grad_fn && in.impl()->requires_grad) ++uses_left[in.impl().get()];
   std::unordered_map<Node*, Tensor> pending;  // dL/d(output of node), summed over consumers
   pending[order.front()] = seed;
   for (Node* node : order) {
@@ -299,6 +308,11 @@ void run_backward(const std::shared_ptr<TensorImpl>& root, const Tensor& seed) {
     }
     node->backward = nullptr;  // frees the saved tensors
     node->consumed = true;
+    if (on_leaf_ready)
+      for (const Tensor& in : node->inputs) {
+        if (!in.defined() || in.impl()->grad_fn || !in.impl()->requires_grad) continue;
+        if (--uses_left[in.impl().get()] == 0) on_leaf_ready(in);
+      }
   }
 }
 
@@ -318,6 +332,12 @@ void Tensor::backward(const Tensor& grad_output) {
     throw std::invalid_argument("backward(grad_output): grad_output has shape " + shape_str(grad_output.shape()) +
                                 " but the tensor has shape " + shape_str(shape()));
   run_backward(impl_, grad_output.detach());
+}
+
+void Tensor::backward(const std::function<void(const Tensor& leaf)>& on_leaf_ready) {
+  if (numel() != 1)
+    throw std::runtime_error("backward() needs a one-element tensor (a loss), got shape " + shape_str(shape()));
+  run_backward(impl_, Tensor::full(shape(), 1.0f), on_leaf_ready);
 }
 
 }  // namespace octet

@@ -82,6 +82,13 @@ class Tensor {
   void zero_grad();     // drops the accumulated gradient
   void backward();      // this must be a one-element tensor
   void backward(const Tensor& grad_output);  // seed with an explicit dL/dthis
+  // backward() that calls on_leaf_ready(leaf) as soon as a leaf's gradient
+  // is complete (every recorded op that uses the leaf has run its backward),
+  // while the rest of the graph is still being walked: data-parallel training
+  // starts reducing those gradients then (nn/data_parallel.h). The callback
+  // runs on this thread, once per leaf of the graph that requires grad, also
+  // for a leaf no gradient reached (its grad() is then as before).
+  void backward(const std::function<void(const Tensor& leaf)>& on_leaf_ready);
 
   Tensor detach() const;  // same storage, cut from the graph
   Tensor clone() const;   // deep copy of the data, cut from the graph

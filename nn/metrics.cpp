@@ -41,6 +41,20 @@ void Metrics::add_loss(double loss_sum, int64_t n) {
   loss_n_ += n;
 }
 
+void Metrics::reduce_over(Communicator& group) {
+  if (group.size() == 1) return;
+  std::vector<double> v = {static_cast<double>(count_), static_cast<double>(hits1_), static_cast<double>(hits5_),
+                           static_cast<double>(loss_n_), loss_sum_};
+  for (int64_t c : confusion_) v.push_back(static_cast<double>(c));
+  group.allreduce(v.data(), v.size(), Reduce::sum);
+  count_ = static_cast<int64_t>(v[0]);
+  hits1_ = static_cast<int64_t>(v[1]);
+  hits5_ = static_cast<int64_t>(v[2]);
+  loss_n_ = static_cast<int64_t>(v[3]);
+  loss_sum_ = v[4];
+  for (size_t i = 0; i < confusion_.size(); ++i) confusion_[i] = static_cast<int64_t>(v[5 + i]);
+}
+
 double Metrics::top1() const { return count_ ? double(hits1_) / double(count_) : 0.0; }
 double Metrics::top5() const { return count_ ? double(hits5_) / double(count_) : 0.0; }
 double Metrics::mean_loss() const { return loss_n_ ? loss_sum_ / double(loss_n_) : 0.0; }

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "core/distributed.h"
 #include "core/tensor.h"
 
 namespace octet::nn {
@@ -33,6 +34,10 @@ class Metrics {
   void add(const Tensor& logits, std::span<const int> labels);
   // Optional: the summed loss of `n` images, for mean_loss().
   void add_loss(double loss_sum, int64_t n);
+  // Every rank's counts summed into every rank's Metrics (top-1/5, the
+  // confusion matrix, the loss): the metrics of all the ranks' images
+  // together (data-parallel evaluation; counts stay exact below 2^53).
+  void reduce_over(Communicator& group);
 
   int num_classes() const { return classes_; }
   int64_t count() const { return count_; }

@@ -354,10 +354,20 @@ BatchNorm2d::BatchNorm2d(int c, float m, float e) : Module("BatchNorm2d"), chann
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
-  return batch_norm(x, weight(), bias(), running_mean(), running_var(), training(), momentum, eps);
+  return batch_norm(x, weight(), bias(), running_mean(), running_var(), training(), momentum, eps, sync_group);
 }
 
 std::string BatchNorm2d::describe() const { return "BatchNorm2d(" + std::to_string(channels) + ")"; }
+
+int set_sync_batchnorm(Module& model, Communicator* group) {
+  int set = 0;
+  for (auto& [name, m] : model.named_modules())
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(m)) {
+      bn->sync_group = group;
+      ++set;
+    }
+  return set;
+}
 
 std::string MaxPool2d::describe() const {
   return "MaxPool2d(k=" + std::to_string(kernel) + ", s=" + std::to_string(stride) + ", p=" + std::to_string(pad) + ")";

@@ -204,6 +204,8 @@ class Linear : public Module {
 // BatchNorm2d over [N, C, H, W] (or [N, C]). gamma ("weight") = 1, beta
 // ("bias") = 0; buffers running_mean = 0, running_var = 1. PyTorch's momentum
 // convention: running = (1 - momentum) * running + momentum * batch.
+// With sync_group set (set_sync_batchnorm below), training normalizes with
+// the statistics of every rank's batch together (batch_norm's group).
 class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int channels, float momentum = 0.1f, float eps = 1e-5f);
@@ -217,7 +219,13 @@ class BatchNorm2d : public Module {
 
   int channels;
   float momentum, eps;
+  Communicator* sync_group = nullptr;  // not owned; null: this rank's batch alone
 };
+
+// Synchronized BatchNorm (`--sync-bn`): sets sync_group = group on every
+// BatchNorm2d of the model (nullptr turns it off) and returns how many it set.
+// Every rank must then run the same forward and backward, in step.
+int set_sync_batchnorm(Module& model, Communicator* group);
 
 class ReLU : public Module {
  public:

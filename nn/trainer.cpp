@@ -24,6 +24,7 @@
 #include "core/parallel.h"
 #include "core/plot.h"
 #include "core/progress.h"
+#include "nn/data_parallel.h"
 
 namespace octet::nn {
 
@@ -98,6 +99,7 @@ void visit_fields(TrainConfig& c, F&& f) {
   f("eval_every", c.eval_every);
   f("eval_batch", c.eval_batch);
   f("progress", c.progress);
+  f("sync_bn", c.sync_bn);
 }
 
 }  // namespace
@@ -337,7 +339,8 @@ std::shared_ptr<ResNet> model_from_checkpoint(const Checkpoint& ck) {
 // ---------------------------------------------------------------- Trainer
 
 Trainer::Trainer(TrainConfig cfg, const Dataset& train, const Dataset* test, std::shared_ptr<Module> model)
-    : cfg_(std::move(cfg)), train_(&train), test_(test) {
+    : cfg_(std::move(cfg)), train_(&train), test_(test),
+      group_(std::shared_ptr<Communicator>(&local_group(), [](Communicator*) {})) {
   try {
     cfg_.validate();
   } catch (const std::invalid_argument& e) {
@@ -424,6 +427,49 @@ Tensor Trainer::distill_targets(const Batch& b, const Tensor& logits, double alp
   return t;
 }
 
+namespace {
+
+// Images [begin, end) of `data`, in order.
+Dataset take_rows(const Dataset& data, int64_t begin, int64_t end) {
+  Dataset out;
+  out.channels = data.channels;
+  out.height = data.height;
+  out.width = data.width;
+  out.class_names = data.class_names;
+  out.source = data.source + " (images " + std::to_string(begin) + ".." + std::to_string(end - 1) + ")";
+  out.images.assign(data.image(begin), data.image(begin) + (end - begin) * data.image_numel());
+  out.labels.assign(data.labels.begin() + begin, data.labels.begin() + end);
+  return out;
+}
+
+}  // namespace
+
+void Trainer::distribute(std::shared_ptr<Communicator> group) {
+  if (!group) throw std::invalid_argument("train: distribute: no group");
+  const int n = group->size();
+  if (n > 1) {
+    if (cfg_.batch < n)
+      throw std::invalid_argument("train: the global batch of " + std::to_string(cfg_.batch) + " images cannot be split over " +
+                                  std::to_string(n) + " ranks (--batch is the global batch: give at least one image per rank)");
+    if (predictions_.defined())
+      throw std::invalid_argument("train: --self-distill does not run over several ranks yet (each rank would see only "
+                                  "its shard's predictions)");
+    if (test_) {
+      const auto [begin, end] = Loader::shard_rows(test_->size(), group->rank(), n);
+      test_shard_ = take_rows(*test_, begin, end);
+    }
+  }
+  group_ = std::move(group);
+  if (cfg_.sync_bn) set_sync_batchnorm(*model_, group_->size() > 1 ? group_.get() : nullptr);
+}
+
+Metrics Trainer::evaluate_test() {
+  if (group_->size() == 1) return evaluate(*test_);
+  Metrics m = test_shard_.size() > 0 ? evaluate(test_shard_) : Metrics(test_->num_classes());
+  m.reduce_over(*group_);
+  return m;
+}
+
 void Trainer::resume() {
   if (cfg_.out.empty()) throw std::invalid_argument("train: --resume needs --out (the run folder)");
   const std::string path = cfg_.out + "/last.ckpt";
@@ -452,6 +498,7 @@ Checkpoint Trainer::make_checkpoint(bool averaged) const {
   // What else fixes the float sums' order, hence the bits (see resume_notice()).
   ck.meta["numerics.threads"] = std::to_string(num_threads());
   ck.meta["numerics.blas_core"] = openblas_corename();
+  ck.meta["numerics.ranks"] = std::to_string(group_->size());
   ck.meta["preprocess.mode"] = preprocess_name(pre_.mode);
   ck.meta["preprocess.scale"] = join_floats(pre_.scale);
   ck.meta["preprocess.offset"] = join_floats(pre_.offset);
@@ -605,6 +652,7 @@ void Trainer::restore_state(const Checkpoint& ck, bool is_fork) {
   };
   differs("numerics.threads", std::to_string(num_threads()), "threads");
   differs("numerics.blas_core", openblas_corename(), "OpenBLAS core");
+  differs("numerics.ranks", std::to_string(group_->size()), "ranks");
   resume_notice_ = drift.empty() ? "" : where + " was written under other numerics (" + drift +
                                             "): the run goes on, but its floats will not match an "
                                             "uninterrupted run's bit for bit";
@@ -692,7 +740,14 @@ Metrics Trainer::evaluate(const Dataset& data) { return nn::evaluate(*model_, da
 std::vector<EpochStats> Trainer::fit() {
   if (cfg_.resume && !restored_) resume();
   if (!cfg_.fork.empty() && !restored_) fork(cfg_.fork);
-  if (!cfg_.out.empty()) std::filesystem::create_directories(cfg_.out);
+  if (!cfg_.out.empty() && writes()) std::filesystem::create_directories(cfg_.out);
+  Communicator& group = *group_;
+  const bool distributed = group.size() > 1;
+  // Every rank starts from rank 0's state (made from the same seed, or read
+  // from the same checkpoint: this makes sure).
+  broadcast_state(*model_, group);
+  std::unique_ptr<GradientReducer> reducer;
+  if (distributed) reducer = std::make_unique<GradientReducer>(group, model_->named_parameters());
   std::vector<EpochStats> ran;
   LoaderOptions lo;
   lo.batch_size = cfg_.batch;
@@ -704,6 +759,8 @@ std::vector<EpochStats> Trainer::fit() {
   lo.cutout_epochs = cfg_.cutout_until;
   lo.preprocess = pre_;
   lo.seed = cfg_.seed;
+  lo.shard = group.rank();
+  lo.shards = group.size();
   Loader loader(*train_, lo);
   using Clock = std::chrono::steady_clock;
 
@@ -712,13 +769,14 @@ std::vector<EpochStats> Trainer::fit() {
     model_->train();
     loader.start_epoch(epoch);
     std::unique_ptr<Progress> bar;
-    if (cfg_.progress)
+    if (cfg_.progress && writes())
       bar = std::make_unique<Progress>(steps_per_epoch_,
                                        "epoch " + std::to_string(epoch + 1) + "/" + std::to_string(cfg_.epochs));
     double loss_sum = 0.0;
     int64_t seen = 0, correct = 0;
     double lr = 0.0;
     StepStats window;  // the steps.csv row being summed
+    group.reset_stats();
     const auto t0 = Clock::now();
     Batch b;
     while (loader.next(b)) {
@@ -738,7 +796,19 @@ std::vector<EpochStats> Trainer::fit() {
       };
       Tensor loss = loss_of(logits);
       if (on_loss) on_loss(step_, loss);
-      const float lv = loss.item();
+      const int classes = static_cast<int>(logits.dim(1));
+      int64_t hits = 0;
+      for (int i = 0; i < b.n; ++i) {
+        const float* row = logits.data() + static_cast<int64_t>(i) * classes;
+        hits += (std::max_element(row, row + classes) - row) == b.labels[i];
+      }
+      // The global batch's mean loss and hits (one process: this batch's).
+      // Every rank sees a non-finite loss of any rank here, so all stop
+      // together instead of waiting for each other's gradients.
+      double step_sums[3] = {static_cast<double>(loss.item()) * b.n, static_cast<double>(hits),
+                             std::isfinite(loss.item()) ? 0.0 : 1.0};
+      if (distributed) group.allreduce(step_sums, 3, Reduce::sum);
+      const float lv = distributed && step_sums[2] == 0 ? static_cast<float>(step_sums[0] / cfg_.batch) : loss.item();
       // A non-finite loss stops the run; `at` says which pass produced it.
       auto stop_unless_finite = [&](float value, const char* at) {
         if (std::isfinite(value)) return;
@@ -751,8 +821,21 @@ std::vector<EpochStats> Trainer::fit() {
                             " (batch " + std::to_string(b.index) + " of the epoch, lr " + fmt_float(lr, 6) +
                             "); the run stopped; " + kept);
       };
+      if (step_sums[2] != 0 && std::isfinite(loss.item())) {
+        throw NonFiniteLoss("training loss is not finite on another rank at epoch " + std::to_string(epoch + 1) +
+                            ", step " + std::to_string(step_) + " (" + std::to_string(static_cast<int>(step_sums[2])) +
+                            " of " + std::to_string(group.size()) + " ranks); the run stopped");
+      }
       stop_unless_finite(lv, "");
-      loss.backward();
+      // Each rank's share of the global batch's mean loss (nn/data_parallel.h).
+      const float weight = static_cast<float>(b.n) / static_cast<float>(cfg_.batch);  // n_r / B
+      if (reducer) {
+        reducer->begin();
+        mul(loss, weight).backward([&](const Tensor& p) { reducer->ready(p); });
+        reducer->finish();
+      } else {
+        loss.backward();
+      }
       if (sam_) {
         // The gradient at the worst point within rho of w, then back to w.
         const NamedTensors params = model_->named_parameters();
@@ -761,8 +844,19 @@ std::vector<EpochStats> Trainer::fit() {
         try {
           FrozenBatchNormStatistics frozen(*model_);
           Tensor perturbed = loss_of(model_->forward(x));
-          stop_unless_finite(perturbed.item(), " at the sharpness-aware point");
-          perturbed.backward();
+          float pv = perturbed.item();
+          if (distributed) {  // stop together: any rank's non-finite loss stops all
+            float bad = std::isfinite(pv) ? 0.0f : 1.0f;
+            group.allreduce(&bad, 1, Reduce::max);
+            if (bad != 0.0f && std::isfinite(pv)) pv = std::numeric_limits<float>::quiet_NaN();
+          }
+          stop_unless_finite(pv, " at the sharpness-aware point");
+          if (reducer) {
+            mul(perturbed, weight).backward();
+            reducer->reduce_now();
+          } else {
+            perturbed.backward();
+          }
         } catch (...) {
           sam_->descend(params);  // leave the model at w, not w + e
           throw;
@@ -774,14 +868,10 @@ std::vector<EpochStats> Trainer::fit() {
       ++step_;
       if (ema_) ema_->update(*model_, step_);
 
-      const int classes = static_cast<int>(logits.dim(1));
-      const float* z = logits.data();
-      for (int i = 0; i < b.n; ++i) {
-        const float* row = z + static_cast<int64_t>(i) * classes;
-        correct += (std::max_element(row, row + classes) - row) == b.labels[i];
-      }
-      loss_sum += static_cast<double>(lv) * b.n;
-      seen += b.n;
+      correct += static_cast<int64_t>(step_sums[1]);
+      const int64_t global_n = distributed ? cfg_.batch : b.n;
+      loss_sum += static_cast<double>(lv) * global_n;
+      seen += global_n;
       if (cfg_.log_every > 0) {
         window.train_loss += lv;
         window.lr = lr;
@@ -808,8 +898,17 @@ std::vector<EpochStats> Trainer::fit() {
     s.train_acc = static_cast<double>(correct) / std::max<int64_t>(seen, 1);
     s.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     s.img_s = s.seconds > 0 ? seen / s.seconds : 0.0;
+    const CommStats comm = group.stats();  // the training steps' collectives (this rank)
     if (bar) bar->finish();
     bar.reset();
+    // Each rank's BatchNorm statistics saw only its shards: one mean for all
+    // before they are evaluated or saved (with --sync-bn they are equal).
+    if (distributed) {
+      average_bn_statistics(*model_, group);
+      // Every rank must now hold the same bits (parameters, statistics,
+      // quantizer ranges): a divergence found here is a bug, said at once.
+      check_same_state(*model_, group, "data-parallel training, epoch " + std::to_string(epoch + 1));
+    }
 
     if (!all_finite(*model_))
       throw NonFiniteLoss("parameters or BN statistics became non-finite during epoch " + std::to_string(epoch + 1) +
@@ -818,7 +917,7 @@ std::vector<EpochStats> Trainer::fit() {
                                                            : std::string("no good checkpoint")));
     bool best = false;
     if (test_ && test_->size() > 0 && ((epoch + 1) % cfg_.eval_every == 0 || epoch + 1 == cfg_.epochs)) {
-      Metrics m = evaluate(*test_);
+      Metrics m = evaluate_test();
       s.test_loss = m.mean_loss();
       s.test_top1 = m.top1();
       s.test_top5 = m.top5();
@@ -828,7 +927,7 @@ std::vector<EpochStats> Trainer::fit() {
       }
       if (ema_) {
         AveragedWeights averaged(*ema_, *model_);
-        Metrics e = evaluate(*test_);
+        Metrics e = evaluate_test();
         s.ema_test_loss = e.mean_loss();
         s.ema_test_top1 = e.top1();
         s.ema_test_top5 = e.top5();
@@ -837,6 +936,7 @@ std::vector<EpochStats> Trainer::fit() {
     epoch_ = epoch + 1;
     history_.push_back(s);
     ran.push_back(s);
+    if (!writes()) continue;  // rank 0 prints and writes for all
     std::printf("epoch %d/%d  lr %.4g  train_loss %.4f  train_acc %.2f%%", s.epoch, cfg_.epochs, s.lr, s.train_loss,
                 100.0 * s.train_acc);
     if (s.test_top1 >= 0)
@@ -844,7 +944,12 @@ std::vector<EpochStats> Trainer::fit() {
     if (s.ema_test_top1 >= 0)
       std::printf("  ema: test_loss %.4f  top1 %.2f%%  top5 %.2f%%", s.ema_test_loss, 100.0 * s.ema_test_top1,
                   100.0 * s.ema_test_top5);
-    std::printf("  %.1f s  %.0f img/s\n", s.seconds, s.img_s);
+    std::printf("  %.1f s  %.0f img/s", s.seconds, s.img_s);
+    if (distributed)
+      std::printf("  (rank 0 waited %.1f s in collectives, %.0f%%; %.2f MB reduced per step)", comm.wait_seconds,
+                  100.0 * comm.wait_seconds / std::max(s.seconds, 1e-9),
+                  static_cast<double>(comm.bytes) / static_cast<double>(std::max<int64_t>(steps_per_epoch_, 1)) / 1e6);
+    std::printf("\n");
     std::fflush(stdout);
     write_outputs(best);
   }

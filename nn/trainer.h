@@ -71,6 +71,7 @@
 #include "core/augment.h"
 #include "core/checkpoint.h"
 #include "core/dataset.h"
+#include "core/distributed.h"
 #include "nn/ema.h"
 #include "nn/metrics.h"
 #include "nn/optim.h"
@@ -120,6 +121,10 @@ struct TrainConfig {
   int eval_every = 1;     // test evaluation every N epochs (and after the last)
   int eval_batch = 500;
   bool progress = true;   // progress bar on stderr
+  // Data-parallel training (Trainer::distribute): BatchNorm normalizes with
+  // the statistics of the whole global batch instead of each rank's shard
+  // (PyTorch's SyncBatchNorm); one process: no effect.
+  bool sync_bn = false;
 
   // The named presets: "full" (the 40-epoch recipe of the peer script, plus
   // label smoothing 0.1) and "quick" (the same squeezed into 2 epochs).
@@ -195,6 +200,19 @@ class Trainer {
   // fork record the trunk ("fork.source", "fork.epoch", "fork.changes").
   void fork(const std::string& checkpoint_path);
 
+  // Trains over a group of processes (core/distributed.h; under `mpirun -np
+  // N octet train` MPI's world): every rank runs the same Trainer with the
+  // same configuration and trains on its shard of every global batch of
+  // cfg.batch images (nn/data_parallel.h). Rank 0's state is broadcast when
+  // fit() starts (after resume or fork); gradients are summed while the
+  // backward pass runs; BatchNorm statistics are averaged (or, with
+  // cfg.sync_bn, computed over the global batch); the test set is split over
+  // the ranks and the metrics summed; rank 0 alone writes the run folder and
+  // prints. Call before resume(), fork() and fit(). Throws for what does not
+  // go with it yet (self-distillation; a global batch smaller than the group).
+  void distribute(std::shared_ptr<Communicator> group);
+  Communicator& group() const { return *group_; }
+
   // Trains the remaining epochs (all, or those after the checkpoint when
   // cfg.resume). Returns the stats of the epochs it ran.
   std::vector<EpochStats> fit();
@@ -243,6 +261,9 @@ class Trainer {
 
  private:
   void write_outputs(bool best);  // log.csv, config.txt, plots, checkpoints
+  bool writes() const { return group_->rank() == 0; }  // this rank writes files and prints
+  // Evaluation of the test set: split over the ranks, metrics summed.
+  Metrics evaluate_test();
   void restore_state(const Checkpoint& ck, bool is_fork);  // restore() and fork()
   // Self-distillation: the weight of the past predictions in epoch `epoch`
   // (0-based); the batch's mixed targets, recording this step's predictions
@@ -254,6 +275,8 @@ class Trainer {
   Dataset train_sub_, test_sub_;  // used when cfg.subset / cfg.test_subset are set
   const Dataset* train_;
   const Dataset* test_;
+  Dataset test_shard_;  // this rank's part of *test_ when distributed
+  std::shared_ptr<Communicator> group_;  // the group of one unless distribute()
   std::shared_ptr<Module> model_;
   std::unique_ptr<Optimizer> optim_;
   std::unique_ptr<Schedule> schedule_;

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/distributed.h"
 #include "core/parallel.h"
 #include "quant/qmath.h"
 
@@ -107,6 +108,17 @@ void check_bins(int bins, const char* who) {
   }
 }
 
+// Chan et al.'s combination of the (count, mean, M2) of two sets of values:
+// the first becomes that of their union.
+void chan_merge(double& count, double& mean, double& m2, double nb, double mb, double m2b) {
+  const double na = count;
+  const double total = na + nb;
+  const double delta = mb - mean;
+  mean = na > 0 ? mean + delta * (nb / total) : mb;
+  m2 = na > 0 ? m2 + m2b + delta * delta * (na * nb / total) : m2b;
+  count = total;
+}
+
 }  // namespace
 
 // ---- ObserverState --------------------------------------------------------------
@@ -154,15 +166,34 @@ void Observer::observe(std::span<const float> x) {
 }
 
 void Observer::observe_impl(const float* x, int64_t numel, std::span<const int64_t> shape) {
-  if (frozen_ || numel == 0) return;
+  if (frozen_) return;
+  Communicator* const g = peers();
+  if (numel == 0 && !g) return;  // across ranks an empty shard still takes part in the collectives
   const Scan s = scan(x, numel);
+  float batch_min = s.min, batch_max = s.max;
+  bool bad_elsewhere = false;
+  if (g) {
+    // One collective for the global batch's min and max and whether any rank
+    // saw a non-finite value (the min negated, so that all three reduce by max).
+    float v[3] = {s.bad >= 0 ? 1.0f : 0.0f, -s.min, s.max};
+    g->allreduce(v, 3, Reduce::max);
+    bad_elsewhere = v[0] != 0.0f;
+    batch_min = -v[1];
+    batch_max = v[2];
+  }
   if (s.bad >= 0) {
     throw std::invalid_argument(who_of(kind()) + ": non-finite value " + fmt(x[s.bad]) + " at offset " +
                                 std::to_string(s.bad));
   }
-  accumulate(x, numel, shape, s.min, s.max);
+  if (bad_elsewhere) {
+    throw std::invalid_argument(who_of(kind()) + ": another rank saw a non-finite value (its error names the offset)");
+  }
+  if (!(batch_min <= batch_max)) return;  // every rank's shard was empty
+  accumulate(x, numel, shape, batch_min, batch_max);
   ++observations_;
 }
+
+Communicator* Observer::peers() const { return group_ && group_->size() > 1 ? group_ : nullptr; }
 
 void Observer::reset() {
   observations_ = 0;
@@ -342,8 +373,8 @@ void Histogram::grow_to(double new_min, double new_max) {
   width_ *= k;
 }
 
-void Histogram::add(const float* x, int64_t n, float batch_min, float batch_max) {
-  if (n <= 0) return;
+void Histogram::add(const float* x, int64_t n, float batch_min, float batch_max, Communicator* group) {
+  if (n <= 0 && !group) return;
   if (width_ == 0.0) {  // the first data sets the grid
     lo_ = anchored_ ? 0.0 : static_cast<double>(batch_min);
     double span = static_cast<double>(batch_max) - lo_;
@@ -352,13 +383,12 @@ void Histogram::add(const float* x, int64_t n, float batch_min, float batch_max)
   } else {
     grow_to(batch_min, batch_max);
   }
-  for (int64_t i = 0; i < n; ++i) counts_[static_cast<size_t>(index_of(x[i]))] += 1.0;
-  total_ += static_cast<double>(n);
+  count(x, n, /*absolute=*/false, group);
 }
 
-void Histogram::add_abs(const float* x, int64_t n, float batch_abs_max) {
+void Histogram::add_abs(const float* x, int64_t n, float batch_abs_max, Communicator* group) {
   if (!anchored_) throw std::logic_error("histogram: add_abs needs a histogram anchored at zero");
-  if (n <= 0) return;
+  if (n <= 0 && !group) return;
   if (width_ == 0.0) {
     lo_ = 0.0;
     double span = batch_abs_max;
@@ -367,8 +397,25 @@ void Histogram::add_abs(const float* x, int64_t n, float batch_abs_max) {
   } else {
     grow_to(0.0, batch_abs_max);
   }
-  for (int64_t i = 0; i < n; ++i) counts_[static_cast<size_t>(index_of(std::fabs(x[i])))] += 1.0;
-  total_ += static_cast<double>(n);
+  count(x, n, /*absolute=*/true, group);
+}
+
+// Counts x (or |x|) on the grid, which already covers them. With a group, the
+// batch's own counts (this step's change of the histogram) are summed over
+// the ranks and then added: integers in doubles, so the sums are exact and
+// the counts equal those of one histogram that saw every shard.
+void Histogram::count(const float* x, int64_t n, bool absolute, Communicator* group) {
+  if (!group) {
+    for (int64_t i = 0; i < n; ++i) counts_[static_cast<size_t>(index_of(absolute ? std::fabs(x[i]) : x[i]))] += 1.0;
+    total_ += static_cast<double>(n);
+    return;
+  }
+  std::vector<double> delta(counts_.size() + 1, 0.0);  // the counts, then the number of values
+  for (int64_t i = 0; i < n; ++i) delta[static_cast<size_t>(index_of(absolute ? std::fabs(x[i]) : x[i]))] += 1.0;
+  delta.back() = static_cast<double>(n);
+  group->allreduce(delta.data(), delta.size(), Reduce::sum);
+  for (size_t j = 0; j < counts_.size(); ++j) counts_[j] += delta[j];
+  total_ += delta.back();
 }
 
 double Histogram::quantile(double q) const {
@@ -445,7 +492,7 @@ void PercentileObserver::accumulate(const float* x, int64_t n, std::span<const i
                                     float batch_max) {
   min_ = has_data() ? std::min(min_, static_cast<double>(batch_min)) : batch_min;
   max_ = has_data() ? std::max(max_, static_cast<double>(batch_max)) : batch_max;
-  hist_.add(x, n, batch_min, batch_max);
+  hist_.add(x, n, batch_min, batch_max, peers());
 }
 
 void PercentileObserver::clear() {
@@ -490,21 +537,30 @@ void MeanStdObserver::accumulate(const float* x, int64_t n, std::span<const int6
                                  float batch_max) {
   // The batch's own mean and M2 (two passes, in double), then Chan et al.'s
   // combination with the running ones.
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += x[i];
-  const double nb = static_cast<double>(n);
-  const double mb = sum / nb;
-  double m2b = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = x[i] - mb;
-    m2b += d * d;
+  double nb = static_cast<double>(n), mb = 0, m2b = 0;
+  if (n > 0) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += x[i];
+    mb = sum / nb;
+    for (int64_t i = 0; i < n; ++i) {
+      const double d = x[i] - mb;
+      m2b += d * d;
+    }
   }
-  const double na = count_;
-  const double total = na + nb;
-  const double delta = mb - mean_;
-  mean_ = na > 0 ? mean_ + delta * (nb / total) : mb;
-  m2_ = na > 0 ? m2_ + m2b + delta * delta * (na * nb / total) : m2b;
-  count_ = total;
+  if (Communicator* g = peers()) {
+    // Every rank's (count, mean, M2) in its own slot (the sum adds zeros
+    // elsewhere, exactly), combined in rank order: the same bits everywhere.
+    const size_t size = static_cast<size_t>(g->size()), me = static_cast<size_t>(g->rank());
+    std::vector<double> parts(3 * size, 0.0);
+    parts[3 * me] = nb;
+    parts[3 * me + 1] = mb;
+    parts[3 * me + 2] = m2b;
+    g->allreduce(parts.data(), parts.size(), Reduce::sum);
+    nb = mb = m2b = 0;
+    for (size_t r = 0; r < size; ++r)
+      if (parts[3 * r] > 0) chan_merge(nb, mb, m2b, parts[3 * r], parts[3 * r + 1], parts[3 * r + 2]);
+  }
+  chan_merge(count_, mean_, m2_, nb, mb, m2b);
   min_ = has_data() ? std::min(min_, static_cast<double>(batch_min)) : batch_min;
   max_ = has_data() ? std::max(max_, static_cast<double>(batch_max)) : batch_max;
 }
@@ -545,7 +601,7 @@ void ThresholdObserver::accumulate(const float* x, int64_t n, std::span<const in
                                    float batch_max) {
   min_ = has_data() ? std::min(min_, static_cast<double>(batch_min)) : batch_min;
   max_ = has_data() ? std::max(max_, static_cast<double>(batch_max)) : batch_max;
-  hist_.add_abs(x, n, std::max(std::fabs(batch_min), std::fabs(batch_max)));
+  hist_.add_abs(x, n, std::max(std::fabs(batch_min), std::fabs(batch_max)), peers());
 }
 
 void ThresholdObserver::clear() {
@@ -732,6 +788,21 @@ void PerChannelMinMaxObserver::accumulate(const float* x, int64_t, std::span<con
       }
       min_[c] = std::min(min_[c], static_cast<double>(mn));
       max_[c] = std::max(max_[c], static_cast<double>(mx));
+    }
+  }
+  if (Communicator* g = peers()) {
+    // Every rank's running extremes, in one max-reduction: [-min..., max...]
+    // (negation is exact).
+    const size_t c = min_.size();
+    std::vector<double> v(2 * c);
+    for (size_t k = 0; k < c; ++k) {
+      v[k] = -min_[k];
+      v[c + k] = max_[k];
+    }
+    g->allreduce(v.data(), v.size(), Reduce::max);
+    for (size_t k = 0; k < c; ++k) {
+      min_[k] = -v[k];
+      max_[k] = v[c + k];
     }
   }
 }

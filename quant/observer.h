@@ -30,6 +30,22 @@
 // observe() throws std::invalid_argument naming the offset of a NaN or an
 // infinity: a range cannot be learned from them, and they mean training has
 // diverged.
+//
+// Observing across ranks: in data-parallel training each rank sees only its
+// shard of the global batch. After set_group(g), observe() combines the
+// shards of every rank of g, so each rank holds the state one observer would
+// hold after observing the whole global batch: one allreduce gives the global
+// batch min and max (and whether any rank saw a non-finite value: then every
+// rank throws, so none is left waiting in a collective), which is all minmax
+// and ema need, and which lays out the histograms' bins the same on every
+// rank; the histogram observers then add every rank's counts of the batch
+// (one more allreduce), minmax_per_channel its channels' min and max (one
+// more), meanstd every rank's (count, mean, M2) of the batch by Chan's
+// formula (one more). States are then equal on every rank, and to the single
+// observer's exactly, except meanstd's mean and M2 (combined in another
+// order: equal up to rounding). Every rank of g must call observe() on the
+// same observers in the same order, frozen or not alike; a rank whose shard
+// is empty still calls it.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +57,10 @@
 #include <vector>
 
 #include "core/tensor.h"
+
+namespace octet {
+class Communicator;  // core/distributed.h
+}
 
 namespace octet::quant {
 
@@ -82,6 +102,12 @@ class Observer {
   void freeze(bool on = true) { frozen_ = on; }
   bool frozen() const { return frozen_; }
 
+  // Observe the global batch of every rank of `group` from now on (see
+  // "Observing across ranks" above); nullptr: this rank's values alone. Not
+  // owned, not part of the state.
+  void set_group(Communicator* group) { group_ = group; }
+  Communicator* group() const { return group_; }
+
   // values = [frozen, observations, <observer's numbers>].
   ObserverState state() const;
   // Loads a state of the same kind; throws std::invalid_argument (naming the
@@ -92,17 +118,23 @@ class Observer {
 
  protected:
   // x: numel values of a tensor of `shape`, all finite, with min/max given.
+  // Across ranks (peers() not null): x is this rank's shard, maybe empty,
+  // batch_min/max are the global batch's, and accumulate must combine the
+  // rest of what it learns from x over peers().
   virtual void accumulate(const float* x, int64_t numel, std::span<const int64_t> shape, float batch_min,
                           float batch_max) = 0;
   virtual void clear() = 0;
   virtual std::vector<double> save() const = 0;
   virtual void restore(std::span<const double> v) = 0;  // throws std::invalid_argument
   [[noreturn]] void no_data() const;
+  // The group when it has other ranks, else nullptr.
+  Communicator* peers() const;
 
  private:
   void observe_impl(const float* x, int64_t numel, std::span<const int64_t> shape);
   bool frozen_ = false;
   int64_t observations_ = 0;
+  Communicator* group_ = nullptr;
 };
 
 // ---- the observers ----------------------------------------------------------
@@ -157,9 +189,13 @@ class MovingAverageObserver final : public Observer {
 class Histogram {
  public:
   explicit Histogram(int bins = 2048, bool anchored_at_zero = false);
-  // Adds n values known to lie in [batch_min, batch_max].
-  void add(const float* x, int64_t n, float batch_min, float batch_max);
-  void add_abs(const float* x, int64_t n, float batch_abs_max);  // adds |x|; needs anchored_at_zero
+  // Adds n values known to lie in [batch_min, batch_max]. With a group, every
+  // rank adds its shard of one batch (n may be 0) and passes the same range,
+  // the whole batch's: the grid then grows alike everywhere, and the counts of
+  // every shard are added on every rank (one allreduce).
+  void add(const float* x, int64_t n, float batch_min, float batch_max, Communicator* group = nullptr);
+  // Adds |x|; needs anchored_at_zero.
+  void add_abs(const float* x, int64_t n, float batch_abs_max, Communicator* group = nullptr);
   bool empty() const { return total_ == 0; }
   int bins() const { return static_cast<int>(counts_.size()); }
   double lo() const { return lo_; }
@@ -179,6 +215,7 @@ class Histogram {
  private:
   void grow_to(double new_min, double new_max);
   int64_t index_of(double v) const;
+  void count(const float* x, int64_t n, bool absolute, Communicator* group);
   bool anchored_;
   double lo_ = 0, width_ = 0, total_ = 0;
   std::vector<double> counts_;

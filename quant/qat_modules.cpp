@@ -436,7 +436,8 @@ Tensor ConvBn::forward(const Tensor& x_in) {
     // per channel) rather than to the conv output (N*H*W per channel).
     Tensor y = conv2d(x, mul(w_q, reshape(reciprocal(sf), {c, 1, 1, 1})), Tensor(), o);
     if (bias.defined()) y = add(y, reshape(bias, {1, c, 1, 1}));
-    return batch_norm(y, b.weight(), b.bias(), b.running_mean(), b.running_var(), true, b.momentum, b.eps);
+    return batch_norm(y, b.weight(), b.bias(), b.running_mean(), b.running_var(), true, b.momentum, b.eps,
+                      b.sync_group);
   }
   Tensor shift = bias.defined() ? sub(bias, b.running_mean()) : mul(b.running_mean(), -1.0f);
   return conv2d(x, w_q, add(b.bias(), mul(sf, shift)), o);

@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "quant/qat_checkpoint.h"
+#include "quant/qat_modules.h"
 #include "quant/qat_prepare.h"
 #include "quant/qat_schedule.h"
 
@@ -31,6 +32,13 @@ void attach_qat(nn::Trainer& trainer, const QatConfig& config) {
   trainer.on_restore = [model](const Checkpoint& ck) { read_qat_meta(*model, ck); };
   const int64_t total = total_steps(trainer);
   trainer.on_step_begin = [model, config, total](int64_t step) { apply_phase(*model, phase_at(config, step, total)); };
+  // Data-parallel: each rank sees its shard of the batch, and the activation
+  // observers combine what the ranks saw, so every rank keeps the ranges of
+  // the global batch. (Weights are equal on every rank: their observers need
+  // nothing.)
+  if (trainer.group().size() > 1)
+    for (auto& [name, m] : model->named_modules())
+      if (auto* a = dynamic_cast<ActQuant*>(m); a && a->observer()) a->observer()->set_group(&trainer.group());
 }
 
 int64_t quant_delay_step(const nn::Trainer& trainer, const QatConfig& config) {

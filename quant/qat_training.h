@@ -14,7 +14,10 @@
 //   - schedule: before every step, apply_phase(phase_at(config, step, total)),
 //     total = the run's steps (epochs x steps per epoch).
 // It sets the trainer's on_save, on_restore and on_step_begin; a caller that
-// needs its own step hook wraps the one attach_qat set.
+// needs its own step hook wraps the one attach_qat set. In a data-parallel
+// run (Trainer::distribute first) the activation observers observe across
+// the ranks (quant/observer.h), so the ranges, and the exported model, do not
+// depend on the number of ranks.
 #pragma once
 
 #include "nn/trainer.h"

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -22,8 +23,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include "apps/study/mpi.h"
 #include "apps/study/plan.h"
+#include "core/distributed.h"
 #include "apps/study/study_file.h"
 
 extern char** environ;
@@ -492,7 +493,9 @@ RunSummary run_study(const RunOptions& options) {
   if (o.exe.empty()) o.exe = fs::read_symlink("/proc/self/exe").string();
   const StudyFile study = StudyFile::load(o.study_file);
   const Plan plan = make_plan(study);
-  std::unique_ptr<ProcessGroup> group = join_process_group();
+  // No deadline: the last barrier waits for the other ranks' jobs (hours);
+  // mpirun itself notices a rank that dies.
+  std::shared_ptr<Communicator> group = join_world(std::numeric_limits<double>::infinity());
   fs::create_directories(o.dir);
   o.dir = fs::absolute(o.dir).string();
   if (group->rank() == 0) {
