@@ -129,7 +129,8 @@ endfunction()
 # Every test_*.cpp of the calling folder is one doctest executable (it defines
 # DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN itself), registered with ctest as
 # <prefix>.<name> and linked with LIBS. A file whose first line is
-# "// ctest-labels: slow" gets that label (CI's sanitizer pass skips "slow");
+# "// ctest-labels: slow" gets that label (CI's sanitizer pass skips "slow", and
+# "mpi", the suites that run mpirun);
 # one labelled "replaces-new" defines the global operator new, which
 # ThreadSanitizer's runtime owns, so a -DOCTET_SANITIZE=thread build leaves it
 # out. The target names go to <prefix>_TESTS in the caller's scope.

@@ -121,6 +121,8 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
       {"train --reparam acb --data /nonexistent", "--reparam must be none or a comma list of 1x1, 1x3, 3x1"},
       {"train --reparam 1x1,1x1 --data /nonexistent", "'1x1' twice"},
       {"train --reparam 1x1 --qat --data /nonexistent", "--reparam is for float training"},
+      {"train --comm-timeout 0 --data /nonexistent", "--comm-timeout must be > 0"},
+      {"train --comm-timeout -5 --sync-bn --data /nonexistent", "--comm-timeout"},
       {"study --out /nonexistent/d", "the study file"},
       {"study s.study", "--out DIR"},
       {"study s.study --out /nonexistent/d --jobs 0", "--jobs"},
