@@ -189,7 +189,7 @@ struct Folder {
   std::vector<Job> jobs;         // plan order
   std::vector<uint64_t> seeds;   // the study's, then any other seed of the plan
   std::vector<RowSummary> rows;  // study order
-  const RowSummary* baseline = nullptr;  // the row "baseline"
+  const RowSummary* baseline = nullptr;  // the reference row of the Δ column (study.reference)
   int done = 0, failed = 0, unfinished = 0;
 
   explicit Folder(const std::string& dir)
@@ -220,7 +220,7 @@ struct Folder {
       rows.push_back(std::move(r));
     }
     for (const RowSummary& r : rows)
-      if (r.row->id == "baseline") baseline = &r;
+      if (r.row->id == study.reference) baseline = &r;
   }
   Folder(const Folder&) = delete;
   Folder& operator=(const Folder&) = delete;
@@ -229,7 +229,8 @@ struct Folder {
 // The paper's table: a line per row, then the caption and the footnotes.
 std::string main_table(const Folder& f) {
   std::string md =
-      "| Row | Top-1 % | Top-5 % | Δ top-1 vs baseline | Engine top-1 % | Engine == simulation | "
+      "| Row | Top-1 % | Top-5 % | Δ top-1 vs " + (f.baseline ? f.baseline->row->id : std::string("baseline")) +
+      " | Engine top-1 % | Engine == simulation | "
       "Paper top-1 / top-5 | Theoretical size | Model file | Seeds done |\n"
       "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   std::vector<std::string> footnotes;  // engine notes, numbered in order of appearance
@@ -281,10 +282,11 @@ std::string main_table(const Folder& f) {
           " | " + paper + " | " + theory + " | " + file + " | " + std::to_string(r.done.size()) + "/" +
           std::to_string(r.by_seed.size()) + " |\n";
   }
+  const std::string ref = f.baseline ? "the row '" + f.baseline->row->id + "'" : std::string("the baseline");
   md += "\nTop-1 and top-5: the fake-quant model's accuracy for quantized rows, the float model's for float "
-        "rows; mean ± sample standard deviation over the seeds done. Δ: points of top-1 against the baseline, "
+        "rows; mean ± sample standard deviation over the seeds done. Δ: points of top-1 against " + ref + ", "
         "the mean of the differences seed by seed over the seeds both have (a count says when that is fewer than "
-        "the baseline's). Engine == simulation: images whose integer-engine logits equal the integer simulation's, summed "
+        "the reference's). Engine == simulation: images whose integer-engine logits equal the integer simulation's, summed "
         "over seeds.";
   if (!f.study.paper.empty()) md += " Paper: " + f.study.paper + ".";
   md += "\n";

@@ -130,6 +130,8 @@ StudyFile StudyFile::parse(const std::string& text, const std::string& path) {
       s.train = flags(value);
     } else if (key == "baseline") {
       s.baseline = flags(value);
+    } else if (key == "reference") {
+      s.reference = value;
     } else if (key == "seeds") {
       for (const std::string& w : split(value, ',')) {
         uint64_t seed = 0;
@@ -214,6 +216,8 @@ StudyFile StudyFile::parse(const std::string& text, const std::string& path) {
   }
   if (s.seeds.empty()) throw std::invalid_argument(file + ": no seeds (seeds = 0, 1, 2)");
   if (s.rows.empty()) throw std::invalid_argument(file + ": no rows (row.ID = FLAGS)");
+  if (seen.count("reference") && !rows.count(s.reference))
+    throw std::invalid_argument(file + ": reference '" + s.reference + "' is not a row of the study");
   return s;
 }
 

@@ -7,6 +7,7 @@
 //   baseline = --qat --preprocess vgg                        # the baseline's knobs
 //   seeds    = 0, 1, 2
 //   paper    = ResNet-50 v1 in the paper (TensorFlow, one run per row)
+//   reference = baseline                # the row the report's Δ column compares with (default baseline)
 //
 //   row.float         = --quant-delay 1     # each row names only what it changes
 //   row.float.label   = float (not quantized)
@@ -76,6 +77,7 @@ struct StudyFile {
   std::string paper;  // what the paper column means (the table's caption says it)
   std::vector<Flag> train;     // the base recipe
   std::vector<Flag> baseline;  // the baseline's knobs
+  std::string reference = "baseline";  // the row of the report's Δ column
   std::vector<uint64_t> seeds;
   std::vector<Row> rows;
   std::vector<Figure> figures;
@@ -84,7 +86,9 @@ struct StudyFile {
 
   // Throws std::invalid_argument naming the file, the line and the key for a
   // malformed line, an unknown key, a repeated key, a bad number, a figure or
-  // a calibrate row naming a row that does not exist, no seeds or no rows.
+  // a calibrate row or a reference naming a row that does not exist (the
+  // default reference "baseline" may be absent: no Δ column then), no seeds
+  // or no rows.
   static StudyFile parse(const std::string& text, const std::string& path = "");
   static StudyFile load(const std::string& path);
 };

@@ -122,6 +122,8 @@ TEST_CASE("study file: flags merge by name, errors name the file, the line and t
   CHECK(s.rows[2].label == "bits4");
   REQUIRE(s.figures.size() == 1);
   CHECK(s.figures[0].rows == std::vector<std::string>{"baseline", "bits4"});
+  CHECK(s.reference == "baseline");  // the default
+  CHECK(StudyFile::parse("seeds = 0\nrow.a =\nrow.b =\nreference = b\n", "t.study").reference == "b");
 
   const std::pair<std::string, std::string> bad[] = {
       {"seeds = 0\nrow.a =\nfrobnicate = 1\n", "t.study:3: unknown key 'frobnicate'"},
@@ -133,6 +135,7 @@ TEST_CASE("study file: flags merge by name, errors name the file, the line and t
       {"row.a =\n", "no seeds"},
       {"seeds = 1\n", "no rows"},
       {"seeds = 0\nrow.a.label = x\n", "row 'a' has keys but no 'row.a = FLAGS' line"},
+      {"seeds = 0\nrow.a =\nreference = b\n", "reference 'b' is not a row of the study"},
   };
   for (const auto& [text, message] : bad) {
     CAPTURE(text);
