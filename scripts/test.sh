@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # What only the tests use: the ONNX checker, Fashion-MNIST (IDX files).
-export OCTET_EXTRA_PACKAGES="${OCTET_EXTRA_PACKAGES:-} python3-onnx dataset-fashion-mnist"
+export OCTET_EXTRA_PACKAGES="${OCTET_EXTRA_PACKAGES:-} python3-onnx dataset-fashion-mnist pybind11-dev python3-pybind11 python3-numpy python3-dev"
 scripts/setup.sh
 build="${OCTET_BUILD:-build}"
 scripts/data.sh "$build" || echo "octet test: CIFAR-10 not found; tests that need it are skipped"
