@@ -1,11 +1,13 @@
-// tests/core/compare.h: comparing two tensors, and one conv2d forward +
-// backward to compare, in the core tests (shared by test_ops and test_conv_pad).
+// tests/core/compare.h: comparing two tensors, slicing a batch, and one
+// conv2d forward + backward to compare (shared by the core tests, and by the
+// nn and quant tests of data-parallel pieces).
 #pragma once
 
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstring>
+#include <span>
 
 #include "core/ops.h"
 #include "core/tensor.h"
@@ -21,6 +23,15 @@ inline double max_err(const Tensor& a, const Tensor& b) {
     if (!(e <= worst)) worst = e;  // NaN sticks
   }
   return worst;
+}
+
+// Samples [begin, end) of an [N, ...] tensor, as a new tensor (maybe empty):
+// one rank's shard of a batch, in the data-parallel tests.
+inline Tensor rows(const Tensor& t, int64_t begin, int64_t end) {
+  Shape s = t.shape();
+  const int64_t per = t.numel() / s[0];
+  s[0] = end - begin;
+  return Tensor::from(s, std::span<const float>(t.data() + begin * per, static_cast<size_t>((end - begin) * per)));
 }
 
 // Same shape and bit for bit the same values.

@@ -22,17 +22,12 @@ using namespace octet;
 using namespace octet::nn;
 using octet::test::same_bits;
 
+using octet::test::rows;
+
 namespace {
 
 constexpr int kRanks = 2;
 
-// Samples [begin, end) of an [N, ...] tensor, as a new tensor.
-Tensor rows(const Tensor& t, int64_t begin, int64_t end) {
-  Shape s = t.shape();
-  const int64_t per = t.numel() / s[0];
-  s[0] = end - begin;
-  return Tensor::from(s, std::span<const float>(t.data() + begin * per, static_cast<size_t>((end - begin) * per)));
-}
 
 // max |a - b| relative to max |b|: the tensors' scale, not each element's.
 double rel_err(const Tensor& a, const Tensor& b) {

@@ -22,21 +22,17 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "quant/observer.h"
+#include "tests/core/compare.h"
 
 using namespace octet;
 using namespace octet::quant;
+
+using octet::test::rows;
 
 namespace {
 
 constexpr int kRanks = 2;
 
-// Samples [begin, end) of an [N, ...] tensor, as a new tensor (maybe empty).
-Tensor rows(const Tensor& t, int64_t begin, int64_t end) {
-  Shape s = t.shape();
-  const int64_t per = t.numel() / s[0];
-  s[0] = end - begin;
-  return Tensor::from(s, std::span<const float>(t.data() + begin * per, static_cast<size_t>((end - begin) * per)));
-}
 
 // A batch [8, 3, 5, 5] and where rank 0's shard ends (rank 1 has the rest).
 struct Batch {
