@@ -16,8 +16,8 @@
 // It sets the trainer's on_save, on_restore and on_step_begin; a caller that
 // needs its own step hook wraps the one attach_qat set. In a data-parallel
 // run (Trainer::distribute first) the activation observers observe across
-// the ranks (quant/observer.h), so the ranges, and the exported model, do not
-// depend on the number of ranks.
+// the ranks (quant/observer.h), so the ranges are the global batch's at any
+// number of ranks (up to float rounding).
 #pragma once
 
 #include "nn/trainer.h"
