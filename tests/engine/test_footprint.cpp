@@ -56,10 +56,6 @@
 #include "engine/octet_engine.h"
 #include "engine/samples.h"
 
-namespace {
-std::atomic<long> g_allocations{0};
-}  // namespace
-
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer) || __has_feature(thread_sanitizer)
 #define OCTET_FOOTPRINT_SANITIZER 1
@@ -68,6 +64,11 @@ std::atomic<long> g_allocations{0};
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define OCTET_FOOTPRINT_SANITIZER 1
 #endif
+
+#if defined(__GLIBC__) && !defined(OCTET_FOOTPRINT_SANITIZER)
+#define OCTET_COUNT_MALLOC_ITSELF 1
+#endif
+#include "tests/engine/counting_new.h"
 
 #if defined(__GLIBC__) && !defined(OCTET_FOOTPRINT_SANITIZER)
 // ---- malloc and friends, counted, over glibc's own ----------------------------
@@ -138,45 +139,7 @@ void* pvalloc(size_t n) noexcept {
 #else
 // ---- the global operator new, counted (a sanitizer owns malloc) -------------------
 #define OCTET_COUNTS "the global operator new / new[] (a sanitizer build: malloc is the sanitizer's)"
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-namespace {
-void* counted(std::size_t n, std::size_t align) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (n == 0) n = 1;
-  void* p = align <= alignof(std::max_align_t) ? std::malloc(n)
-                                               : std::aligned_alloc(align, (n + align - 1) / align * align);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
-}  // namespace
-void* operator new(std::size_t n) { return counted(n, 0); }
-void* operator new[](std::size_t n) { return counted(n, 0); }
-void* operator new(std::size_t n, std::align_val_t a) { return counted(n, static_cast<std::size_t>(a)); }
-void* operator new[](std::size_t n, std::align_val_t a) { return counted(n, static_cast<std::size_t>(a)); }
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted(n, 0);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return counted(n, 0);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+// (tests/engine/counting_new.h replaced it above.)
 #endif
 
 namespace fs = std::filesystem;
