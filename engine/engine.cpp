@@ -14,7 +14,6 @@
 #include <limits>
 #include <new>
 #include <numeric>
-#include <sstream>
 #include <stdexcept>
 
 #include "engine/plan.h"
@@ -127,10 +126,14 @@ std::vector<std::string> Model::class_names() const {
   std::vector<std::string> names;
   const std::string* all = desc_.find_metadata("class_names");
   if (!all || all->empty()) return names;
-  std::istringstream in(*all);
-  std::string line;
-  while (std::getline(in, line)) names.push_back(line);
-  if (!all->empty() && all->back() == '\n') names.emplace_back();
+  // One name per line; a final newline ends the last name, as getline reads it.
+  size_t at = 0;
+  while (at < all->size()) {
+    const size_t end = std::min(all->find('\n', at), all->size());
+    names.emplace_back(*all, at, end - at);
+    at = end + 1;
+  }
+  if (all->back() == '\n') names.emplace_back();
   return names;
 }
 

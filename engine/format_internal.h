@@ -5,12 +5,15 @@
 // of the engine's API (only engine/format_*.cpp include it).
 #pragma once
 
+#include <charconv>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
-#include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -29,11 +32,35 @@ inline constexpr uint32_t kNoInput = 0xFFFFFFFFu;
 inline constexpr uint64_t kMaxFileBytes = uint64_t{1} << 31;
 inline constexpr uint8_t kFlagConstant = 1;
 
+// cat("op ", i, " '", name, "'"): the message pieces (strings, characters,
+// integers, floating point as printf's %g, i.e. as an ostream prints them)
+// joined. Not an ostringstream: the reader builds a context string for every
+// tensor and op of a valid file too, and iostreams would page in about 0.6 MB
+// of libstdc++'s locale code for it, a third of an embedded engine's
+// resident memory (docs/results.md, "footprint").
+inline void append_piece(std::string& s, std::string_view v) { s.append(v); }
+inline void append_piece(std::string& s, char c) { s.push_back(c); }
+inline void append_piece(std::string& s, const char* v) { s.append(v); }
+template <std::integral T>
+void append_piece(std::string& s, T v) {
+  if constexpr (std::same_as<T, bool>) {
+    s.push_back(v ? '1' : '0');
+  } else {
+    char b[24];
+    s.append(b, std::to_chars(b, b + sizeof b, v).ptr);
+  }
+}
+template <std::floating_point T>
+void append_piece(std::string& s, T v) {
+  char b[32];
+  const int n = std::snprintf(b, sizeof b, "%g", static_cast<double>(v));
+  s.append(b, static_cast<size_t>(n));
+}
 template <typename... Args>
 std::string cat(const Args&... args) {
-  std::ostringstream os;
-  (os << ... << args);
-  return os.str();
+  std::string s;
+  (append_piece(s, args), ...);
+  return s;
 }
 
 [[noreturn]] inline void fail(FormatErrc code, const std::string& message) { throw FormatError(code, message); }

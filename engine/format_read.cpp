@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include <sys/stat.h>
+
 #include "engine/format.h"
 #include "engine/format_internal.h"
 
@@ -398,15 +400,36 @@ ModelDesc decode(std::span<const uint8_t> bytes, const std::string& name) { retu
 ModelDesc read_model_file(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) fail(FormatErrc::io, cat(path, ": cannot open: ", std::strerror(errno)));
+  // Read straight into the buffer, which for a regular file is the file's
+  // size from the start (grown as it is read, the doublings would leave up to
+  // twice the file resident while decoding; a pipe is read in 64 KiB steps).
   std::vector<uint8_t> bytes;
-  uint8_t buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-    if (bytes.size() + n > kMaxFileBytes) {
+  size_t step = size_t{1} << 16;
+  struct stat st;
+  if (::fstat(::fileno(f), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      std::fclose(f);
+      fail(FormatErrc::io, cat(path, ": is a directory, not a model file"));
+    }
+    if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > kMaxFileBytes) {
+      std::fclose(f);
+      fail(FormatErrc::too_large, cat(path, ": ", st.st_size, " bytes, larger than the 2 GiB a model file may have"));
+    }
+    if (S_ISREG(st.st_mode)) {
+      step = static_cast<size_t>(st.st_size) + 1;  // + 1: the read that sees the end
+      bytes.reserve(step);
+    }
+  }
+  for (;;) {
+    const size_t have = bytes.size();
+    bytes.resize(have + step);
+    const size_t n = std::fread(bytes.data() + have, 1, step, f);
+    bytes.resize(have + n);
+    if (bytes.size() > kMaxFileBytes) {
       std::fclose(f);
       fail(FormatErrc::too_large, cat(path, ": larger than the 2 GiB a model file may have"));
     }
-    bytes.insert(bytes.end(), buf, buf + n);
+    if (n < step) break;  // the end, or an error (below)
   }
   const bool error = std::ferror(f);
   std::fclose(f);

@@ -91,8 +91,7 @@ struct ConvKernel::Impl {
   std::vector<int32_t> bias_ref;
   // Fast ISAs: packed weights, blocks and per-lane parameters; see kernels_internal.h.
   IsaTraits tr{};
-  std::vector<int8_t> w8;
-  std::vector<int16_t> w16;
+  std::vector<int8_t> w8;  // packed weights, int8 for every family (s16 widens them as it loads)
   std::vector<ConvBlock> blocks;
   std::vector<int32_t> bias, mult, lshift, rshift;
   ConvView view;
@@ -113,6 +112,11 @@ void ConvKernel::Impl::pack(const int8_t* w, const int32_t* b) {
   const int taps = g.kernel_h * g.kernel_w;
   const size_t kp = static_cast<size_t>(taps) * cin_gp;  // padded K
   const size_t k_in = static_cast<size_t>(taps) * cin_g;  // K of the given weights
+  // Every array at its final size at once: grown by doubling, they would hold
+  // up to twice the weights while packing (and for as long as they live).
+  const size_t lanes_total = static_cast<size_t>(g.groups) * ((cout_g + tr.lanes - 1) / tr.lanes) * tr.lanes;
+  w8.reserve(kp * lanes_total);
+  for (auto* a : {&bias, &mult, &lshift, &rshift}) a->reserve(lanes_total);
 
   for (int grp = 0; grp < g.groups; ++grp) {
     const int nvec = (cout_g + tr.lanes - 1) / tr.lanes;
@@ -127,7 +131,8 @@ void ConvKernel::Impl::pack(const int8_t* w, const int32_t* b) {
       blocks.push_back(bl);
       const size_t width = static_cast<size_t>(bl.nr) * tr.lanes;
       const size_t elems = kp * width;
-      std::vector<int16_t> packed(elems, 0);
+      w8.resize(w8.size() + elems, 0);  // within the reserve: no reallocation
+      int8_t* packed = w8.data() + bl.w_offset;
       for (size_t kk = 0; kk < kp / tr.kstep; ++kk)
         for (size_t lane = 0; lane < width; ++lane)
           for (int j = 0; j < tr.kstep; ++j) {
@@ -137,10 +142,6 @@ void ConvKernel::Impl::pack(const int8_t* w, const int32_t* b) {
             const size_t oc = static_cast<size_t>(bl.oc0) + lane;
             packed[(kk * width + lane) * tr.kstep + j] = w[oc * k_in + tap * cin_g + c];
           }
-      if (tr.family == Family::s16)
-        w16.insert(w16.end(), packed.begin(), packed.end());
-      else
-        for (int16_t x : packed) w8.push_back(static_cast<int8_t>(x));
       set_requant(bl, width, k_in, w, b);
     }
   }
@@ -186,7 +187,7 @@ void ConvKernel::Impl::set_view(int cin_gp) {
   v.kernel_w = g.kernel_w;
   v.stride = g.stride;
   v.cin_gp = cin_gp;
-  v.w = tr.family == Family::s16 ? static_cast<const void*>(w16.data()) : static_cast<const void*>(w8.data());
+  v.w = w8.data();
   v.blocks = blocks.data();
   v.n_blocks = static_cast<int>(blocks.size());
   v.bias = bias.data();

@@ -24,7 +24,9 @@
 // Packed weights, one block of nr vectors of `lanes` output channels of one
 // group: for each k step kk: for each vector v: for each lane l: for j < kstep:
 //   w[oc0 + v * lanes + l][kk * kstep + j]   (0 beyond the group's channels)
-// with k = (kh * KW + kw) * cin_gp + c, as int8 (dot families) or int16 (s16).
+// with k = (kh * KW + kw) * cin_gp + c, as int8 for every family (the s16 tiles
+// widen them to int16 as they load them: half the bytes in cache, and a
+// session holds its weights in the file's size).
 #pragma once
 
 #include <cstddef>
@@ -40,7 +42,7 @@ struct ConvBlock {
   int oc0 = 0;
   int count = 0;
   int nr = 1;
-  size_t w_offset = 0;  // in elements (int8 or int16) of ConvView::w
+  size_t w_offset = 0;  // in int8 elements of ConvView::w
   size_t param = 0;
   bool left = false;  // some lane has a shift > 0 (a left shift to saturate)
 };
@@ -54,7 +56,7 @@ struct ConvView {
   int cin_gp = 0;                 // padded channels per group
   size_t image_stride = 0;        // bytes from one padded image to the next (AMX: + slack)
   // packed weights and blocks
-  const void* w = nullptr;        // int8_t (dot families) or int16_t (s16)
+  const void* w = nullptr;        // int8_t, every family
   const ConvBlock* blocks = nullptr;
   int n_blocks = 0;
   // per-lane requantization (indexed by ConvBlock::param + v * lanes + l)

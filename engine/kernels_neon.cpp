@@ -3,9 +3,10 @@
 // Built for aarch64 only; every ARMv8-A core has these instructions.
 //
 // Register tile: MR output pixels x NR vectors of 4 output channels. The
-// pre-pass stored x - x_zp as int16, the weights are packed as int16
-// [k][4 channels]; smlal (vmlal_n_s16) multiplies 4 weights by one input
-// value and adds the exact int32 products to the accumulators.
+// pre-pass stored x - x_zp as int16, the weights are packed as int8
+// [k][4 channels] and widened to int16 as they are loaded (sxtl, 8 weights
+// at a time); smlal (vmlal_n_s16) multiplies 4 weights by one input value
+// and adds the exact int32 products to the accumulators.
 #if defined(__aarch64__)
 
 #include "engine/kernels_internal.h"
@@ -14,6 +15,13 @@
 namespace octet::engine::detail {
 
 namespace {
+
+// 4 int8 weights widened to int16 (a 4-byte load: the packed array may end there).
+inline int16x4_t widen4(const int8_t* p) {
+  int32_t bytes;
+  __builtin_memcpy(&bytes, p, 4);
+  return vget_low_s16(vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(bytes))));
+}
 
 // The micro-kernel of this ISA's conv_pixels<Kernel> (engine/kernels_internal.h).
 // tile is defined outside the class: defined inside, it would be implicitly
@@ -32,14 +40,19 @@ void Kernel::tile(const ConvView& v, const ConvBlock& b, const int16_t* const* b
     const int32x4_t bias = vld1q_s32(v.bias + b.param + 4 * n);
     for (int m = 0; m < MR; ++m) acc[m][n] = bias;
   }
-  const int16_t* w = static_cast<const int16_t*>(v.w) + b.w_offset;
+  const int8_t* w = static_cast<const int8_t*>(v.w) + b.w_offset;
   const size_t row = static_cast<size_t>(v.wp) * v.cp;
   for (int kh = 0; kh < v.kernel_h; ++kh)
     for (int kw = 0; kw < v.kernel_w; ++kw) {
       const size_t off = kh * row + static_cast<size_t>(kw) * v.cp;
       for (int c = 0; c < v.cin_gp; ++c) {
         int16x4_t wv[NR];
-        for (int n = 0; n < NR; ++n) wv[n] = vld1_s16(w + 4 * n);
+        for (int n = 0; n + 1 < NR; n += 2) {
+          const int16x8_t pair = vmovl_s8(vld1_s8(w + 4 * n));
+          wv[n] = vget_low_s16(pair);
+          wv[n + 1] = vget_high_s16(pair);
+        }
+        if constexpr (NR % 2 == 1) wv[NR - 1] = widen4(w + 4 * (NR - 1));
         w += 4 * NR;
         for (int m = 0; m < MR; ++m) {
           const int16_t a = base[m][off + c];

@@ -29,28 +29,46 @@ namespace {
 
 int all_cores() { return std::max(1, tbb::info::default_concurrency()); }
 
-// The arena is replaced only by set_num_threads, which must not race with a
-// running parallel_for (set the threads once, before running).
+// The thread count is chosen by set_num_threads, or on first use (every
+// core). The arena is made on the first parallel call that needs more than
+// one thread: at 1 thread the engine never starts oneTBB (its initialisation
+// and code alone are about 250 KB of resident memory, docs/results.md,
+// "footprint"). set_num_threads must not race with a running parallel_for
+// (set the threads once, before running).
 struct Pool {
   std::mutex mutex;
-  std::atomic<int> threads{0};
-  std::unique_ptr<tbb::task_arena> arena;
+  std::atomic<int> threads{0};                   // 0: not chosen yet
+  std::atomic<tbb::task_arena*> arena{nullptr};  // owned below, once made
+  std::unique_ptr<tbb::task_arena> owned;
 };
 Pool& pool() {
   static Pool p;
   return p;
 }
 
-tbb::task_arena& arena() {
+int threads_now() {
   Pool& p = pool();
-  if (p.threads.load(std::memory_order_acquire) == 0) {
+  int t = p.threads.load(std::memory_order_acquire);
+  if (t == 0) {
     std::lock_guard<std::mutex> lock(p.mutex);
-    if (!p.arena) {
-      p.arena = std::make_unique<tbb::task_arena>(all_cores());
-      p.threads.store(all_cores(), std::memory_order_release);
+    t = p.threads.load(std::memory_order_relaxed);
+    if (t == 0) {
+      t = all_cores();
+      p.threads.store(t, std::memory_order_release);
     }
   }
-  return *p.arena;
+  return t;
+}
+
+tbb::task_arena& arena(int threads) {
+  Pool& p = pool();
+  if (tbb::task_arena* a = p.arena.load(std::memory_order_acquire)) return *a;
+  std::lock_guard<std::mutex> lock(p.mutex);
+  if (!p.owned) {
+    p.owned = std::make_unique<tbb::task_arena>(threads);
+    p.arena.store(p.owned.get(), std::memory_order_release);
+  }
+  return *p.owned;
 }
 
 }  // namespace
@@ -59,24 +77,22 @@ void set_num_threads(int threads) {
   Pool& p = pool();
   const int t = threads <= 0 ? all_cores() : threads;
   std::lock_guard<std::mutex> lock(p.mutex);
-  p.arena = std::make_unique<tbb::task_arena>(t);
+  p.arena.store(nullptr, std::memory_order_release);
+  p.owned.reset();
   p.threads.store(t, std::memory_order_release);
 }
 
-int num_threads() {
-  arena();
-  return pool().threads.load(std::memory_order_acquire);
-}
+int num_threads() { return threads_now(); }
 
 void parallel_for(size_t n, size_t grain, const void* ctx, void (*fn)(const void* ctx, size_t begin, size_t end)) {
   if (n == 0) return;
   grain = std::max<size_t>(grain, 1);
-  tbb::task_arena& a = arena();
-  if (n <= grain || a.max_concurrency() == 1) {
+  const int threads = threads_now();
+  if (n <= grain || threads == 1) {
     fn(ctx, 0, n);
     return;
   }
-  a.execute([&] {
+  arena(threads).execute([&] {
     tbb::parallel_for(tbb::blocked_range<size_t>(0, n, grain),
                       [&](const tbb::blocked_range<size_t>& r) { fn(ctx, r.begin(), r.end()); });
   });

@@ -117,6 +117,15 @@ if cmake-shared/classify model.oct wide.png 2>wide.err; then
 fi
 grep -q "wide.png is 33x32" wide.err || { echo "ci_install: unclear error for a wrong size:"; cat wide.err; exit 1; }
 echo "ci_install: x86-64: the three builds print the same; a wrong size is refused: $(cat wide.err)"
+for t in 1 2; do
+  cmake-static/classify model.oct image.png "$t" >"x86-threads-$t.txt"
+  same x86-cmake-shared.txt "x86-threads-$t.txt"
+done
+status=0
+cmake-static/classify model.oct image.png 0 2>threads.err || status=$?
+[ "$status" = 2 ] && grep -q "THREADS must be a whole number" threads.err ||
+  { echo "ci_install: classify THREADS=0 gave status $status:"; cat threads.err; exit 1; }
+echo "ci_install: x86-64: the same at THREADS 1 and 2; THREADS 0 is refused"
 
 echo "ci_install: sizes (x86-64)"
 show_size "$prefix/lib/liboctet_engine.a" "" liboctet_engine.a

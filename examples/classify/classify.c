@@ -3,7 +3,7 @@
  * built against the install, not against this repository's build (README.md
  * here: CMake's find_package, or pkg-config).
  *
- *   classify MODEL.oct IMAGE
+ *   classify MODEL.oct IMAGE [THREADS]
  *
  * IMAGE is anything stb_image reads (PNG, JPEG, BMP, ...), converted to the
  * model's number of channels. Its width and height must be the model's input
@@ -12,7 +12,8 @@
  * best first (equal logits: the lower class first, as the engine's top_k):
  * index, name, real logit and its int8 code. The engine is bit exact, so this
  * output is the same on every CPU; the instruction set it ran on goes to
- * stderr.
+ * stderr. THREADS: the engine's thread count (default: every core; one image
+ * of a small network is often as fast on one, and a thread pool costs memory).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -43,9 +44,18 @@ int main(int argc, char** argv) {
   OctetDType dtype;
   int best[TOP], n_best = 0, i, ret = 1;
 
-  if (argc != 3) {
-    fprintf(stderr, "usage: classify MODEL.oct IMAGE\n");
+  if (argc != 3 && argc != 4) {
+    fprintf(stderr, "usage: classify MODEL.oct IMAGE [THREADS]\n");
     return 2;
+  }
+  if (argc == 4) {
+    char* end = NULL;
+    const long threads = strtol(argv[3], &end, 10);
+    if (*argv[3] == '\0' || *end != '\0' || threads < 1 || threads > 1024 ||
+        octet_set_num_threads((int)threads) != OCTET_OK) {
+      fprintf(stderr, "classify: THREADS must be a whole number in [1, 1024], not '%s'\n", argv[3]);
+      return 2;
+    }
   }
   /* Every call of the API returns a status; the message is octet_last_error(). */
   if (octet_model_open_file(argv[1], &model) != OCTET_OK ||
