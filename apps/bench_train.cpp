@@ -9,6 +9,11 @@
 //   train_fp32_cpu_ms_per_step  process CPU time (all threads) of one training
 //                          step: a loaded machine disturbs it much less than
 //                          wall time
+//   train_fp32_sys_share, train_fp32_minor_faults_per_step   the share of that
+//                          CPU time spent in the kernel, and the page faults per
+//                          step (memory handed back to the system and faulted in
+//                          again; core/alloc.h keeps it): timed steps only
+//   peak_rss_mb            the process's peak resident memory at the end
 //   train_qat_img_s        as train_fp32_img_s, the model prepared for QAT with the
 //                          study's default knobs (quant/qat.h), fake quant on (the
 //                          phase after the quantize delay: the slower one)
@@ -27,6 +32,8 @@
 #include <ctime>
 #include <functional>
 #include <vector>
+
+#include <sys/resource.h>
 
 #include "apps/args.h"
 #include "apps/commands.h"
@@ -50,16 +57,46 @@ double process_cpu_seconds() {
 
 namespace {
 
-// Images per second of fn (wall time); cpu_per_iter, if given, receives the
-// process CPU seconds per call.
-double rate(const std::function<void()>& fn, int images, int iters, int warm = 2, double* cpu_per_iter = nullptr) {
+// What the timed calls of rate() cost the process beyond wall time.
+struct CallCost {
+  double cpu_seconds = 0;  // process CPU time (user + system, all threads) per call
+  double sys_share = 0;    // system time / (user + system time)
+  double minor_faults = 0;  // per call
+};
+
+struct Usage {
+  double user = 0, sys = 0, faults = 0;
+  static Usage now() {
+    rusage r{};
+    getrusage(RUSAGE_SELF, &r);
+    auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+    return {sec(r.ru_utime), sec(r.ru_stime), static_cast<double>(r.ru_minflt)};
+  }
+};
+
+// Images per second of fn (wall time) over `iters` calls after `warm`; cost,
+// if given, receives what a call costs the process.
+double rate(const std::function<void()>& fn, int images, int iters, int warm = 2, CallCost* cost = nullptr) {
   for (int i = 0; i < warm; ++i) fn();
   const double c0 = process_cpu_seconds();
+  const Usage u0 = Usage::now();
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < iters; ++i) fn();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (cpu_per_iter) *cpu_per_iter = (process_cpu_seconds() - c0) / iters;
+  if (cost) {
+    const Usage u1 = Usage::now();
+    cost->cpu_seconds = (process_cpu_seconds() - c0) / iters;
+    const double user = u1.user - u0.user, sys = u1.sys - u0.sys;
+    cost->sys_share = user + sys > 0 ? sys / (user + sys) : 0;
+    cost->minor_faults = (u1.faults - u0.faults) / iters;
+  }
   return static_cast<double>(images) * iters / s;
+}
+
+double peak_rss_mb() {
+  rusage r{};
+  getrusage(RUSAGE_SELF, &r);
+  return static_cast<double>(r.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
 }  // namespace
@@ -68,7 +105,9 @@ int bench_train(int argc, char** argv) {
   Args a(argc, argv, "octet bench train",
          "usage: octet bench train [--threads N] [--model resnet20] [--iters 10]\n"
          "Prints train_fp32_img_s, infer_fp32_b1_img_s, infer_fp32_b100_img_s as the peer script does,\n"
-         "and train_qat_img_s (the same training step with QAT, the study's default knobs).\n");
+         "and train_qat_img_s (the same training step with QAT, the study's default knobs);\n"
+         "train_fp32_sys_share and train_fp32_minor_faults_per_step (the kernel's share of a\n"
+         "step's CPU time and its page faults: memory reuse), and peak_rss_mb.\n");
   if (a.help()) {
     std::fputs(a.usage().c_str(), stdout);
     return 0;
@@ -138,9 +177,12 @@ int bench_train(int argc, char** argv) {
     opt->step();
   };
   model->train();
-  double cpu = 0;
-  std::printf("train_fp32_img_s %.1f\n", rate(step, 128, iters, 2, &cpu));
+  CallCost cost;
+  std::printf("train_fp32_img_s %.1f\n", rate(step, 128, iters, 2, &cost));
+  const double cpu = cost.cpu_seconds;
   std::printf("train_fp32_cpu_ms_per_step %.1f\n", 1e3 * cpu);
+  std::printf("train_fp32_sys_share %.3f\n", cost.sys_share);
+  std::printf("train_fp32_minor_faults_per_step %.0f\n", cost.minor_faults);
   std::fflush(stdout);
 
   {
@@ -159,8 +201,9 @@ int bench_train(int argc, char** argv) {
       loss.backward();
       qopt->step();
     };
-    double qcpu = 0;
-    std::printf("train_qat_img_s %.1f\n", rate(qstep, 128, iters, 2, &qcpu));
+    CallCost qcost;
+    std::printf("train_qat_img_s %.1f\n", rate(qstep, 128, iters, 2, &qcost));
+    const double qcpu = qcost.cpu_seconds;
     std::printf("train_qat_cpu_ms_per_step %.1f\n", 1e3 * qcpu);
     std::printf("train_qat_over_fp32_cpu %.2f\n", qcpu / cpu);
     std::fflush(stdout);
@@ -172,6 +215,7 @@ int bench_train(int argc, char** argv) {
   Tensor x100 = Tensor::randn({100, 3, 32, 32}, rng);
   std::printf("infer_fp32_b1_img_s %.1f\n", rate([&] { model->forward(x1); }, 1, 30 * iters));
   std::printf("infer_fp32_b100_img_s %.1f\n", rate([&] { model->forward(x100); }, 100, iters));
+  std::printf("peak_rss_mb %.0f\n", peak_rss_mb());
   return 0;
 }
 

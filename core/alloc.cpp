@@ -1,11 +1,14 @@
 // core/alloc.cpp: the size-bucketed caching allocator behind Tensor storage.
 #include "core/alloc.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <new>
 #include <unordered_map>
 #include <vector>
+
+#include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define OCTET_ALLOC_NO_CACHE 1
@@ -23,7 +26,20 @@ namespace octet {
 namespace {
 
 constexpr size_t kAlign = 64;
-constexpr size_t kMaxCachedBytes = size_t(1) << 30;  // beyond this, free for real
+
+// The most the cache holds; beyond it, a freed buffer goes back to the
+// system. Half of the machine's memory, at least 1 GiB: every buffer a step
+// frees must be there again for the next step, and a big network frees
+// gigabytes (ResNet-50 at batch 128: with a 1 GiB cap, 11.6 million page
+// faults and 38% system time over two steps, docs/results.md, session 23).
+size_t max_cached_bytes() {
+  static const size_t cap = [] {
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+    const size_t half = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) / 2 : 0;
+    return std::max(size_t(1) << 30, half);
+  }();
+  return cap;
+}
 
 // Bucket = size rounded up to 64 bytes below 64 KiB and to 4 KiB above, so a
 // buffer is only reused for requests within one page of its size.
@@ -45,8 +61,15 @@ Cache& cache() {
   return *c;
 }
 
+void release_all(Cache& c);
+
+// When the system has no memory left, the cached buffers go back first.
 void* system_alloc(size_t bytes) {
   void* p = std::aligned_alloc(kAlign, bytes);
+  if (!p) {
+    release_all(cache());
+    p = std::aligned_alloc(kAlign, bytes);
+  }
   if (!p) throw std::bad_alloc();
   return p;
 }
@@ -59,13 +82,21 @@ void release(void* p, size_t bucket) {
   Cache& c = cache();
   {
     std::lock_guard<std::mutex> lock(c.mutex);
-    if (c.cached_bytes + bucket <= kMaxCachedBytes) {
+    if (c.cached_bytes + bucket <= max_cached_bytes()) {
       c.free_lists[bucket].push_back(p);
       c.cached_bytes += bucket;
       return;
     }
   }
   std::free(p);
+}
+
+void release_all(Cache& c) {
+  std::lock_guard<std::mutex> lock(c.mutex);
+  for (auto& [bucket, list] : c.free_lists)
+    for (void* p : list) std::free(p);
+  c.free_lists.clear();
+  c.cached_bytes = 0;
 }
 
 }  // namespace
@@ -102,13 +133,6 @@ AllocStats alloc_stats() {
   return s;
 }
 
-void alloc_release_cache() {
-  Cache& c = cache();
-  std::lock_guard<std::mutex> lock(c.mutex);
-  for (auto& [bucket, list] : c.free_lists)
-    for (void* p : list) std::free(p);
-  c.free_lists.clear();
-  c.cached_bytes = 0;
-}
+void alloc_release_cache() { release_all(cache()); }
 
 }  // namespace octet

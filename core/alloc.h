@@ -2,7 +2,8 @@
 // size-bucketed cache: a training step allocates the same sizes every step,
 // so freed buffers are kept and handed out again instead of going back to the
 // OS (page faults on fresh memory otherwise dominate the memory-bound ops).
-// Thread-safe. Under AddressSanitizer the cache is bypassed so use-after-free
+// It holds up to half of the machine's memory (at least 1 GiB), and gives it
+// all back when the system runs out. Thread-safe. Under AddressSanitizer the cache is bypassed so use-after-free
 // is still caught.
 #pragma once
 

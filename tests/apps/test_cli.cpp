@@ -182,6 +182,29 @@ TEST_CASE("cli: bench engine prints the peer's keys, CPU time per image and, wit
   CHECK(contains(bad.output, "--seconds must be > 0"));
 }
 
+TEST_CASE("cli: bench train prints the peer's keys, the CPU cost of a step and the peak memory") {
+  const Result r = octet_cli("bench train --threads 1 --iters 1");
+  REQUIRE(r.code == 0);
+  auto value = [&](const std::string& key) {
+    const size_t at = r.output.find("\n" + key + " ");
+    REQUIRE_MESSAGE(at != std::string::npos, key);
+    return std::stod(r.output.substr(at + key.size() + 2));
+  };
+  for (const char* key : {"train_fp32_img_s", "train_qat_img_s", "infer_fp32_b1_img_s", "infer_fp32_b100_img_s",
+                          "train_fp32_cpu_ms_per_step", "peak_rss_mb"})
+    CHECK_MESSAGE(value(key) > 0, key);
+  const double sys = value("train_fp32_sys_share");
+  CHECK(sys >= 0);
+  CHECK(sys <= 1);
+  CHECK(value("train_fp32_minor_faults_per_step") >= 0);
+  // ResNet-20 at batch 128 holds tens of MB of activations.
+  CHECK(value("peak_rss_mb") > 20);
+
+  const Result bad = octet_cli("bench train --iters 0");
+  CHECK(bad.code == 2);
+  CHECK(contains(bad.output, "--iters must be >= 1"));
+}
+
 TEST_CASE("cli: missing data and unreadable files exit 1 and name the path") {
   TempDir tmp;
   const Result no_data = octet_cli("train --data " + quoted(tmp / "no-such-folder") + " --out " + quoted(tmp / "run"));
