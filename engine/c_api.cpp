@@ -30,6 +30,7 @@ using octet::engine::DType;
 using octet::engine::FormatErrc;
 using octet::engine::FormatError;
 using octet::engine::Model;
+using octet::engine::ModelOptions;
 using octet::engine::Session;
 
 // The handles. The model's strings live here so that the const char* the API
@@ -103,6 +104,14 @@ int wrap_model(std::shared_ptr<const Model> model, OctetModel** out_model) {
   return OCTET_OK;
 }
 
+// The C API only runs models: each holds its weights once, packed for the
+// CPU's best instruction set (the one its sessions use).
+ModelOptions inference_only() {
+  ModelOptions o;
+  o.inference_only = true;
+  return o;
+}
+
 int open_memory(const char* fn, const void* data, size_t size, const char* name, OctetModel** out_model) noexcept {
   if (out_model) *out_model = nullptr;
   return guarded(fn, [&]() -> int {
@@ -111,7 +120,7 @@ int open_memory(const char* fn, const void* data, size_t size, const char* name,
     // Model::from_bytes decodes into the model's own storage and keeps no
     // pointer to `data` (engine/octet_engine.h: why there are two variants).
     const std::span<const uint8_t> bytes(static_cast<const uint8_t*>(data), size);
-    return wrap_model(Model::from_bytes(bytes, name ? name : "<memory>"), out_model);
+    return wrap_model(Model::from_bytes(bytes, name ? name : "<memory>", inference_only()), out_model);
   });
 }
 
@@ -179,7 +188,7 @@ int octet_model_open_file(const char* path, OctetModel** out_model) noexcept {
   return guarded(fn, [&]() -> int {
     if (!out_model) return null_arg(fn, "out_model");
     if (!path) return null_arg(fn, "path");
-    return wrap_model(Model::load(path), out_model);
+    return wrap_model(Model::load(path, inference_only()), out_model);
   });
 }
 

@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <new>
 #include <numeric>
 #include <stdexcept>
@@ -82,15 +84,25 @@ constexpr size_t kArenaAlign = 64;
 
 // ---- Model ----------------------------------------------------------------------
 
-std::shared_ptr<const Model> Model::load(const std::string& path) {
-  return std::shared_ptr<const Model>(new Model(read_model_file(path), path));
+std::shared_ptr<const Model> Model::load(const std::string& path, const ModelOptions& options) {
+  return std::shared_ptr<const Model>(new Model(read_model_file(path), path, options));
 }
 
-std::shared_ptr<const Model> Model::from_bytes(std::span<const uint8_t> bytes, const std::string& name) {
-  return std::shared_ptr<const Model>(new Model(decode(bytes, name), name));
+std::shared_ptr<const Model> Model::from_bytes(std::span<const uint8_t> bytes, const std::string& name,
+                                               const ModelOptions& options) {
+  return std::shared_ptr<const Model>(new Model(decode(bytes, name), name, options));
 }
 
-Model::Model(ModelDesc desc, std::string source) : desc_(std::move(desc)), source_(std::move(source)) {
+// The prepared kernels, one slot per op and isa, filled on first use.
+struct Model::Kernels {
+  std::mutex mutex;
+  std::map<std::pair<size_t, Isa>, std::shared_ptr<const ConvKernel>> made;
+};
+
+Model::~Model() = default;
+
+Model::Model(ModelDesc desc, std::string source, const ModelOptions& options)
+    : desc_(std::move(desc)), kernels_(std::make_unique<Kernels>()), source_(std::move(source)) {
   const TensorDesc& in = desc_.tensors[desc_.input];
   in_h_ = static_cast<int>(in.shape[0]);
   in_w_ = static_cast<int>(in.shape[1]);
@@ -110,6 +122,66 @@ Model::Model(ModelDesc desc, std::string source) : desc_(std::move(desc)), sourc
   }
   for (const TensorDesc& t : desc_.tensors)
     if (t.constant) stored_weight_bytes_ += t.dtype == DType::int8 ? packed_size(t.i8.size(), t.bits) : 4 * t.i32.size();
+
+  if (options.inference_only) {
+    // Each kernel, then at once its unpacked codes go (the next kernel's
+    // packing reuses their memory): the weights never exist twice in full.
+    for (size_t i = 0; i < desc_.ops.size(); ++i) {
+      const OpDesc& op = desc_.ops[i];
+      if (op.type != OpType::conv2d && op.type != OpType::fully_connected) continue;
+      kernel(i, options.isa);
+      std::vector<int8_t>().swap(desc_.tensors[op.inputs[1]].i8);
+    }
+    inference_only_ = true;
+    inference_isa_ = options.isa;
+  }
+}
+
+std::shared_ptr<const ConvKernel> Model::kernel(size_t op_index, Isa isa) const {
+  if (op_index >= desc_.ops.size())
+    throw std::invalid_argument("Model::kernel: op " + std::to_string(op_index) + " of " +
+                                std::to_string(desc_.ops.size()));
+  const OpDesc& op = desc_.ops[op_index];
+  if (op.type != OpType::conv2d && op.type != OpType::fully_connected)
+    throw std::invalid_argument("Model::kernel: op " + std::to_string(op_index) + " is a " + op_name(op.type) +
+                                ", not a conv2d or fully_connected");
+  std::lock_guard<std::mutex> lock(kernels_->mutex);
+  std::shared_ptr<const ConvKernel>& slot = kernels_->made[{op_index, isa}];
+  if (slot) return slot;
+  if (inference_only_)
+    throw std::invalid_argument(source_ + ": opened for inference on isa " + isa_name(inference_isa_) +
+                                " (its unpacked weights are freed); a session for isa " + isa_name(isa) +
+                                " needs a model loaded without ModelOptions::inference_only");
+  const TensorDesc& x = desc_.tensors[op.inputs[0]];
+  const TensorDesc& w = desc_.tensors[op.inputs[1]];
+  const TensorDesc& y = desc_.tensors[op.output];
+  const auto& p = op.params;
+  ConvGeometry g;
+  g.batch = std::numeric_limits<int>::max();  // any batch: a Session checks its own maximum
+  g.out_c = static_cast<int>(w.shape[0]);
+  const bool conv = op.type == OpType::conv2d;
+  if (conv) {
+    g.in_h = static_cast<int>(x.shape[0]);
+    g.in_w = static_cast<int>(x.shape[1]);
+    g.in_c = static_cast<int>(x.shape[2]);
+    g.kernel_h = static_cast<int>(w.shape[1]);
+    g.kernel_w = static_cast<int>(w.shape[2]);
+    g.stride = p[param::kStride];
+    g.pad = p[param::kPad];
+    g.groups = p[param::kGroups];
+  } else {
+    g.in_c = static_cast<int>(x.numel());
+  }
+  const int32_t off = carry_offset(y.dtype);
+  Requant rq;
+  rq.multiplier = desc_.tensors[op.inputs[3]].i32;
+  rq.shift = desc_.tensors[op.inputs[4]].i32;
+  rq.zp_out = carry_zp(y);
+  rq.act_min = p[conv ? param::kConvActMin : param::kFcActMin] - off;
+  rq.act_max = p[conv ? param::kConvActMax : param::kFcActMax] - off;
+  slot = std::make_shared<const ConvKernel>(g, w.i8.data(), desc_.tensors[op.inputs[2]].i32.data(), carry_zp(x),
+                                            std::move(rq), isa);
+  return slot;
 }
 
 std::string Model::name() const {
@@ -184,7 +256,7 @@ struct Session::Impl {
     OpType type = OpType::input;
     int x = -1, b = -1, y = -1;        // arena buffers (x = -1: the caller's pixels)
     size_t x_elems = 0, y_elems = 0;   // per image
-    ConvGeometry g;                    // per image geometry (batch is set per run)
+    ConvGeometry g;                    // pools: per image geometry (batch is set per run)
     int kernel = -1;                   // index into kernels (conv2d, fully_connected)
     int scratch = -1;                  // arena buffer of the kernel's scratch
     AddParams add;
@@ -196,7 +268,7 @@ struct Session::Impl {
   std::shared_ptr<const Model> model;
   int max_batch = 1;
   Isa isa = Isa::reference;
-  std::vector<ConvKernel> kernels;
+  std::vector<std::shared_ptr<const ConvKernel>> kernels;  // the model's, shared
   std::vector<Step> steps;
   std::vector<size_t> offsets, sizes;
   std::unique_ptr<std::byte, ArenaDelete> arena;
@@ -252,34 +324,9 @@ Session::Session(std::shared_ptr<const Model> model, int max_batch, Isa isa) : i
       case OpType::input: break;
       case OpType::conv2d:
       case OpType::fully_connected: {
-        const TensorDesc& w = m.tensors[op.inputs[1]];
-        ConvGeometry g;
-        g.batch = max_batch;
-        g.out_c = static_cast<int>(w.shape[0]);
-        if (op.type == OpType::conv2d) {
-          g.in_h = static_cast<int>(x.shape[0]);
-          g.in_w = static_cast<int>(x.shape[1]);
-          g.in_c = static_cast<int>(x.shape[2]);
-          g.kernel_h = static_cast<int>(w.shape[1]);
-          g.kernel_w = static_cast<int>(w.shape[2]);
-          g.stride = p[param::kStride];
-          g.pad = p[param::kPad];
-          g.groups = p[param::kGroups];
-        } else {
-          g.in_c = static_cast<int>(x.numel());
-        }
-        const int32_t off = carry_offset(y.dtype);
-        Requant rq;
-        rq.multiplier = m.tensors[op.inputs[3]].i32;
-        rq.shift = m.tensors[op.inputs[4]].i32;
-        rq.zp_out = carry_zp(y);
-        const bool conv = op.type == OpType::conv2d;
-        rq.act_min = p[conv ? param::kConvActMin : param::kFcActMin] - off;
-        rq.act_max = p[conv ? param::kConvActMax : param::kFcActMax] - off;
-        st.g = g;
         st.kernel = static_cast<int>(s.kernels.size());
-        s.kernels.emplace_back(g, w.i8.data(), m.tensors[op.inputs[2]].i32.data(), carry_zp(x), std::move(rq), isa);
-        const size_t scratch = s.kernels.back().scratch_bytes(max_batch);
+        s.kernels.push_back(s.model->kernel(static_cast<size_t>(i), isa));
+        const size_t scratch = s.kernels.back()->scratch_bytes(max_batch);
         if (scratch > 0) {
           st.scratch = static_cast<int>(life.size());
           life.push_back({scratch, i, i});
@@ -363,7 +410,7 @@ void Session::Impl::run_step(const Step& st, const uint8_t* pixels, int batch) c
     case OpType::conv2d:
     case OpType::fully_connected: {
       const std::span<std::byte> scratch = st.scratch >= 0 ? s.bytes(st.scratch) : std::span<std::byte>();
-      s.kernels[st.kernel].run(batch, s.buf(st.x), y, scratch);
+      s.kernels[st.kernel]->run(batch, s.buf(st.x), y, scratch);
       break;
     }
     case OpType::add: {

@@ -6,10 +6,11 @@
 //   for (auto [cls, q] : octet::engine::top_k(logits.first(model->num_classes()), 5)) ...
 //
 // A Model is immutable and can be shared by any number of Sessions (one per
-// thread). A Session owns the prepared kernels (weights packed for the CPU's
-// instruction set) and ONE arena holding every activation and every kernel's
-// scratch; activations whose lifetimes do not overlap share memory (greedy by
-// size). run() allocates nothing and uses no floating point: it is the integer
+// thread). It prepares each conv/fc kernel (weights packed for an
+// instruction set) once, on the first Session that needs it, and its Sessions
+// share them. A Session owns ONE arena holding every activation and every
+// kernel's scratch; activations whose lifetimes do not overlap share memory
+// (greedy by size). run() allocates nothing and uses no floating point: it is the integer
 // contract of engine/fixedpoint.h and engine/kernels.h, op after op.
 #pragma once
 
@@ -25,11 +26,23 @@
 
 namespace octet::engine {
 
+struct ModelOptions {
+  // Inference only: prepare every conv/fc kernel for `isa` while loading and
+  // then free the weights' int8 codes held in desc(), so the model holds its
+  // weights once, packed, instead of twice (the C API opens models so). The
+  // weight tensors of desc() are then empty, and a Session for another isa
+  // is refused.
+  bool inference_only = false;
+  Isa isa = best_isa();
+};
+
 class Model {
  public:
   // Reads and validates a model file; throws FormatError.
-  static std::shared_ptr<const Model> load(const std::string& path);
-  static std::shared_ptr<const Model> from_bytes(std::span<const uint8_t> bytes, const std::string& name = "<memory>");
+  static std::shared_ptr<const Model> load(const std::string& path, const ModelOptions& options = {});
+  static std::shared_ptr<const Model> from_bytes(std::span<const uint8_t> bytes, const std::string& name = "<memory>",
+                                                 const ModelOptions& options = {});
+  ~Model();
 
   const ModelDesc& desc() const { return desc_; }
   const std::string& source() const { return source_; }  // the path or the name given to from_bytes
@@ -52,9 +65,20 @@ class Model {
   uint64_t activation_bytes_per_image() const { return act_bytes_; }      // sum over activations, no sharing
   uint64_t weight_bytes_stored() const { return stored_weight_bytes_; }   // packed, as in the file
 
+  // The prepared kernel of conv/fc op `op` (ModelDesc::ops order) for `isa`:
+  // made on the first call, then shared (thread-safe). Throws
+  // std::invalid_argument for another op type, or for an isa the weights
+  // were not kept for (ModelOptions::inference_only).
+  std::shared_ptr<const ConvKernel> kernel(size_t op, Isa isa) const;
+  bool inference_only() const { return inference_only_; }
+
  private:
-  Model(ModelDesc desc, std::string source);
+  Model(ModelDesc desc, std::string source, const ModelOptions& options);
+  struct Kernels;
   ModelDesc desc_;
+  std::unique_ptr<Kernels> kernels_;
+  bool inference_only_ = false;
+  Isa inference_isa_ = Isa::reference;
   std::string source_;
   int in_h_ = 0, in_w_ = 0, in_c_ = 0, classes_ = 0;
   uint64_t macs_ = 0, act_bytes_ = 0, stored_weight_bytes_ = 0;

@@ -102,9 +102,12 @@ int octet_model_open_file(const char* path, OctetModel** out_model) OCTET_NOEXCE
  * is the model's name when its metadata has none; NULL means "<memory>".
  *
  * Both variants validate the bytes and decode them ONCE into the model's own
- * storage (weights unpacked from their 2..8-bit storage to int8, as the
- * kernels need them); the C++ engine (engine::Model::from_bytes) never keeps
- * a pointer to the bytes it was given, nor a copy of them. So today:
+ * storage: each layer's weights are unpacked from their 2..8-bit storage and
+ * packed for the CPU's best instruction set (the one every session of the
+ * model runs on), and the unpacked copy is dropped as soon as its layer is
+ * packed, so the model holds its weights once. The C++ engine
+ * (engine::Model::from_bytes) never keeps a pointer to the bytes it was
+ * given, nor a copy of them. So today:
  *   octet_model_open_memory         the bytes may be freed as soon as the call returns.
  *   octet_model_open_memory_nocopy  makes no copy of the raw bytes either (it
  *                                   is the same decode), but its contract is

@@ -181,7 +181,9 @@ std::vector<int> read_idx_labels(const std::string& name, uint32_t count, int cl
 
 int run(const Options& o) {
   octet::engine::set_num_threads(o.threads);
-  const auto model = octet::engine::Model::load(o.model);
+  octet::engine::ModelOptions load_options;
+  load_options.inference_only = true;  // the weights once, packed: this program only runs the model
+  const auto model = octet::engine::Model::load(o.model, load_options);
   const size_t image_bytes = model->input_bytes();
   const int h = model->input_h(), w = model->input_w(), c = model->input_c();
   if (o.cifar && (h != 32 || w != 32 || c != 3))

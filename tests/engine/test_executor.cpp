@@ -275,6 +275,49 @@ TEST_CASE("top_k: ordering, ties by lowest index, k clamped") {
   CHECK(argmax(all_min) == 0);
 }
 
+TEST_CASE("Sessions share the model's prepared kernels; an inference-only model holds its weights once") {
+  ResNetSpec spec;
+  spec.blocks_per_stage = 1;
+  spec.width = 8;
+  spec.image = 16;
+  const std::vector<uint8_t> bytes = random_resnet(spec).serialize();
+  const auto model = Model::from_bytes(bytes, "r.oct");
+  const ModelDesc& d = model->desc();
+  size_t conv = d.ops.size(), pool = d.ops.size();
+  for (size_t i = 0; i < d.ops.size(); ++i) {
+    if (d.ops[i].type == OpType::conv2d && conv == d.ops.size()) conv = i;
+    if (d.ops[i].type == OpType::global_avg_pool) pool = i;
+  }
+  REQUIRE(conv < d.ops.size());
+  REQUIRE(pool < d.ops.size());
+
+  const auto px = random_pixels(model->input_bytes() * 3, 4);
+  Session a(model, 3), b(model, 1);
+  const auto first = a.run(px.data(), 3);
+  const std::vector<int8_t> want(first.begin(), first.end());
+  // Both sessions (different max batches) run the one kernel the model made.
+  CHECK(model->kernel(conv, a.isa()) == model->kernel(conv, b.isa()));
+  CHECK(model->kernel(conv, a.isa()).use_count() >= 3);
+  CHECK_THROWS_WITH_AS(model->kernel(pool, a.isa()), doctest::Contains("not a conv2d or fully_connected"),
+                       std::invalid_argument);
+  CHECK_THROWS_AS(model->kernel(d.ops.size(), a.isa()), std::invalid_argument);
+
+  ModelOptions o;
+  o.inference_only = true;
+  const auto lean = Model::from_bytes(bytes, "r.oct", o);
+  CHECK(lean->inference_only());
+  CHECK(lean->weight_bytes_stored() == model->weight_bytes_stored());
+  for (const OpDesc& op : lean->desc().ops)
+    if (op.type == OpType::conv2d || op.type == OpType::fully_connected)
+      CHECK(lean->desc().tensors[op.inputs[1]].i8.empty());
+  Session c(lean, 3);
+  const auto got = c.run(px.data(), 3);
+  CHECK(std::equal(got.begin(), got.end(), want.begin(), want.end()));
+  if (o.isa != Isa::reference)
+    CHECK_THROWS_WITH_AS(Session(lean, 1, Isa::reference), doctest::Contains("opened for inference on isa"),
+                         std::invalid_argument);
+}
+
 TEST_CASE("Model reports its shape, size and metadata") {
   const ModelBuilder b = random_resnet({});
   const auto model = Model::from_bytes(b.serialize(), "r20.oct");
