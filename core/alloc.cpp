@@ -61,7 +61,13 @@ Cache& cache() {
   return *c;
 }
 
-void release_all(Cache& c);
+void release_all(Cache& c) {
+  std::lock_guard<std::mutex> lock(c.mutex);
+  for (auto& [bucket, list] : c.free_lists)
+    for (void* p : list) std::free(p);
+  c.free_lists.clear();
+  c.cached_bytes = 0;
+}
 
 // When the system has no memory left, the cached buffers go back first.
 void* system_alloc(size_t bytes) {
@@ -89,14 +95,6 @@ void release(void* p, size_t bucket) {
     }
   }
   std::free(p);
-}
-
-void release_all(Cache& c) {
-  std::lock_guard<std::mutex> lock(c.mutex);
-  for (auto& [bucket, list] : c.free_lists)
-    for (void* p : list) std::free(p);
-  c.free_lists.clear();
-  c.cached_bytes = 0;
 }
 
 }  // namespace

@@ -3,8 +3,8 @@
 // so freed buffers are kept and handed out again instead of going back to the
 // OS (page faults on fresh memory otherwise dominate the memory-bound ops).
 // It holds up to half of the machine's memory (at least 1 GiB), and gives it
-// all back when the system runs out. Thread-safe. Under AddressSanitizer the cache is bypassed so use-after-free
-// is still caught.
+// all back when the system runs out. Thread-safe. Under AddressSanitizer the
+// cache is bypassed so use-after-free is still caught.
 #pragma once
 
 #include <cstdint>

@@ -411,11 +411,11 @@ ModelDesc read_model_file(const std::string& path) {
       std::fclose(f);
       fail(FormatErrc::io, cat(path, ": is a directory, not a model file"));
     }
-    if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > kMaxFileBytes) {
-      std::fclose(f);
-      fail(FormatErrc::too_large, cat(path, ": ", st.st_size, " bytes, larger than the 2 GiB a model file may have"));
-    }
     if (S_ISREG(st.st_mode)) {
+      if (static_cast<uint64_t>(st.st_size) > kMaxFileBytes) {
+        std::fclose(f);
+        fail(FormatErrc::too_large, cat(path, ": ", st.st_size, " bytes, larger than the 2 GiB a model file may have"));
+      }
       step = static_cast<size_t>(st.st_size) + 1;  // + 1: the read that sees the end
       bytes.reserve(step);
     }

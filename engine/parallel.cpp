@@ -46,20 +46,6 @@ Pool& pool() {
   return p;
 }
 
-int threads_now() {
-  Pool& p = pool();
-  int t = p.threads.load(std::memory_order_acquire);
-  if (t == 0) {
-    std::lock_guard<std::mutex> lock(p.mutex);
-    t = p.threads.load(std::memory_order_relaxed);
-    if (t == 0) {
-      t = all_cores();
-      p.threads.store(t, std::memory_order_release);
-    }
-  }
-  return t;
-}
-
 tbb::task_arena& arena(int threads) {
   Pool& p = pool();
   if (tbb::task_arena* a = p.arena.load(std::memory_order_acquire)) return *a;
@@ -82,12 +68,25 @@ void set_num_threads(int threads) {
   p.threads.store(t, std::memory_order_release);
 }
 
-int num_threads() { return threads_now(); }
+int num_threads() {
+  Pool& p = pool();
+  int t = p.threads.load(std::memory_order_acquire);
+  if (t == 0) {
+    std::lock_guard<std::mutex> lock(p.mutex);
+    t = p.threads.load(std::memory_order_relaxed);
+    if (t == 0) {
+      t = all_cores();
+      p.threads.store(t, std::memory_order_release);
+    }
+  }
+  return t;
+}
+
 
 void parallel_for(size_t n, size_t grain, const void* ctx, void (*fn)(const void* ctx, size_t begin, size_t end)) {
   if (n == 0) return;
   grain = std::max<size_t>(grain, 1);
-  const int threads = threads_now();
+  const int threads = num_threads();
   if (n <= grain || threads == 1) {
     fn(ctx, 0, n);
     return;
