@@ -16,7 +16,7 @@ namespace octet::app {
 namespace {
 const char* kUsage = R"(usage: octet export CKPT -o MODEL [--onnx FILE] [options]
        octet export CKPT --onnx FILE [options]
-       octet export MODEL.oct --onnx FILE [--onnx-activations T]
+       octet export MODEL.oct --onnx FILE [--onnx-form F] [--onnx-activations T]
 
 Turns a checkpoint into an Octet model file (.oct) that the integer engine
 runs: BN folded into the convs, the input preprocessing folded into the first
@@ -30,17 +30,23 @@ With --onnx, the same integer model is also (or only) written as ONNX (IR 7,
 opset 13, QDQ form): uint8 NHWC pixels "pixels" in, float32 "logits" out,
 int8 weights with per-channel scales, int32 biases, every activation as
 QuantizeLinear -> DequantizeLinear with the model's own scale and zero point.
-An existing model file (.oct) converts to ONNX the same way. Check the ONNX
-file in ONNX Runtime against the engine with
+--onnx-form integer writes the engine's integer arithmetic itself in ONNX
+integer ops instead (ConvInteger, int64 fixed-point requantization): ONNX
+Runtime then gives the engine's logits bit for bit, a few times slower. An
+existing model file (.oct) converts to ONNX the same way. Check the ONNX file
+in ONNX Runtime against the engine with
   octet eval FILE.onnx --data PATH --against MODEL.oct
 
 options:
   -o, --out MODEL       the model file to write
   --onnx FILE           the ONNX file to write (alone or beside -o MODEL)
-  --onnx-activations T  uint8 (default: ONNX Runtime runs it in integer kernels
-                        end to end on x86) or int8; the codes convert exactly.
-                        float32: the float twin instead (weights dequantized,
-                        activations not quantized; a reference, not int8)
+  --onnx-form F         qdq (default: what runtimes run in int8 kernels; agrees
+                        with the engine to within a step), integer (the engine's
+                        arithmetic, bit for bit), or float (the float twin:
+                        weights dequantized, activations not quantized)
+  --onnx-activations T  uint8 (default: ONNX Runtime runs the QDQ form in
+                        integer kernels end to end on x86) or int8; the codes
+                        convert exactly
   --name NAME           model name stored in the file (default: the architecture)
   --data PATH           data set for PTQ of a float checkpoint (default: $OCTET_DATA)
   --layers              print the per-layer headroom table
@@ -56,6 +62,7 @@ int cmd_export(int argc, char** argv) {
   }
   const std::string out = a.get("--out", "");
   const std::string onnx = a.get("--onnx", "");
+  const std::string onnx_form = a.get("--onnx-form", "qdq");
   const std::string onnx_act = a.get("--onnx-activations", "uint8");
   const std::string name = a.get("--name", "");
   const std::string data = a.get("--data", "");
@@ -66,11 +73,19 @@ int cmd_export(int argc, char** argv) {
   const std::string ckpt = a.positional_at(0, "the checkpoint (CKPT)");
   if (out.empty() && onnx.empty())
     throw UsageError("octet export: give the file(s) to write: -o MODEL and/or --onnx FILE");
-  if (onnx_act != "uint8" && onnx_act != "int8" && onnx_act != "float32")
-    throw UsageError("octet export: --onnx-activations must be uint8, int8 or float32, not '" + onnx_act + "'");
   quant::OnnxOptions oo;
+  if (onnx_form == "qdq")
+    oo.form = quant::OnnxForm::qdq;
+  else if (onnx_form == "integer")
+    oo.form = quant::OnnxForm::integer;
+  else if (onnx_form == "float")
+    oo.form = quant::OnnxForm::float_twin;
+  else
+    throw UsageError("octet export: --onnx-form must be qdq, integer or float, not '" + onnx_form + "'");
+  if (onnx_act != "uint8" && onnx_act != "int8")
+    throw UsageError("octet export: --onnx-activations must be uint8 or int8, not '" + onnx_act + "'" +
+                     (onnx_act == "float32" ? " (the float twin is --onnx-form float)" : ""));
   oo.activations = onnx_act == "int8" ? engine::DType::int8 : engine::DType::uint8;
-  oo.float_twin = onnx_act == "float32";
   oo.producer_version = OCTET_VERSION_STRING;
   oo.source = ckpt;
 

@@ -39,8 +39,36 @@
 // The float reading of the ONNX model rounds once per op where the engine's
 // fixed-point requantization (engine/fixedpoint.h) may round twice, and the
 // engine's add rescales in fixed point: the two agree to within a code, not
-// bit for bit. Anything the engine model holds that ONNX cannot express in
-// this form is refused with OnnxExportError naming the op.
+// bit for bit (docs/quantization.md section 16).
+//
+// The integer form (OnnxForm::integer) is the engine's own arithmetic in
+// ONNX integer ops, bit for bit: a runtime that executes it gives the
+// engine's logits exactly. Activations are carried as codes (uint8 or int8
+// tensors), and each engine op becomes
+//
+//   conv  ConvInteger(x, w int8, x_zp, 0) -> Cast int64 -> + bias
+//         -> MultiplyByQuantizedMultiplier (below, per channel) -> + zp -> Clip -> Cast
+//   add   (Cast(a) - a_zp) * 2^left_shift -> MBQM(a_mult, a_shift), the same for b,
+//         their sum -> MBQM(out_mult, out_shift) -> + zp -> Clip -> Cast
+//   pools MaxPool on the codes; the averages as the engine forms them: the sum
+//         of the int8 codes (ReduceSum, or a depthwise float Conv of ones,
+//         exact for these small integers) -> rounded division -> Cast
+//   logits  DequantizeLinear of the output codes -> Flatten
+//
+// with MBQM(x, M0, shift) in int64 as engine/fixedpoint.h defines it:
+//   left   x * 2^max(shift, 0), saturated to int32 (a Clip in float64)  (only if a shift > 0)
+//   SRDHM  (x * M0 + 2^30 + 2^62) / 2^31 - 2^31  = floor((x M0 + 2^30) / 2^31),
+//          gemmlowp's rounding (ties up); the 2^62 keeps the dividend >= 0,
+//          where ONNX's integer Div (truncation) is the floor
+//   right  Sign(v) * ((Abs(v) + d / 2) / d), d = 2^max(-shift, 0): ties away
+//          from zero, RoundingDivideByPOT        (only if a shift < 0)
+// The same rounded division (d = the window's element count) is the
+// engine's RoundedDivide of the average pools. The output clamp is applied
+// before the zero point is added, so that no int64 Clip or Sign sees a value
+// outside int32: ONNX Runtime 1.31.1 on x86 misorders int64 values in
+// [2^31, 2^32) there (Clip(2^31 + 129, 0, 255) gives 0). Nothing here is fused by
+// ONNX Runtime into int8 kernels, so the integer form is a checker, not a
+// fast model: ONNX Runtime runs it a few times slower than the QDQ form.
 #pragma once
 
 #include <cstdint>
@@ -58,14 +86,24 @@ class OnnxExportError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// What the ONNX graph is made of (see the top of this file).
+enum class OnnxForm {
+  qdq,      // QuantizeLinear/DequantizeLinear around float ops: what runtimes fuse into int8 kernels
+  integer,  // the engine's integer arithmetic in ONNX integer ops: its logits bit for bit
+  // The float twin: weights and biases dequantized into float32 initializers
+  // (code * scale), no Q/DQ on the activations, the clamps as Relu / Clip.
+  // The same network as float arithmetic, without the grids' rounding and
+  // saturation: what scripts/bench.sh times as ONNX Runtime's fp32 peer, and
+  // a reference for runtimes without QDQ support.
+  float_twin,
+};
+const char* onnx_form_name(OnnxForm f);  // "qdq", "integer", "float"
+
 struct OnnxOptions {
-  engine::DType activations = engine::DType::uint8;  // uint8 or int8 (see the top of this file)
-  // The float twin instead: weights and biases dequantized into float32
-  // initializers (code * scale), no Q/DQ on the activations, the clamps as
-  // Relu / Clip. The same network as float arithmetic, without the grids'
-  // rounding and saturation: what scripts/bench.sh times as ONNX Runtime's
-  // fp32 peer, and a reference for runtimes without QDQ support.
-  bool float_twin = false;
+  OnnxForm form = OnnxForm::qdq;
+  // uint8 or int8 (see the top of this file); the type of the activation
+  // codes of the qdq and integer forms (the float twin has none).
+  engine::DType activations = engine::DType::uint8;
   std::string producer_version = "unknown";           // the Octet version (OCTET_VERSION_STRING)
   std::string source;  // where the model comes from, for the doc string; "" = metadata source_checkpoint
 };

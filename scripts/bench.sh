@@ -38,7 +38,7 @@ have_ort=0
 if [ -d "$ort_dir/node_modules/onnxruntime-node" ] && command -v node >/dev/null; then
   "$octet" bench engine --threads 1 --seconds 0.1 --save-model "$out/resnet20_random.oct" > /dev/null
   "$octet" export "$out/resnet20_random.oct" --onnx "$out/resnet20_u8s8.onnx" > /dev/null
-  "$octet" export "$out/resnet20_random.oct" --onnx "$out/resnet20_fp32.onnx" --onnx-activations float32 > /dev/null
+  "$octet" export "$out/resnet20_random.oct" --onnx "$out/resnet20_fp32.onnx" --onnx-form float > /dev/null
   have_ort=1
 else
   echo "scripts/bench.sh: no ONNX Runtime in $ort_dir (scripts/ort_setup.sh): its columns stay empty" >&2

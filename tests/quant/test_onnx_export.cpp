@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -41,7 +42,7 @@ using Bytes = std::vector<uint8_t>;
 
 struct OnnxTensor {
   std::string name;
-  int64_t data_type = 0;  // 1 float, 2 uint8, 3 int8, 6 int32
+  int64_t data_type = 0;  // 1 float, 2 uint8, 3 int8, 6 int32, 7 int64
   std::vector<int64_t> dims;
   Bytes raw;
   std::vector<float> floats;
@@ -56,6 +57,21 @@ struct OnnxTensor {
     if (data_type == 6)
       for (size_t i = 0; i + 4 <= raw.size(); i += 4)
         v.push_back(static_cast<int32_t>(raw[i] | raw[i + 1] << 8 | raw[i + 2] << 16 | static_cast<uint32_t>(raw[i + 3]) << 24));
+    if (data_type == 7)
+      for (size_t i = 0; i + 8 <= raw.size(); i += 8) {
+        uint64_t u = 0;
+        for (int k = 7; k >= 0; --k) u = u << 8 | raw[i + k];
+        v.push_back(static_cast<int64_t>(u));
+      }
+    return v;
+  }
+  std::vector<double> doubles() const {  // data_type 11, raw_data
+    std::vector<double> v;
+    for (size_t i = 0; data_type == 11 && i + 8 <= raw.size(); i += 8) {
+      double d;
+      std::memcpy(&d, raw.data() + i, 8);
+      v.push_back(d);
+    }
     return v;
   }
 };
@@ -279,8 +295,10 @@ quant::OnnxOptions options(DType act) {
   return o;
 }
 
-OnnxModel exported(const engine::ModelBuilder& b, DType act) {
-  return parse_model(quant::export_onnx(b.desc(), options(act)));
+OnnxModel exported(const engine::ModelBuilder& b, DType act, quant::OnnxForm form = quant::OnnxForm::qdq) {
+  quant::OnnxOptions o = options(act);
+  o.form = form;
+  return parse_model(quant::export_onnx(b.desc(), o));
 }
 
 const engine::OpDesc& op_named(const engine::ModelDesc& d, const std::string& name) {
@@ -672,6 +690,160 @@ TEST_CASE("onnx: what ONNX cannot express the same way is refused, naming the op
     engine::ModelBuilder b = hand_model();
     b.mutable_desc().ops[1].params[engine::param::kConvActMin] = 200;  // act_min > act_max
     CHECK_THROWS_AS(quant::export_onnx(b.desc()), engine::FormatError);
+  }
+}
+
+// ---- the integer form ----------------------------------------------------------
+// Its arithmetic is checked in ONNX Runtime against the engine, bit for bit
+// (tests/apps/test_cli_onnx.cpp); here, what it is made of.
+
+TEST_CASE("onnx integer form: the node sequence; no Q/DQ but the logits'") {
+  const OnnxModel m = exported(hand_model(), DType::uint8, quant::OnnxForm::integer);
+  // MBQM with right shifts only: the high multiply, then the rounding shift.
+  const std::vector<std::string> mbqm = {"Mul", "Add", "Div", "Sub", "Sign", "Abs", "Add", "Div", "Mul"};
+  const std::vector<std::string> store = {"Clip", "Add", "Cast"};  // clamped before the zero point: Clip sees int32
+  std::vector<std::string> want = {"Transpose"};                   // uint8 pixels are the input op's codes
+  for (const std::string layer : {"c1", "c2", "c3"}) {
+    want.insert(want.end(), {"ConvInteger", "Cast"});
+    if (layer != "c3") want.push_back("Add");  // the bias (c3 has none)
+    want.insert(want.end(), mbqm.begin(), mbqm.end());
+    want.insert(want.end(), store.begin(), store.end());
+    if (layer == "c2") want.push_back("MaxPool");
+  }
+  // add: each input lifted and rescaled; a (mp, the larger scale) by 0.5 =
+  // 2^30 * 2^(0 - 31): shift 0, no rounding shift; b by less.
+  want.insert(want.end(), {"Cast", "Sub", "Mul", "Mul", "Add", "Div", "Sub"});
+  want.insert(want.end(), {"Cast", "Sub", "Mul"});
+  want.insert(want.end(), mbqm.begin(), mbqm.end());
+  want.push_back("Add");
+  want.insert(want.end(), mbqm.begin(), mbqm.end());
+  want.insert(want.end(), store.begin(), store.end());
+  // gap: the sum of the int8 carries (uint8 codes less 128 each), rounded mean, back to uint8.
+  want.insert(want.end(), {"Cast", "ReduceSum", "Sub", "Sign", "Abs", "Add", "Div", "Mul", "Add", "Cast"});
+  want.insert(want.end(), {"ConvInteger", "Cast", "Add"});  // fc
+  want.insert(want.end(), mbqm.begin(), mbqm.end());
+  want.insert(want.end(), store.begin(), store.end());
+  want.insert(want.end(), {"DequantizeLinear", "Flatten"});
+  auto joined = [](const std::vector<std::string>& v) {
+    std::string j;
+    for (const std::string& t : v) j += t + " ";
+    return j;
+  };
+  CHECK(joined(m.op_types()) == joined(want));
+  CHECK(m.metadata.at("octet.form") == "integer");
+  CHECK(m.metadata.at("octet.activations") == "uint8");
+  CHECK(m.doc_string.find("integer form") != std::string::npos);
+
+  // int8 activations: the pixels become the int8 carry first.
+  const OnnxModel s8 = exported(hand_model(), DType::int8, quant::OnnxForm::integer);
+  const std::vector<std::string> types = s8.op_types();
+  REQUIRE(types.size() > 5);
+  const std::vector<std::string> head(types.begin(), types.begin() + 5);
+  CHECK(head == std::vector<std::string>{"Transpose", "Cast", "Sub", "Cast", "ConvInteger"});
+}
+
+TEST_CASE("onnx integer form: the constants are the engine's multipliers, shifts, zero points and clamps") {
+  const engine::ModelBuilder b = hand_model();
+  const engine::ModelDesc& d = b.desc();
+  const OnnxModel m = exported(b, DType::uint8, quant::OnnxForm::integer);
+  const engine::OpDesc& op = op_named(d, "c1");
+  const auto& mult = d.tensors[op.inputs[3]].i32;
+  const auto& shift = d.tensors[op.inputs[4]].i32;
+
+  const OnnxNode& conv = m.producer("c1.conv");
+  CHECK(conv.op_type == "ConvInteger");
+  CHECK(conv.inputs[0] == "pixels.nchw");
+  CHECK(m.init(conv.inputs[1]).data_type == 3);
+  CHECK(m.init(conv.inputs[1]).dims == std::vector<int64_t>{4, 3, 3, 3});
+  CHECK(m.init(conv.inputs[2]).data_type == 2);  // the pixels' zero point, uint8
+  CHECK(m.init(conv.inputs[2]).ints() == std::vector<int64_t>{128});
+  CHECK(m.init(conv.inputs[3]).ints() == std::vector<int64_t>{0});
+  CHECK(conv.attr("pads")->ints == std::vector<int64_t>{1, 1, 1, 1});
+  CHECK(m.init(m.producer("c1.biased").inputs[1]).ints() == std::vector<int64_t>{100, -200, 300, -400});
+
+  // Per channel [C, 1, 1]: M0, and the rounding shift's divisor 2^-shift and half of it.
+  const OnnxTensor& m0 = m.init(m.producer("c1.requant.product").inputs[1]);
+  CHECK(m0.data_type == 7);
+  CHECK(m0.dims == std::vector<int64_t>{4, 1, 1});
+  CHECK(m0.ints() == std::vector<int64_t>(mult.begin(), mult.end()));
+  std::vector<int64_t> divisor, half;
+  for (int32_t s : shift) {
+    REQUIRE(s < 0);
+    divisor.push_back(int64_t{1} << -s);
+    half.push_back(int64_t{1} << (-s - 1));
+  }
+  CHECK(m.init(m.producer("c1.requant.shift.div").inputs[1]).ints() == divisor);
+  CHECK(m.init(m.producer("c1.requant.shift.round").inputs[1]).ints() == half);
+  // The high multiply's rounding constant and divisor.
+  CHECK(m.init(m.producer("c1.requant.nudged").inputs[1]).ints() ==
+        std::vector<int64_t>{(int64_t{1} << 30) + (int64_t{1} << 62)});
+  CHECK(m.init(m.producer("c1.requant.quotient").inputs[1]).ints() == std::vector<int64_t>{int64_t{1} << 31});
+  // Zero point and clamp in uint8 codes: the ReLU from zero point -10 is
+  // [118, 255], applied before the zero point as [0, 137].
+  const OnnxNode& clip = m.producer("c1.clip");
+  CHECK(clip.inputs[0] == "c1.requant.shift.rounded");
+  CHECK(m.init(clip.inputs[1]).ints() == std::vector<int64_t>{0});
+  CHECK(m.init(clip.inputs[2]).ints() == std::vector<int64_t>{137});
+  CHECK(m.init(m.producer("c1.zp").inputs[1]).ints() == std::vector<int64_t>{118});
+  CHECK(m.producer("c1").op_type == "Cast");
+  CHECK(m.producer("c1").attr("to")->i == 2);
+
+  // The add: left shift 20 on both sides, each side's own multiplier.
+  const engine::OpDesc& add = op_named(d, "add");
+  CHECK(m.init(m.producer("add.a.lifted").inputs[1]).ints() ==
+        std::vector<int64_t>{int64_t{1} << add.params[engine::param::kLeftShift]});
+  CHECK(m.init(m.producer("add.a.rescale.product").inputs[1]).ints() ==
+        std::vector<int64_t>{add.params[engine::param::kAMult]});
+  CHECK(m.init(m.producer("add.b.rescale.product").inputs[1]).ints() ==
+        std::vector<int64_t>{add.params[engine::param::kBMult]});
+  CHECK(m.init(m.producer("add.requant.product").inputs[1]).ints() ==
+        std::vector<int64_t>{add.params[engine::param::kOutMult]});
+  // The gap averages the 3x3 output of the max pool: divisor 9, half 4.
+  CHECK(m.init(m.producer("gap.mean.div").inputs[1]).ints() == std::vector<int64_t>{9});
+  CHECK(m.init(m.producer("gap.mean.round").inputs[1]).ints() == std::vector<int64_t>{4});
+}
+
+TEST_CASE("onnx integer form: average pools divide by the in-image size of each window") {
+  const OnnxModel m = exported(hwc_fc_model(), DType::uint8, quant::OnnxForm::integer);
+  const OnnxNode& sum = m.producer("ap.window_sum");
+  CHECK(sum.op_type == "Conv");
+  CHECK(sum.attr("group")->i == 2);
+  CHECK(m.init(sum.inputs[1]).floats == std::vector<float>(2 * 3 * 3, 1.0f));
+  // 3x4 image, 3x3 window, pad 1: 4 elements in the corners, 6 on the edges, 9 inside.
+  const std::vector<int64_t> counts = {4, 6, 6, 4, 6, 9, 9, 6, 4, 6, 6, 4};
+  const OnnxTensor& divisor = m.init(m.producer("ap.mean.div").inputs[1]);
+  CHECK(divisor.dims == std::vector<int64_t>{1, 1, 3, 4});
+  CHECK(divisor.ints() == counts);
+  // uint8 codes: the carries' sum is 128 per element less.
+  std::vector<int64_t> offset;
+  for (int64_t c : counts) offset.push_back(128 * c);
+  CHECK(m.init(m.producer("ap.carry_sum").inputs[1]).ints() == offset);
+  // int8 codes are the carries: no offset either way.
+  const OnnxModel s8 = exported(hwc_fc_model(), DType::int8, quant::OnnxForm::integer);
+  for (const OnnxNode& n : s8.nodes) CHECK(n.name != "ap.carry_sum");
+}
+
+TEST_CASE("onnx integer form: left shifts saturate to int32 before the high multiply") {
+  engine::ModelBuilder b("lift");
+  engine::TensorId x = b.add_input("image", 2, 2, 1, 1.0 / 255, 0);
+  const std::vector<engine::QuantizedMultiplier> mq = {{1 << 30, 3}, {1 << 30, -2}};
+  b.set_output(b.add_fc("fc", x, weights(2, 1, 1, 4, 8, {0.01}, 9), {}, {0.1, 0}, engine::Act::none, mq));
+  const OnnxModel m = exported(b, DType::uint8, quant::OnnxForm::integer);
+  CHECK(m.init(m.producer("fc.requant.lifted").inputs[1]).ints() == std::vector<int64_t>{8, 1});
+  // In float64 (exact for int32; ONNX Runtime's int64 Clip misorders [2^31, 2^32)).
+  const OnnxNode& sat = m.producer("fc.requant.saturated_f64");
+  CHECK(sat.op_type == "Clip");
+  REQUIRE(sat.inputs.size() == 3);
+  CHECK(m.producer(sat.inputs[0]).op_type == "Cast");
+  CHECK(m.init(sat.inputs[1]).doubles() == std::vector<double>{INT32_MIN});
+  CHECK(m.init(sat.inputs[2]).doubles() == std::vector<double>{INT32_MAX});
+  CHECK(m.producer("fc.requant.saturated").attr("to")->i == 7);
+  CHECK(m.init(m.producer("fc.requant.shift.div").inputs[1]).ints() == std::vector<int64_t>{1, 4});
+  // Without a left shift there is no lift at all (hand_model).
+  const OnnxModel h = exported(hand_model(), DType::uint8, quant::OnnxForm::integer);
+  for (const OnnxNode& n : h.nodes) {
+    CHECK(n.name.find("requant.lifted") == std::string::npos);
+    CHECK(n.name.find("rescale.lifted") == std::string::npos);
   }
 }
 
