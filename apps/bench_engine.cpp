@@ -1,6 +1,8 @@
 // apps/bench_engine.cpp: `octet bench engine`, the int8 engine's speed and size:
 //   infer_int8_b1_img_s    images/s, one image per Session::run
 //   infer_int8_b100_img_s  images/s, batches of 100
+//   infer_int8_b100_gmacs  the same as conv + fc multiply-adds per second,
+//                          to hold against `octet bench peak`
 //   infer_int8_b1_cpu_us_per_img, infer_int8_b100_cpu_us_per_img
 //                          process CPU time (all threads) per image over the
 //                          same runs: steadier than images/s on a shared VM
@@ -135,7 +137,9 @@ int bench_engine(int argc, char** argv) {
   engine::Session s100(model, 100);
   double cpu1 = 0, cpu100 = 0;
   std::printf("infer_int8_b1_img_s %.1f\n", images_per_second(s1, pixels, 1, seconds, &cpu1));
-  std::printf("infer_int8_b100_img_s %.1f\n", images_per_second(s100, pixels, 100, seconds, &cpu100));
+  const double b100 = images_per_second(s100, pixels, 100, seconds, &cpu100);
+  std::printf("infer_int8_b100_img_s %.1f\n", b100);
+  std::printf("infer_int8_b100_gmacs %.1f\n", b100 * static_cast<double>(model->macs_per_image()) / 1e9);
   std::printf("infer_int8_b1_cpu_us_per_img %.2f\ninfer_int8_b100_cpu_us_per_img %.2f\n", 1e6 * cpu1, 1e6 * cpu100);
   std::printf("engine_arena_bytes_b1 %zu\nengine_arena_bytes %zu\n", s1.arena_bytes(), s100.arena_bytes());
   std::printf("weight_bytes_stored %llu\n", static_cast<unsigned long long>(model->weight_bytes_stored()));

@@ -22,6 +22,7 @@ const Sub kBenches[] = {
     {"train", "ResNet-20 train/infer img/s as ../shared/bench/torch_resnet20.py", bench_train},
     {"data", "decode time of the data set and loader img/s (batch 128, augmented)", bench_data},
     {"engine", "int8 engine img/s at batch 1 and 100, arena and runner size", bench_engine},
+    {"peak", "the cores' measured peak int8 MAC/s and fp32 flop/s, 1 and N threads", bench_peak},
 };
 }  // namespace
 

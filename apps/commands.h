@@ -26,6 +26,7 @@ int bench_ops(int argc, char** argv);
 int bench_train(int argc, char** argv);
 int bench_data(int argc, char** argv);
 int bench_engine(int argc, char** argv);
+int bench_peak(int argc, char** argv);
 // CPU time of the whole process (all threads), in seconds: the benchmarks'
 // measure of cost that time stolen by other VMs does not inflate.
 double process_cpu_seconds();

@@ -21,12 +21,16 @@ namespace {
 
 // MultiplyByQuantizedMultiplier on 8 lanes, bit-exact with
 // engine/fixedpoint.h; the same steps as mbqm16 of engine/kernels_avx512.cpp,
-// which explains them.
+// which explains them. kLeft = false: every lane's shift is <= 0 (no left
+// shift to do).
+template <bool kLeft = true>
 inline __m256i mbqm8(__m256i x, __m256i mult, __m256i ls, __m256i rs) {
-  const __m256i shifted = _mm256_sllv_epi32(x, ls);
-  const __m256i exact = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, ls), x);
-  const __m256i saturated = _mm256_xor_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(0x7fffffff));
-  x = _mm256_blendv_epi8(saturated, shifted, exact);
+  if constexpr (kLeft) {
+    const __m256i shifted = _mm256_sllv_epi32(x, ls);
+    const __m256i exact = _mm256_cmpeq_epi32(_mm256_srav_epi32(shifted, ls), x);
+    const __m256i saturated = _mm256_xor_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(0x7fffffff));
+    x = _mm256_blendv_epi8(saturated, shifted, exact);
+  }
 
   const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
   __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, mult), nudge);
@@ -43,8 +47,9 @@ inline __m256i mbqm8(__m256i x, __m256i mult, __m256i ls, __m256i rs) {
   return _mm256_sub_epi32(_mm256_srav_epi32(x, rs), up);
 }
 
+template <bool kLeft = true>
 inline __m256i requant8(__m256i x, __m256i mult, __m256i ls, __m256i rs, __m256i lo, __m256i hi, __m256i zp) {
-  x = mbqm8(x, mult, ls, rs);
+  x = mbqm8<kLeft>(x, mult, ls, rs);
   x = _mm256_min_epi32(_mm256_max_epi32(x, lo), hi);
   return _mm256_add_epi32(x, zp);
 }
@@ -106,8 +111,13 @@ void Kernel::tile(const ConvView& v, const ConvBlock& b, const int16_t* const* b
     const __m256i rs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v.rshift + q));
     const int valid = b.count - 8 * n;
     for (int m = 0; m < MR; ++m) {
-      const int64_t bytes = narrow8(requant8(acc[m][n], mult, ls, rs, lo, hi, zp));
-      __builtin_memcpy(out[m] + 8 * n, &bytes, valid >= 8 ? 8 : static_cast<size_t>(valid));
+      const __m256i r = b.left ? requant8<true>(acc[m][n], mult, ls, rs, lo, hi, zp)
+                               : requant8<false>(acc[m][n], mult, ls, rs, lo, hi, zp);
+      const int64_t bytes = narrow8(r);
+      if (valid >= 8)
+        __builtin_memcpy(out[m] + 8 * n, &bytes, 8);
+      else
+        __builtin_memcpy(out[m] + 8 * n, &bytes, static_cast<size_t>(valid));
     }
   }
 }
@@ -118,9 +128,14 @@ void conv_pixels_avx2(const ConvView& v, const uint8_t* xp, int8_t* y, size_t p0
   conv_pixels<Kernel>(v, xp, y, p0, p1);
 }
 
-void add_avx2(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y) {
+namespace {
+
+// kLeft: the inputs' multipliers have a left shift (never, for a valid model);
+// kOutLeft: the output multiplier has one. Whole blocks of 8 are loaded and
+// stored with one instruction each; only the tail goes through memcpy.
+template <bool kLeft, bool kOutLeft>
+void add8(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y) {
   const __m256i a_zp = _mm256_set1_epi32(p.a_zp), b_zp = _mm256_set1_epi32(p.b_zp);
-  const __m256i lift = _mm256_set1_epi32(p.left_shift);
   const __m256i a_mult = _mm256_set1_epi32(p.a_mult), a_ls = _mm256_set1_epi32(p.a_shift > 0 ? p.a_shift : 0),
                 a_rs = _mm256_set1_epi32(p.a_shift > 0 ? 0 : -p.a_shift);
   const __m256i b_mult = _mm256_set1_epi32(p.b_mult), b_ls = _mm256_set1_epi32(p.b_shift > 0 ? p.b_shift : 0),
@@ -129,18 +144,39 @@ void add_avx2(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p
                 o_rs = _mm256_set1_epi32(p.out_shift > 0 ? 0 : -p.out_shift);
   const __m256i lo = _mm256_set1_epi32(p.act_min - p.zp_out), hi = _mm256_set1_epi32(p.act_max - p.zp_out);
   const __m256i zp = _mm256_set1_epi32(p.zp_out);
-  for (size_t i = 0; i < n; i += 8) {
-    const size_t m = n - i >= 8 ? 8 : n - i;
+  const __m128i lift = _mm_cvtsi32_si128(p.left_shift);
+  // 8 codes of a and b (in the low 8 bytes) -> 8 output codes.
+  auto eight = [&](__m128i a8, __m128i b8) {
+    // (x - zp) << left_shift: exact, |x - zp| << 22 < 2^31
+    const __m256i av = _mm256_sll_epi32(_mm256_sub_epi32(_mm256_cvtepi8_epi32(a8), a_zp), lift);
+    const __m256i bv = _mm256_sll_epi32(_mm256_sub_epi32(_mm256_cvtepi8_epi32(b8), b_zp), lift);
+    const __m256i sum = _mm256_add_epi32(mbqm8<kLeft>(av, a_mult, a_ls, a_rs), mbqm8<kLeft>(bv, b_mult, b_ls, b_rs));
+    return narrow8(requant8<kOutLeft>(sum, o_mult, o_ls, o_rs, lo, hi, zp));
+  };
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const int64_t out = eight(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a + i)),
+                              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + i)));
+    __builtin_memcpy(y + i, &out, 8);
+  }
+  if (i < n) {
+    const size_t m = n - i;
     int64_t a8 = 0, b8 = 0;
     __builtin_memcpy(&a8, a + i, m);
     __builtin_memcpy(&b8, b + i, m);
-    const __m256i av = _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(a8));
-    const __m256i bv = _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(b8));
-    const __m256i as = mbqm8(_mm256_sllv_epi32(_mm256_sub_epi32(av, a_zp), lift), a_mult, a_ls, a_rs);
-    const __m256i bs = mbqm8(_mm256_sllv_epi32(_mm256_sub_epi32(bv, b_zp), lift), b_mult, b_ls, b_rs);
-    const int64_t out = narrow8(requant8(_mm256_add_epi32(as, bs), o_mult, o_ls, o_rs, lo, hi, zp));
+    const int64_t out = eight(_mm_cvtsi64_si128(a8), _mm_cvtsi64_si128(b8));
     __builtin_memcpy(y + i, &out, m);
   }
+}
+
+}  // namespace
+
+void add_avx2(size_t n, const int8_t* a, const int8_t* b, const AddParamsView& p, int8_t* y) {
+  const bool left = p.a_shift > 0 || p.b_shift > 0, out_left = p.out_shift > 0;
+  if (left)
+    out_left ? add8<true, true>(n, a, b, p, y) : add8<true, false>(n, a, b, p, y);
+  else
+    out_left ? add8<false, true>(n, a, b, p, y) : add8<false, false>(n, a, b, p, y);
 }
 
 }  // namespace octet::engine::detail

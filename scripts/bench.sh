@@ -8,7 +8,9 @@
 # For each thread count it runs, back to back: `octet bench train` with
 # OPENBLAS_CORETYPE unset (OpenBLAS picks the core for this CPU) and with
 # OPENBLAS_CORETYPE=Haswell (what some machines' environment sets: it roughly
-# halves sgemm on AVX-512 CPUs), `octet bench engine`, and the peer script.
+# halves sgemm on AVX-512 CPUs), `octet bench engine`, `octet bench peak` (the
+# cores' measured peak int8 MAC/s and fp32 flop/s, which the last table of
+# each thread count divides by), and the peer script.
 # ONNX Runtime (scripts/ort_setup.sh installs it) times the very network the
 # engine runs: the random ResNet-20 of `octet bench engine --save-model`,
 # converted by `octet export --onnx` to QDQ with uint8 activations (U8S8, what
@@ -31,6 +33,9 @@ mkdir -p "$out"
 # key value lines -> the value of one key (empty when absent)
 val() { awk -v k="$2" '$1 == k { print $2; exit }' "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.2fx", a / b; else print "-" }'; }
+# images/s x multiply-adds per image x factor -> G per second; a over b as a percentage
+rate() { awk -v r="$1" -v m="$2" -v f="$3" 'BEGIN { if (r != "" && m != "") printf "%.1f", r * m * f / 1e9; }'; }
+share() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b > 0) printf "%.0f%%", 100 * a / b; else print "-" }'; }
 
 # The engine's benchmark network as ONNX, for the ORT peer (skipped without ORT).
 ort_dir="$build/ort"
@@ -57,6 +62,8 @@ for t in $threads; do
   OPENBLAS_CORETYPE=Haswell "$octet" bench train --threads "$t" > "$out/octet_train_haswell_t$t.txt"
   echo "threads $t: octet bench engine ..." >&2
   "$octet" bench engine --threads "$t" > "$out/octet_engine_t$t.txt"
+  echo "threads $t: octet bench peak ..." >&2
+  "$octet" bench peak --threads "$t" > "$out/octet_peak_t$t.txt"
   : > "$out/ort_t$t.txt"
   if [ "$have_ort" = 1 ]; then
     echo "threads $t: ONNX Runtime (U8S8 and fp32) ..." >&2
@@ -92,6 +99,29 @@ for t in $threads; do
   done
   printf "| %-34s | %10s | %10s | %12s | %7s |\n" "train_qat_img_s" "$(val "$o" train_qat_img_s)" "" "" \
     "qat/fp32 cpu $(val "$o" train_qat_over_fp32_cpu)"
+
+  # Against the machine: rates as a share of `octet bench peak` at this thread count.
+  # int8: the engine's exact kernels against the instruction they are built on
+  # (vpdpbusd with VNNI, else vpmaddwd); oneDNN's against its own (vpdpbusd, else
+  # the saturating vpmaddubsw). Training: 6 flops per multiply-add (forward, and
+  # the two gradients), against fp32 FMA.
+  k=$([ "$t" = 1 ] && echo t1 || echo tN)
+  pk="$out/octet_peak_t$t.txt"
+  macs=$(val "$e" macs_per_image)
+  if [ "$(val "$e" isa)" = avx512_vnni ]; then eng_peak=peak_int8_vnni_gmacs; dnn_peak=peak_int8_vnni_gmacs
+  else eng_peak=peak_int8_pmaddwd_gmacs; dnn_peak=peak_int8_maddubs_gmacs; fi
+  echo
+  printf "| %-40s | %12s | %-30s | %7s |\n" "threads $t: against the measured peak" "G/s" "peak (octet bench peak)" "share"
+  printf "|%s|%s|%s|%s|\n" "------------------------------------------" "-------------:" "--------------------------------" "--------:"
+  g=$(rate "$(val "$e" infer_int8_b100_img_s)" "$macs" 1)
+  printf "| %-40s | %12s | %-30s | %7s |\n" "engine int8 b100 (GMAC/s)" "$g" "${eng_peak#peak_int8_} $(val "$pk" ${eng_peak}_$k)" \
+    "$(share "$g" "$(val "$pk" ${eng_peak}_$k)")"
+  g=$(rate "$(val "$p" infer_int8_onednn_b100_img_s)" "$macs" 1)
+  printf "| %-40s | %12s | %-30s | %7s |\n" "PyTorch oneDNN int8 b100 (GMAC/s)" "$g" "${dnn_peak#peak_int8_} $(val "$pk" ${dnn_peak}_$k)" \
+    "$(share "$g" "$(val "$pk" ${dnn_peak}_$k)")"
+  g=$(rate "$(val "$o" train_fp32_img_s)" "$macs" 6)
+  printf "| %-40s | %12s | %-30s | %7s |\n" "Octet training fp32 (GFLOP/s)" "$g" "fp32 FMA $(val "$pk" peak_fp32_fma_gflops_$k)" \
+    "$(share "$g" "$(val "$pk" peak_fp32_fma_gflops_$k)")"
 done
 echo
 echo "raw outputs in $out/"

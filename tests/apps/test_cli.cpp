@@ -22,6 +22,7 @@
 
 #include "core/checkpoint.h"
 #include "core/image.h"
+#include "engine/kernels.h"
 #include "tests/apps/cli_util.h"
 #include "tests/core/test_data_util.h"
 
@@ -164,7 +165,8 @@ TEST_CASE("cli: wrong flags exit 2 with a message that names the flag") {
 TEST_CASE("cli: bench engine prints the peer's keys, CPU time per image and, with --layers, a row per op") {
   const Result r = octet_cli("bench engine --threads 1 --seconds 0.02 --layers");
   REQUIRE(r.code == 0);
-  for (const char* key : {"infer_int8_b1_img_s ", "infer_int8_b100_img_s ", "infer_int8_b1_cpu_us_per_img ",
+  for (const char* key : {"infer_int8_b1_img_s ", "infer_int8_b100_img_s ", "infer_int8_b100_gmacs ",
+                          "infer_int8_b1_cpu_us_per_img ",
                           "infer_int8_b100_cpu_us_per_img ", "engine_arena_bytes ", "isa "})
     CHECK_MESSAGE(contains(r.output, std::string("\n") + key), key);
   CHECK(contains(r.output, "layers at batch 1: "));
@@ -180,6 +182,42 @@ TEST_CASE("cli: bench engine prints the peer's keys, CPU time per image and, wit
   const Result bad = octet_cli("bench engine --seconds 0");
   CHECK(bad.code == 2);
   CHECK(contains(bad.output, "--seconds must be > 0"));
+}
+
+TEST_CASE("cli: bench peak measures the int8 and fp32 peak rates, 1 thread and N") {
+  const Result r = octet_cli("bench peak --threads 2 --seconds 0.02");
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK(contains(r.output, "threads 2\n"));
+#if defined(__x86_64__)
+  auto value = [&](const std::string& key) {
+    const size_t at = r.output.find(key + " ");
+    REQUIRE_MESSAGE(at != std::string::npos, key);
+    return std::stod(r.output.substr(at + key.size() + 1));
+  };
+  if (!__builtin_cpu_supports("avx2")) {
+    CHECK(contains(r.output, "peak_int8_pmaddwd_gmacs unsupported"));
+    return;
+  }
+  // Per core and second: vpmaddwd does 16 multiply-adds, at most a few per
+  // cycle at a few GHz. A rate outside [0.5, 500] G/s per thread would mean
+  // the loop was optimized away or miscounted, not a fast or slow machine.
+  for (const char* key : {"peak_int8_pmaddwd_gmacs", "peak_int8_maddubs_gmacs", "peak_fp32_fma_gflops"})
+    for (const char* n : {"_t1", "_tN"}) {
+      const double v = value(std::string(key) + n);
+      CHECK_MESSAGE(v > 0.5, key << n);
+      CHECK_MESSAGE(v < (std::string(n) == "_t1" ? 500 : 1000), key << n);
+    }
+  if (octet::engine::isa_supported(octet::engine::Isa::avx512_vnni))
+    CHECK(value("peak_int8_vnni_gmacs_t1") > 0.5);
+  else
+    CHECK(contains(r.output, "peak_int8_vnni_gmacs unsupported"));
+#else
+  CHECK(contains(r.output, "peak unmeasured"));
+#endif
+  const Result bad = octet_cli("bench peak --threads -1");
+  CHECK(bad.code == 2);
+  CHECK(contains(bad.output, "--threads must be >= 0"));
 }
 
 TEST_CASE("cli: bench train prints the peer's keys, the CPU cost of a step and the peak memory") {
