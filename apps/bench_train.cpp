@@ -14,6 +14,13 @@
 //                          step (memory handed back to the system and faulted in
 //                          again; core/alloc.h keeps it): timed steps only
 //   peak_rss_mb            the process's peak resident memory at the end
+//   train_profile_step_ms, train_profile.<part> MS ms SHARE%   three more float
+//                          steps with core/profile.h on: the step's wall time, then
+//                          where it went, largest first: each op's forward and
+//                          backward (the convolution's input and weight gradients
+//                          apart), the autograd's gradient sums, the optimizer,
+//                          and "other" (what no scope covers). The input batch is
+//                          made once, so data loading is not in it (octet bench data)
 //   train_qat_img_s        as train_fp32_img_s, the model prepared for QAT with the
 //                          study's default knobs (quant/qat.h), fake quant on (the
 //                          phase after the quantize delay: the slower one)
@@ -27,6 +34,7 @@
 //                          pass ends, the loss, BatchNorm statistics none here)
 //   train_compute_ms_per_step           the rest of the step
 //   train_reduced_mb_per_step           bytes this rank contributes to reductions
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -41,6 +49,7 @@
 #include "core/distributed.h"
 #include "core/loader.h"
 #include "core/parallel.h"
+#include "core/profile.h"
 #include "core/rng.h"
 #include "nn/data_parallel.h"
 #include "nn/optim.h"
@@ -93,6 +102,28 @@ double rate(const std::function<void()>& fn, int images, int iters, int warm = 2
   return static_cast<double>(images) * iters / s;
 }
 
+// `steps` more calls of step with core/profile.h on: one line per scope,
+// "train_profile.<name> <ms per step> ms <share of the step>", largest first,
+// then what no scope covered (zero_grad, ops without a scope) as "other".
+void print_profile(const std::function<void()>& step, int steps) {
+  profile::enable(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; ++i) step();
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
+  profile::enable(false);
+  std::printf("train_profile_step_ms %.1f\n", 1e3 * total);
+  double covered = 0;
+  auto line = [&](std::string name, double seconds) {
+    std::replace(name.begin(), name.end(), ' ', '_');
+    std::printf("train_profile.%s %.2f ms %.1f%%\n", name.c_str(), 1e3 * seconds, 100 * seconds / total);
+  };
+  for (const profile::Row& r : profile::rows()) {
+    covered += r.seconds / steps;
+    line(r.name, r.seconds / steps);
+  }
+  line("other", std::max(0.0, total - covered));
+}
+
 double peak_rss_mb() {
   rusage r{};
   getrusage(RUSAGE_SELF, &r);
@@ -107,7 +138,8 @@ int bench_train(int argc, char** argv) {
          "Prints train_fp32_img_s, infer_fp32_b1_img_s, infer_fp32_b100_img_s as the peer script does,\n"
          "and train_qat_img_s (the same training step with QAT, the study's default knobs);\n"
          "train_fp32_sys_share and train_fp32_minor_faults_per_step (the kernel's share of a\n"
-         "step's CPU time and its page faults: memory reuse), and peak_rss_mb.\n");
+         "step's CPU time and its page faults: memory reuse), peak_rss_mb, and where a\n"
+         "step's time goes (train_profile.*: each op's forward and backward, the optimizer).\n");
   if (a.help()) {
     std::fputs(a.usage().c_str(), stdout);
     return 0;
@@ -183,6 +215,7 @@ int bench_train(int argc, char** argv) {
   std::printf("train_fp32_cpu_ms_per_step %.1f\n", 1e3 * cpu);
   std::printf("train_fp32_sys_share %.3f\n", cost.sys_share);
   std::printf("train_fp32_minor_faults_per_step %.0f\n", cost.minor_faults);
+  print_profile(step, 3);
   std::fflush(stdout);
 
   {

@@ -12,6 +12,7 @@
 #include "core/blas.h"
 #include "core/ops.h"
 #include "core/ops_internal.h"
+#include "core/profile.h"
 
 namespace octet {
 
@@ -231,6 +232,7 @@ void check_binary(const char* op, const Tensor& a, const Tensor& b) {
 // ---------------------------------------------------------------- elementwise
 
 Tensor add(const Tensor& a, const Tensor& b) {
+  const profile::Scope scope("add forward");
   check_binary("add", a, b);
   // Equal shapes (the residual add) take the vectorized loop of add_raw.
   Tensor out = a.shape() == b.shape() ? detail::add_raw(a, b)
@@ -293,6 +295,7 @@ OCTET_SIMD_CLONES void relu_backward(const float* __restrict y, const float* __r
 }  // namespace
 
 Tensor relu(const Tensor& x) {
+  const profile::Scope scope("relu forward");
   require_defined("relu", x, "x");
   Tensor out = Tensor::empty(x.shape());
   const float* px = x.data();
@@ -419,6 +422,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const profile::Scope scope("linear forward");
   require_ndim("linear", x, "x", 2);
   require_ndim("linear", w, "w", 2);
   if (x.dim(1) != w.dim(1))
@@ -579,6 +583,7 @@ Tensor one_hot(std::span<const int> labels, int64_t classes, float label_smoothi
 }
 
 Tensor cross_entropy(const Tensor& logits, std::span<const int> labels, float label_smoothing) {
+  const profile::Scope scope("cross_entropy forward");
   require_logits("cross_entropy", logits);
   const int64_t N = logits.dim(0), C = logits.dim(1);
   if (static_cast<int64_t>(labels.size()) != N)

@@ -40,6 +40,7 @@
 #include "core/ops.h"
 #include "core/ops_conv_direct.h"
 #include "core/ops_internal.h"
+#include "core/profile.h"
 
 namespace octet {
 
@@ -322,14 +323,19 @@ void conv_backward(const Geom& c, const float* x, const float* w, const float* g
     return;
   }
   if (dx && dx_as_conv(c)) {
+    const profile::Scope scope("conv2d input gradient");
     conv_dx_as_conv(c, w, gy, dx);
     dx = nullptr;
   }
   if (dw && use_direct(c)) {
+    const profile::Scope scope("conv2d weight gradient");
     detail::direct_conv3x3_weight_grad(direct_shape(c), x, gy, dw);
     dw = nullptr;
   }
   if (!dx && !dw) return;
+  const profile::Scope scope(dx && dw ? "conv2d input and weight gradients im2col"
+                             : dx     ? "conv2d input gradient im2col"
+                                      : "conv2d weight gradient im2col");
   const int64_t tasks = c.ntiles * c.G;
   const int64_t wsize = c.Cout * c.K;
   Tensor slots = dw ? Tensor::empty({c.ntiles, wsize}) : Tensor();  // per-tile partial dW
@@ -409,7 +415,10 @@ void bias_backward(const Geom& c, const float* gy, float* db) {
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Conv2dOptions opt) {
   const Geom c = make_geom(x, w, bias, opt);
   Tensor y = Tensor::empty({c.N, c.Cout, c.OH, c.OW});
-  conv_forward(c, x.data(), w.data(), bias.defined() ? bias.data() : nullptr, y.data());
+  {
+    const profile::Scope scope("conv2d forward");
+    conv_forward(c, x.data(), w.data(), bias.defined() ? bias.data() : nullptr, y.data());
+  }
   const bool gx = needs_grad(x), gw = needs_grad(w), gb = needs_grad(bias);
   if (!gx && !gw && !gb) return y;
   Tensor sx = gw ? x.detach() : Tensor();

@@ -19,6 +19,7 @@
 #include "core/distributed.h"
 #include "core/ops.h"
 #include "core/ops_internal.h"
+#include "core/profile.h"
 
 namespace octet {
 
@@ -179,6 +180,7 @@ std::vector<double> global_channel_sums(const float* x, const BnGeom& s, Communi
 // x [N, C, H, W] or [N, C] -> same shape; per-channel scale/shift.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean, Tensor& running_var,
                   bool training, float momentum, float eps, Communicator* group) {
+  const profile::Scope scope("batch_norm forward");
   const BnGeom s = bn_geom(x, gamma, beta, running_mean, running_var, training, eps);
   const int64_t N = s.N, C = s.C, HW = s.HW;
   // The synchronized path's group, null on the local one.

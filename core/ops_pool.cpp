@@ -7,6 +7,7 @@
 
 #include "core/ops.h"
 #include "core/ops_internal.h"
+#include "core/profile.h"
 
 namespace octet {
 
@@ -40,6 +41,7 @@ int64_t plane_grain(int64_t plane_size) { return std::max<int64_t>(1, detail::kE
 
 // x [N, C, H, W] -> [N, C, OH, OW]; the window max, padding excluded.
 Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad) {
+  const profile::Scope scope("max_pool2d forward");
   const PoolGeom g = pool_geom("max_pool2d", x, kernel, stride, pad);
   Tensor y = Tensor::empty({x.dim(0), x.dim(1), g.OH, g.OW});
   const bool grad = needs_grad(x);
@@ -90,6 +92,7 @@ Tensor max_pool2d(const Tensor& x, int kernel, int stride, int pad) {
 
 // x [N, C, H, W] -> [N, C, OH, OW]; window sum / (kernel*kernel).
 Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int pad) {
+  const profile::Scope scope("avg_pool2d forward");
   const PoolGeom g = pool_geom("avg_pool2d", x, kernel, stride, pad);
   Tensor y = Tensor::empty({x.dim(0), x.dim(1), g.OH, g.OW});
   const float inv = 1.0f / static_cast<float>(kernel * kernel);
@@ -142,6 +145,7 @@ Tensor avg_pool2d(const Tensor& x, int kernel, int stride, int pad) {
 
 // x [N, C, H, W] -> [N, C]: mean over H, W.
 Tensor global_avg_pool(const Tensor& x) {
+  const profile::Scope scope("global_avg_pool forward");
   detail::require_ndim("global_avg_pool", x, "x", 4);
   const int64_t planes = x.dim(0) * x.dim(1), HW = x.dim(2) * x.dim(3);
   if (HW == 0) fail("global_avg_pool", "empty spatial dims in " + shape_str(x.shape()));

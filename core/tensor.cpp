@@ -11,6 +11,7 @@
 
 #include "core/alloc.h"
 #include "core/ops_internal.h"
+#include "core/profile.h"
 #include "core/rng.h"
 
 namespace octet {
@@ -288,7 +289,12 @@ void run_backward(const std::shared_ptr<TensorImpl>& root, const Tensor& seed, c
       pending.erase(it);
     }
     if (g.defined()) {
-      std::vector<Tensor> grads = node->backward(g);
+      std::vector<Tensor> grads;
+      {
+        const profile::Scope scope(profile::enabled() ? node->name + " backward" : std::string());
+        grads = node->backward(g);
+      }
+      const profile::Scope sums("autograd gradient sums");
       if (grads.size() != node->inputs.size())
         throw std::runtime_error("backward of '" + node->name + "' returned " + std::to_string(grads.size()) +
                                  " gradients for " + std::to_string(node->inputs.size()) + " inputs");

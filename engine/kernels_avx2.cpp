@@ -74,7 +74,7 @@ inline __m256i broadcast2(const int16_t* p) {
 // inline, which gives it GCC's larger inlining limits than a plain function.
 struct Kernel {
   using T = int16_t;
-  static constexpr int kMr[] = {8, 5};  // MR for NR = 1, 2
+  static constexpr int kMr[] = {8, 6};  // MR for NR = 1, 2
   template <int MR, int NR>
   static void tile(const ConvView& v, const ConvBlock& b, const int16_t* const* base, int8_t* const* out);
 };

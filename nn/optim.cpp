@@ -4,6 +4,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "core/profile.h"
+
 namespace octet::nn {
 
 Optimizer::Optimizer(const OptimizerConfig& config, NamedTensors params)
@@ -16,6 +18,7 @@ Optimizer::Optimizer(const OptimizerConfig& config, NamedTensors params)
 }
 
 void Optimizer::step() {
+  const profile::Scope scope("optimizer step");
   const size_t nslots = slot_names().size();
   for (Param& prm : params_) {
     Tensor grad = prm.p.grad();

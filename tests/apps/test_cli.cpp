@@ -220,7 +220,7 @@ TEST_CASE("cli: bench peak measures the int8 and fp32 peak rates, 1 thread and N
   CHECK(contains(bad.output, "--threads must be >= 0"));
 }
 
-TEST_CASE("cli: bench train prints the peer's keys, the CPU cost of a step and the peak memory") {
+TEST_CASE("cli: bench train prints the peer's keys, the CPU cost of a step, the peak memory and the step's profile") {
   const Result r = octet_cli("bench train --threads 1 --iters 1");
   REQUIRE(r.code == 0);
   auto value = [&](const std::string& key) {
@@ -237,6 +237,21 @@ TEST_CASE("cli: bench train prints the peer's keys, the CPU cost of a step and t
   CHECK(value("train_fp32_minor_faults_per_step") >= 0);
   // ResNet-20 at batch 128 holds tens of MB of activations.
   CHECK(value("peak_rss_mb") > 20);
+  // Where a step goes: the convolution's three parts, BN, the optimizer, and
+  // the rest; the parts add up to the step (each line: ms, then the share).
+  const double step_ms = value("train_profile_step_ms");
+  CHECK(step_ms > 0);
+  double sum_ms = 0;
+  for (size_t at = r.output.find("\ntrain_profile."); at != std::string::npos;
+       at = r.output.find("\ntrain_profile.", at + 1)) {
+    const size_t space = r.output.find(' ', at);
+    sum_ms += std::stod(r.output.substr(space + 1));
+  }
+  for (const char* part : {"conv2d_forward", "conv2d_input_gradient", "conv2d_weight_gradient", "batch_norm_forward",
+                           "batch_norm_backward", "relu_backward", "optimizer_step", "other"})
+    CHECK_MESSAGE(value(std::string("train_profile.") + part) >= 0, part);
+  CHECK(sum_ms == doctest::Approx(step_ms).epsilon(0.02));
+  CHECK(value("train_profile.conv2d_forward") > value("train_profile.optimizer_step"));
 
   const Result bad = octet_cli("bench train --iters 0");
   CHECK(bad.code == 2);
