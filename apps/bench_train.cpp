@@ -14,7 +14,7 @@
 //                          step (memory handed back to the system and faulted in
 //                          again; core/alloc.h keeps it): timed steps only
 //   peak_rss_mb            the process's peak resident memory at the end
-//   train_profile_step_ms, train_profile.<part> MS ms SHARE%   three more float
+//   train_profile_step_ms, train_profile.<part> MS ms SHARE%   min(3, iters) more float
 //                          steps with core/profile.h on: the step's wall time, then
 //                          where it went, largest first: each op's forward and
 //                          backward (the convolution's input and weight gradients
@@ -215,7 +215,7 @@ int bench_train(int argc, char** argv) {
   std::printf("train_fp32_cpu_ms_per_step %.1f\n", 1e3 * cpu);
   std::printf("train_fp32_sys_share %.3f\n", cost.sys_share);
   std::printf("train_fp32_minor_faults_per_step %.0f\n", cost.minor_faults);
-  print_profile(step, 3);
+  print_profile(step, std::min(iters, 3));
   std::fflush(stdout);
 
   {
