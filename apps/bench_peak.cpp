@@ -46,26 +46,28 @@ __attribute__((target("avx2"))) double loop_pmaddwd(long iters) {
   const float one = 1.0f;
   long n = iters;
   asm volatile(
-        "vbroadcastss %[one], %%ymm12\n\t"
-        "vbroadcastss %[one], %%ymm13\n\t"
-        "1:\n\t"
-        "vpmaddwd %%ymm12, %%ymm13, %%ymm6\n\t"
-        "vpmaddwd %%ymm12, %%ymm13, %%ymm7\n\t"
-        "vpmaddwd %%ymm12, %%ymm13, %%ymm8\n\t"
-        "vpmaddwd %%ymm12, %%ymm13, %%ymm9\n\t"
-        "vpmaddwd %%ymm12, %%ymm13, %%ymm10\n\t"
-        "vpmaddwd %%ymm12, %%ymm13, %%ymm11\n\t"
-        "vpaddd %%ymm6, %%ymm0, %%ymm0\n\t"
-        "vpaddd %%ymm7, %%ymm1, %%ymm1\n\t"
-        "vpaddd %%ymm8, %%ymm2, %%ymm2\n\t"
-        "vpaddd %%ymm9, %%ymm3, %%ymm3\n\t"
-        "vpaddd %%ymm10, %%ymm4, %%ymm4\n\t"
-        "vpaddd %%ymm11, %%ymm5, %%ymm5\n\t"        "dec %[n]\n\t"
-        "jnz 1b\n\t"
-        "vzeroupper\n\t"
-        : [n] "+r"(n)
-        : [one] "m"(one)
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "cc");
+      "vbroadcastss %[one], %%ymm12\n\t"
+      "vbroadcastss %[one], %%ymm13\n\t"
+      "1:\n\t"
+      "vpmaddwd %%ymm12, %%ymm13, %%ymm6\n\t"
+      "vpmaddwd %%ymm12, %%ymm13, %%ymm7\n\t"
+      "vpmaddwd %%ymm12, %%ymm13, %%ymm8\n\t"
+      "vpmaddwd %%ymm12, %%ymm13, %%ymm9\n\t"
+      "vpmaddwd %%ymm12, %%ymm13, %%ymm10\n\t"
+      "vpmaddwd %%ymm12, %%ymm13, %%ymm11\n\t"
+      "vpaddd %%ymm6, %%ymm0, %%ymm0\n\t"
+      "vpaddd %%ymm7, %%ymm1, %%ymm1\n\t"
+      "vpaddd %%ymm8, %%ymm2, %%ymm2\n\t"
+      "vpaddd %%ymm9, %%ymm3, %%ymm3\n\t"
+      "vpaddd %%ymm10, %%ymm4, %%ymm4\n\t"
+      "vpaddd %%ymm11, %%ymm5, %%ymm5\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "vzeroupper\n\t"
+      : [n] "+r"(n)
+      : [one] "m"(one)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+        "xmm13", "cc");
   return 6.0 * 16 * static_cast<double>(iters);
 }
 
@@ -74,28 +76,30 @@ __attribute__((target("avx2"))) double loop_maddubs(long iters) {
   const float one = 1.0f;
   long n = iters;
   asm volatile(
-        "vbroadcastss %[one], %%ymm12\n\t"
-        "vbroadcastss %[one], %%ymm13\n\t"
-        "vpcmpeqw %%ymm14, %%ymm14, %%ymm14\n\t"
-        "vpsrlw $15, %%ymm14, %%ymm14\n\t"
-        "1:\n\t"
-        "vpmaddubsw %%ymm12, %%ymm13, %%ymm4\n\t"
-        "vpmaddubsw %%ymm12, %%ymm13, %%ymm5\n\t"
-        "vpmaddubsw %%ymm12, %%ymm13, %%ymm6\n\t"
-        "vpmaddubsw %%ymm12, %%ymm13, %%ymm7\n\t"
-        "vpmaddwd %%ymm14, %%ymm4, %%ymm8\n\t"
-        "vpmaddwd %%ymm14, %%ymm5, %%ymm9\n\t"
-        "vpmaddwd %%ymm14, %%ymm6, %%ymm10\n\t"
-        "vpmaddwd %%ymm14, %%ymm7, %%ymm11\n\t"
-        "vpaddd %%ymm8, %%ymm0, %%ymm0\n\t"
-        "vpaddd %%ymm9, %%ymm1, %%ymm1\n\t"
-        "vpaddd %%ymm10, %%ymm2, %%ymm2\n\t"
-        "vpaddd %%ymm11, %%ymm3, %%ymm3\n\t"        "dec %[n]\n\t"
-        "jnz 1b\n\t"
-        "vzeroupper\n\t"
-        : [n] "+r"(n)
-        : [one] "m"(one)
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "cc");
+      "vbroadcastss %[one], %%ymm12\n\t"
+      "vbroadcastss %[one], %%ymm13\n\t"
+      "vpcmpeqw %%ymm14, %%ymm14, %%ymm14\n\t"
+      "vpsrlw $15, %%ymm14, %%ymm14\n\t"
+      "1:\n\t"
+      "vpmaddubsw %%ymm12, %%ymm13, %%ymm4\n\t"
+      "vpmaddubsw %%ymm12, %%ymm13, %%ymm5\n\t"
+      "vpmaddubsw %%ymm12, %%ymm13, %%ymm6\n\t"
+      "vpmaddubsw %%ymm12, %%ymm13, %%ymm7\n\t"
+      "vpmaddwd %%ymm14, %%ymm4, %%ymm8\n\t"
+      "vpmaddwd %%ymm14, %%ymm5, %%ymm9\n\t"
+      "vpmaddwd %%ymm14, %%ymm6, %%ymm10\n\t"
+      "vpmaddwd %%ymm14, %%ymm7, %%ymm11\n\t"
+      "vpaddd %%ymm8, %%ymm0, %%ymm0\n\t"
+      "vpaddd %%ymm9, %%ymm1, %%ymm1\n\t"
+      "vpaddd %%ymm10, %%ymm2, %%ymm2\n\t"
+      "vpaddd %%ymm11, %%ymm3, %%ymm3\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "vzeroupper\n\t"
+      : [n] "+r"(n)
+      : [one] "m"(one)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+        "xmm13", "xmm14", "cc");
   return 4.0 * 32 * static_cast<double>(iters);
 }
 
@@ -104,24 +108,25 @@ __attribute__((target("avx512f,avx512vnni"))) double loop_vnni(long iters) {
   const float one = 1.0f;
   long n = iters;
   asm volatile(
-        "vbroadcastss %[one], %%zmm30\n\t"
-        "vbroadcastss %[one], %%zmm31\n\t"
-        "1:\n\t"
-        "vpdpbusd %%zmm30, %%zmm31, %%zmm0\n\t"
-        "vpdpbusd %%zmm30, %%zmm31, %%zmm1\n\t"
-        "vpdpbusd %%zmm30, %%zmm31, %%zmm2\n\t"
-        "vpdpbusd %%zmm30, %%zmm31, %%zmm3\n\t"
-        "vpdpbusd %%zmm30, %%zmm31, %%zmm4\n\t"
-        "vpdpbusd %%zmm30, %%zmm31, %%zmm5\n\t"
-        "vpdpbusd %%zmm30, %%zmm31, %%zmm6\n\t"
-        "vpdpbusd %%zmm30, %%zmm31, %%zmm7\n\t"
-        "vpdpbusd %%zmm30, %%zmm31, %%zmm8\n\t"
-        "vpdpbusd %%zmm30, %%zmm31, %%zmm9\n\t"        "dec %[n]\n\t"
-        "jnz 1b\n\t"
-        "vzeroupper\n\t"
-        : [n] "+r"(n)
-        : [one] "m"(one)
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm30", "xmm31", "cc");
+      "vbroadcastss %[one], %%zmm30\n\t"
+      "vbroadcastss %[one], %%zmm31\n\t"
+      "1:\n\t"
+      "vpdpbusd %%zmm30, %%zmm31, %%zmm0\n\t"
+      "vpdpbusd %%zmm30, %%zmm31, %%zmm1\n\t"
+      "vpdpbusd %%zmm30, %%zmm31, %%zmm2\n\t"
+      "vpdpbusd %%zmm30, %%zmm31, %%zmm3\n\t"
+      "vpdpbusd %%zmm30, %%zmm31, %%zmm4\n\t"
+      "vpdpbusd %%zmm30, %%zmm31, %%zmm5\n\t"
+      "vpdpbusd %%zmm30, %%zmm31, %%zmm6\n\t"
+      "vpdpbusd %%zmm30, %%zmm31, %%zmm7\n\t"
+      "vpdpbusd %%zmm30, %%zmm31, %%zmm8\n\t"
+      "vpdpbusd %%zmm30, %%zmm31, %%zmm9\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "vzeroupper\n\t"
+      : [n] "+r"(n)
+      : [one] "m"(one)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm30", "xmm31", "cc");
   return 10.0 * 64 * static_cast<double>(iters);
 }
 
@@ -130,24 +135,25 @@ __attribute__((target("avx2,fma"))) double loop_fma256(long iters) {
   const float one = 1.0f;
   long n = iters;
   asm volatile(
-        "vbroadcastss %[one], %%ymm12\n\t"
-        "vbroadcastss %[one], %%ymm13\n\t"
-        "1:\n\t"
-        "vfmadd231ps %%ymm12, %%ymm13, %%ymm0\n\t"
-        "vfmadd231ps %%ymm12, %%ymm13, %%ymm1\n\t"
-        "vfmadd231ps %%ymm12, %%ymm13, %%ymm2\n\t"
-        "vfmadd231ps %%ymm12, %%ymm13, %%ymm3\n\t"
-        "vfmadd231ps %%ymm12, %%ymm13, %%ymm4\n\t"
-        "vfmadd231ps %%ymm12, %%ymm13, %%ymm5\n\t"
-        "vfmadd231ps %%ymm12, %%ymm13, %%ymm6\n\t"
-        "vfmadd231ps %%ymm12, %%ymm13, %%ymm7\n\t"
-        "vfmadd231ps %%ymm12, %%ymm13, %%ymm8\n\t"
-        "vfmadd231ps %%ymm12, %%ymm13, %%ymm9\n\t"        "dec %[n]\n\t"
-        "jnz 1b\n\t"
-        "vzeroupper\n\t"
-        : [n] "+r"(n)
-        : [one] "m"(one)
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm12", "xmm13", "cc");
+      "vbroadcastss %[one], %%ymm12\n\t"
+      "vbroadcastss %[one], %%ymm13\n\t"
+      "1:\n\t"
+      "vfmadd231ps %%ymm12, %%ymm13, %%ymm0\n\t"
+      "vfmadd231ps %%ymm12, %%ymm13, %%ymm1\n\t"
+      "vfmadd231ps %%ymm12, %%ymm13, %%ymm2\n\t"
+      "vfmadd231ps %%ymm12, %%ymm13, %%ymm3\n\t"
+      "vfmadd231ps %%ymm12, %%ymm13, %%ymm4\n\t"
+      "vfmadd231ps %%ymm12, %%ymm13, %%ymm5\n\t"
+      "vfmadd231ps %%ymm12, %%ymm13, %%ymm6\n\t"
+      "vfmadd231ps %%ymm12, %%ymm13, %%ymm7\n\t"
+      "vfmadd231ps %%ymm12, %%ymm13, %%ymm8\n\t"
+      "vfmadd231ps %%ymm12, %%ymm13, %%ymm9\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "vzeroupper\n\t"
+      : [n] "+r"(n)
+      : [one] "m"(one)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm12", "xmm13", "cc");
   return 10.0 * 16 * static_cast<double>(iters);
 }
 
@@ -156,24 +162,25 @@ __attribute__((target("avx512f"))) double loop_fma512(long iters) {
   const float one = 1.0f;
   long n = iters;
   asm volatile(
-        "vbroadcastss %[one], %%zmm30\n\t"
-        "vbroadcastss %[one], %%zmm31\n\t"
-        "1:\n\t"
-        "vfmadd231ps %%zmm30, %%zmm31, %%zmm0\n\t"
-        "vfmadd231ps %%zmm30, %%zmm31, %%zmm1\n\t"
-        "vfmadd231ps %%zmm30, %%zmm31, %%zmm2\n\t"
-        "vfmadd231ps %%zmm30, %%zmm31, %%zmm3\n\t"
-        "vfmadd231ps %%zmm30, %%zmm31, %%zmm4\n\t"
-        "vfmadd231ps %%zmm30, %%zmm31, %%zmm5\n\t"
-        "vfmadd231ps %%zmm30, %%zmm31, %%zmm6\n\t"
-        "vfmadd231ps %%zmm30, %%zmm31, %%zmm7\n\t"
-        "vfmadd231ps %%zmm30, %%zmm31, %%zmm8\n\t"
-        "vfmadd231ps %%zmm30, %%zmm31, %%zmm9\n\t"        "dec %[n]\n\t"
-        "jnz 1b\n\t"
-        "vzeroupper\n\t"
-        : [n] "+r"(n)
-        : [one] "m"(one)
-        : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm30", "xmm31", "cc");
+      "vbroadcastss %[one], %%zmm30\n\t"
+      "vbroadcastss %[one], %%zmm31\n\t"
+      "1:\n\t"
+      "vfmadd231ps %%zmm30, %%zmm31, %%zmm0\n\t"
+      "vfmadd231ps %%zmm30, %%zmm31, %%zmm1\n\t"
+      "vfmadd231ps %%zmm30, %%zmm31, %%zmm2\n\t"
+      "vfmadd231ps %%zmm30, %%zmm31, %%zmm3\n\t"
+      "vfmadd231ps %%zmm30, %%zmm31, %%zmm4\n\t"
+      "vfmadd231ps %%zmm30, %%zmm31, %%zmm5\n\t"
+      "vfmadd231ps %%zmm30, %%zmm31, %%zmm6\n\t"
+      "vfmadd231ps %%zmm30, %%zmm31, %%zmm7\n\t"
+      "vfmadd231ps %%zmm30, %%zmm31, %%zmm8\n\t"
+      "vfmadd231ps %%zmm30, %%zmm31, %%zmm9\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "vzeroupper\n\t"
+      : [n] "+r"(n)
+      : [one] "m"(one)
+      : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm30", "xmm31", "cc");
   return 10.0 * 32 * static_cast<double>(iters);
 }
 
@@ -249,7 +256,8 @@ int bench_peak(int argc, char** argv) {
   a.finish();
   if (threads_arg < 0) throw UsageError("octet bench peak: --threads must be >= 0");
   if (!(seconds > 0)) throw UsageError("octet bench peak: --seconds must be > 0");
-  const int threads = threads_arg > 0 ? threads_arg : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads =
+      threads_arg > 0 ? threads_arg : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::printf("threads %d\n", threads);
 #if defined(__x86_64__)
   for (const Kernel& k : kernels()) {

@@ -32,7 +32,7 @@ int8 weights with per-channel scales, int32 biases, every activation as
 QuantizeLinear -> DequantizeLinear with the model's own scale and zero point.
 --onnx-form integer writes the engine's integer arithmetic itself in ONNX
 integer ops instead (ConvInteger, int64 fixed-point requantization): ONNX
-Runtime then gives the engine's logits bit for bit, a few times slower. An
+Runtime then gives the engine's logits bit for bit, about 10x slower. An
 existing model file (.oct) converts to ONNX the same way. Check the ONNX file
 in ONNX Runtime against the engine with
   octet eval FILE.onnx --data PATH --against MODEL.oct

@@ -382,14 +382,18 @@ int eval_onnx(int argc, char** argv) {
                   path.c_str(), ort.output_scale, ort.output_zero_point, against.c_str(), static_cast<double>(out.scale),
                   static_cast<int>(out.zero_point));
 
+    // The engine's logits as ONNX's DequantizeLinear forms them from the same
+    // codes: (q - zero point) * scale in float32. Equal codes give equal floats.
+    const float out_scale = static_cast<float>(out.scale);
+    auto engine_logit = [&](int8_t code) { return static_cast<float>(code - out.zero_point) * out_scale; };
     std::vector<float> engine_real(q.size());
-    for (size_t i = 0; i < q.size(); ++i) engine_real[i] = static_cast<float>(model->logit_real(q[i]));
+    for (size_t i = 0; i < q.size(); ++i) engine_real[i] = engine_logit(q[i]);
     nn::Metrics engine_metrics(classes);
     engine_metrics.add(logits_tensor(engine_real.data(), count, classes), labels);
 
     // Differences in steps of the engine's logits grid: real difference / s_out.
     // ONNX logits dequantized from the same int8 grid differ by whole steps
-    // (plus float rounding), so |d| < 0.5 is "the same step".
+    // (0 for equal codes), so |d| < 0.5 is "the same step".
     int64_t same_top1 = 0, equal = 0;
     double max_steps = 0, sum_steps = 0;
     for (int64_t i = 0; i < count; ++i) {
@@ -398,7 +402,7 @@ int eval_onnx(int argc, char** argv) {
       same_top1 += argmax_row(o, classes) == engine::argmax(row);
       bool all_equal = true;
       for (int k = 0; k < classes; ++k) {
-        double d = std::abs((static_cast<double>(o[k]) - model->logit_real(row[k])) / out.scale);
+        double d = std::abs((static_cast<double>(o[k]) - engine_logit(row[k])) / out.scale);
         if (!std::isfinite(d)) d = std::numeric_limits<double>::infinity();  // NaN from ORT: never equal
         all_equal = all_equal && d < 0.5;
         max_steps = std::max(max_steps, d);

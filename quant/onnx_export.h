@@ -66,9 +66,10 @@
 // engine's RoundedDivide of the average pools. The output clamp is applied
 // before the zero point is added, so that no int64 Clip or Sign sees a value
 // outside int32: ONNX Runtime 1.31.1 on x86 misorders int64 values in
-// [2^31, 2^32) there (Clip(2^31 + 129, 0, 255) gives 0). Nothing here is fused by
-// ONNX Runtime into int8 kernels, so the integer form is a checker, not a
-// fast model: ONNX Runtime runs it a few times slower than the QDQ form.
+// [2^31, 2^32) there (Clip(2^31 + 129, 0, 255) gives 0). Only ConvInteger
+// runs in integer kernels; the requantization is a dozen int64 elementwise
+// ops per layer, so the integer form is a checker, not a fast model: ONNX
+// Runtime runs it about 10x slower than the QDQ form.
 #pragma once
 
 #include <cstdint>
