@@ -86,8 +86,8 @@ TEST_CASE("profile: a training step's forward and backward appear per op, the co
   const bool weight_grad = rows.count("conv2d weight gradient") || rows.count("conv2d weight gradient im2col");
   CHECK(weight_grad);
   CHECK_FALSE(rows.count("conv2d input gradient"));
-  for (const auto& [name, r] : rows) {
-    CHECK_MESSAGE(r.calls >= 1, name);
-    CHECK_MESSAGE(r.seconds >= 0, name);
+  for (const auto& row : rows) {  // (no structured binding: clang 14 cannot capture one in CHECK_MESSAGE)
+    CHECK_MESSAGE(row.second.calls >= 1, row.first);
+    CHECK_MESSAGE(row.second.seconds >= 0, row.first);
   }
 }
