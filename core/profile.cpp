@@ -44,7 +44,10 @@ std::vector<Row> rows() {
   std::vector<Row> r;
   {
     std::lock_guard<std::mutex> lock(g_mutex);
-    for (const auto& [name, row] : table()) r.push_back(row);
+    for (const auto& [name, row] : table()) {
+      r.push_back(row);
+      r.back().name = name;
+    }
   }
   std::stable_sort(r.begin(), r.end(), [](const Row& a, const Row& b) { return a.seconds > b.seconds; });
   return r;
@@ -65,8 +68,7 @@ Scope::~Scope() {
   const double elapsed = std::chrono::duration<double>(Clock::now() - o.start).count();
   if (!t_open.empty()) t_open.back().inner += elapsed;
   std::lock_guard<std::mutex> lock(g_mutex);
-  Row& row = table()[o.name];
-  row.name = o.name;
+  Row& row = table()[o.name];  // its name is the key: rows() copies it in
   row.seconds += elapsed - o.inner;
   ++row.calls;
 }

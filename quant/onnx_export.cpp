@@ -5,13 +5,15 @@
 #include "quant/onnx_export.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <limits>
 #include <map>
 #include <set>
+#include <span>
 #include <sstream>
+#include <type_traits>
 #include <utility>
 
 #include "engine/builder.h"
@@ -94,6 +96,20 @@ std::string num(double v) {
   char b[40];
   std::snprintf(b, sizeof b, "%.9g", v);
   return b;
+}
+
+// Values as little-endian bytes (TensorProto.raw_data), whatever the host's byte order.
+template <class T>
+std::vector<uint8_t> le_bytes(std::span<const T> values) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  static_assert(sizeof(T) == sizeof(U));
+  std::vector<uint8_t> raw;
+  raw.reserve(sizeof(T) * values.size());
+  for (const T& v : values) {
+    const U bits = std::bit_cast<U>(v);
+    for (size_t k = 0; k < sizeof(T); ++k) raw.push_back(static_cast<uint8_t>(bits >> (8 * k)));
+  }
+  return raw;
 }
 
 std::pair<int32_t, int32_t> code_range(DType d) { return d == DType::uint8 ? std::pair{0, 255} : std::pair{-128, 127}; }
@@ -343,9 +359,7 @@ class Exporter {
       w_scale[c] = s_w;
       b_scale[c] = s_b;
     }
-    std::vector<uint8_t> bias_raw;
-    for (int32_t b : bias.i32)
-      for (int k = 0; k < 4; ++k) bias_raw.push_back(static_cast<uint8_t>(static_cast<uint32_t>(b) >> (8 * k)));
+    std::vector<uint8_t> bias_raw = le_bytes<int32_t>(bias.i32);
 
     std::string wr, br;  // the real weights and bias
     if (float_twin_) {
@@ -440,11 +454,7 @@ class Exporter {
   // int64 constants: one value (a scalar) or one per channel ([C, 1, 1],
   // broadcast over NCHW), always as int64 raw data.
   std::string add_i64(const std::string& base, const std::vector<int64_t>& values, std::vector<int64_t> dims = {}) {
-    std::vector<uint8_t> raw;
-    raw.reserve(8 * values.size());
-    for (int64_t v : values)
-      for (int k = 0; k < 8; ++k) raw.push_back(static_cast<uint8_t>(static_cast<uint64_t>(v) >> (8 * k)));
-    return add_init(base, onnx::kInt64, std::move(dims), std::move(raw));
+    return add_init(base, onnx::kInt64, std::move(dims), le_bytes<int64_t>(values));
   }
   // Per-channel values as [C, 1, 1], or one scalar when every channel has the same value.
   std::string add_channels(const std::string& base, const std::vector<int64_t>& values) {
@@ -454,11 +464,7 @@ class Exporter {
   }
 
   std::string add_f64(const std::string& base, double value) {
-    std::vector<uint8_t> raw(8);
-    uint64_t bits = 0;
-    std::memcpy(&bits, &value, 8);
-    for (int k = 0; k < 8; ++k) raw[k] = static_cast<uint8_t>(bits >> (8 * k));
-    return add_init(base, onnx::kDouble, {}, std::move(raw));
+    return add_init(base, onnx::kDouble, {}, le_bytes<double>({&value, 1}));
   }
 
   std::string cast(const std::string& value, int32_t to, const std::string& out_base) {
